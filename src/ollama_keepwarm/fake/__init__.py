@@ -1,0 +1,1 @@
+"""A fake Ollama server (placeholder until the fake lands)."""

@@ -14,7 +14,7 @@ _DEFAULT_NAMESPACE = "library/"
 
 
 def canonical_name(name: str) -> str:
-    """Return the short form ``/api/ps`` prints: default registry and namespace dropped, tag added."""
+    """Return the name as ``/api/ps`` prints it: no default registry or namespace, a tag."""
     name = name.strip()
     if name.lower().startswith(_DEFAULT_REGISTRY):
         name = name[len(_DEFAULT_REGISTRY) :]

@@ -1,0 +1,474 @@
+"""config.toml to frozen dataclasses, with errors that name the key and the rule.
+
+``parse_config`` is pure (a mapping in, a :class:`Config` out) so every rule is a table test;
+``load_config`` only adds ``tomllib``. Unknown keys are errors: a typo must not silently fall back
+to a default on a box that runs for years.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import tomllib
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ollama_keepwarm.durations import (
+    INFINITE_NS,
+    NS_PER_SECOND,
+    DurationError,
+    format_go_duration,
+    parse_go_duration,
+)
+from ollama_keepwarm.names import is_cloud_model, match_key
+
+__all__ = [
+    "DEFAULT_HOST",
+    "EX_CONFIG",
+    "SEARCH_PATH",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "HttpConfig",
+    "ModelConfig",
+    "OllamaConfig",
+    "find_config",
+    "keep_alive_wire",
+    "load_config",
+    "parse_config",
+    "parse_duration_s",
+    "parse_host",
+]
+
+EX_CONFIG = 78
+"""sysexits.h: configuration error. The unit sets RestartPreventExitStatus=78."""
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+SEARCH_PATH = (Path("config.toml"), Path("/etc/ollama-keepwarm/config.toml"))
+FOREVER = math.inf
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; ``str()`` names the key path and the reason."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}" if key else reason)
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class OllamaConfig:
+    """Where Ollama is and how patient to be with it."""
+
+    host: str = DEFAULT_HOST
+    load_timeout_s: float = 600.0
+    request_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """How the keeper watches and when it acts."""
+
+    poll_interval_s: float = 5.0
+    refresh_before_s: float = 120.0
+    health_interval_s: float = 300.0
+    ready_timeout_s: float = 600.0
+    down_poll_max_s: float = 2.0
+    resume_threshold_s: float = 5.0
+    conflict_retry_s: float = 1800.0
+    on_gpu_lost: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The read-only local endpoint: health, readiness, status, metrics."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 11435
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """One model to keep warm."""
+
+    name: str
+    host: str = DEFAULT_HOST
+    keep_alive_s: float = 3600.0  # DEFAULT_KEEP_ALIVE_S
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    priority: int = 0
+    verify: bool = False
+
+    @property
+    def key(self) -> str:
+        """The name as ``/api/ps`` rows are matched against it."""
+        return match_key(self.name)
+
+    @property
+    def keep_alive_wire(self) -> int | str:
+        """The ``keep_alive`` value to send for this model."""
+        return keep_alive_wire(self.keep_alive_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; swapped as one object on reload."""
+
+    ollama: OllamaConfig = OllamaConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    http: HttpConfig = HttpConfig()
+    models: tuple[ModelConfig, ...] = ()
+    source: Path | None = None
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every Ollama host a model is kept on, in first-seen order."""
+        return tuple(dict.fromkeys(model.host for model in self.models))
+
+
+_OLLAMA_DEFAULTS = OllamaConfig()
+_HTTP_DEFAULTS = HttpConfig()
+DEFAULT_KEEP_ALIVE_S = 3600.0
+"""An hour: longer than any client default (5m), so Ollama evicts client-loaded models before
+kept ones (it evicts the shortest keep-alive setting first, §4.5), yet a lease that lapses by
+itself within the hour when the keeper is stopped."""
+
+
+_OLLAMA_DEFAULTS = OllamaConfig()
+_HTTP_DEFAULTS = HttpConfig()
+DEFAULT_KEEP_ALIVE_S = 3600.0
+"""An hour: longer than any client default (5m), so Ollama evicts client-loaded models before
+kept ones (it evicts the shortest keep-alive setting first, §4.5), yet a lease that lapses by
+itself within the hour when the keeper is stopped."""
+
+
+def keep_alive_wire(seconds: float) -> int | str:
+    """Return the JSON ``keep_alive`` for a lease: the number -1 for forever, else a Go duration.
+
+    Never the string ``"-1"``: Ollama answers it with 400 ``missing unit`` (reference §1.1).
+    """
+    if math.isinf(seconds):
+        return -1
+    return format_go_duration(round(seconds * NS_PER_SECOND))
+
+
+def parse_host(raw: str | None) -> str:
+    """Turn an ``OLLAMA_HOST``-style value into a base URL, as ollama-python's ``_parse_host``.
+
+    ``0.0.0.0`` and ``::`` are bind-all addresses; we dial loopback for them (Ollama's own
+    ``ConnectableHost``).
+    """
+    text = (raw or "").strip().strip("\"'")
+    port = 11434
+    scheme, _, hostport = text.partition("://")
+    if not hostport:
+        scheme, hostport = "http", text
+    elif scheme == "http":
+        port = 80
+    elif scheme == "https":
+        port = 443
+    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
+    try:
+        host = split.hostname or "127.0.0.1"
+        port = split.port or port
+    except ValueError as exc:
+        raise ValueError(f"not a host[:port] or URL: {raw!r}") from exc
+    if host == "0.0.0.0":
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    try:
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    path = split.path.strip("/")
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+def parse_duration_s(value: object, key: str, *, allow_forever: bool = False) -> float:
+    """Parse a duration in Ollama's syntax: Go strings (``"5m"``) or a number of seconds.
+
+    With ``allow_forever`` (leases), ``-1``, ``"-1"``, ``"forever"`` and any negative value mean
+    forever, as Ollama treats negatives; elsewhere a duration must be positive.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(key, f'must be a duration such as "5m" or seconds, not {_kind(value)}')
+    if isinstance(value, str):
+        text = value.strip()
+        if allow_forever and text.lower() in {"-1", "forever", "inf", "infinite"}:
+            return FOREVER
+        try:
+            ns = parse_go_duration(text)
+        except DurationError as exc:
+            raise ConfigError(key, f"{exc} (use Go syntax: 300ms, 10s, 5m, 1h30m)") from None
+        seconds = ns / NS_PER_SECOND
+    else:
+        seconds = float(value)
+        if math.isnan(seconds) or math.isinf(seconds):
+            raise ConfigError(key, "must be a finite number of seconds")
+        if seconds * NS_PER_SECOND >= INFINITE_NS:
+            raise ConfigError(key, "is too large for Ollama; use -1 for forever")
+    if seconds < 0:
+        if allow_forever:
+            return FOREVER
+        raise ConfigError(key, "must not be negative")
+    if seconds == 0:
+        reason = "0 would unload the model at once; use -1 for forever" if allow_forever else ""
+        raise ConfigError(key, reason or "must be greater than 0")
+    return seconds
+
+
+def _kind(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+class _Table:
+    """Reads one TOML table, tracking which keys were used so leftovers become errors."""
+
+    def __init__(self, raw: object, path: str) -> None:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(path, f"must be a table, not {_kind(raw)}")
+        self._raw: Mapping[str, Any] = raw
+        self._path = path
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def has(self, name: str) -> bool:
+        return name in self._raw
+
+    def get(self, name: str) -> Any:
+        self._seen.add(name)
+        return self._raw.get(name)
+
+    def duration(self, name: str, default: float, *, allow_forever: bool = False) -> float:
+        if not self.has(name):
+            self._seen.add(name)
+            return default
+        return parse_duration_s(self.get(name), self.key(name), allow_forever=allow_forever)
+
+    def string(self, name: str, default: str) -> str:
+        value = self.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(self.key(name), f"must be a non-empty string, not {_kind(value)}")
+        return value.strip()
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), f"must be an integer, not {_kind(value)}")
+        if not low <= value <= high:
+            raise ConfigError(self.key(name), f"must be between {low} and {high}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"must be true or false, not {_kind(value)}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._raw) - self._seen)
+        if unknown:
+            allowed = ", ".join(sorted(self._seen))
+            raise ConfigError(self.key(unknown[0]), f"unknown key (allowed here: {allowed})")
+
+
+def _host(table: _Table, name: str, default: str) -> str:
+    raw = table.get(name)
+    if raw is None:
+        return default
+    if not isinstance(raw, str):
+        raise ConfigError(table.key(name), f"must be a string, not {_kind(raw)}")
+    try:
+        return parse_host(raw)
+    except ValueError as exc:
+        raise ConfigError(table.key(name), str(exc)) from None
+
+
+def _parse_ollama(raw: object, environ: Mapping[str, str]) -> OllamaConfig:
+    table = _Table(raw, "ollama")
+    default_host = (
+        parse_host(environ.get("OLLAMA_HOST")) if environ.get("OLLAMA_HOST") else DEFAULT_HOST
+    )
+    config = OllamaConfig(
+        host=_host(table, "host", default_host),
+        load_timeout_s=table.duration("load_timeout", _OLLAMA_DEFAULTS.load_timeout_s),
+        request_timeout_s=table.duration("request_timeout", _OLLAMA_DEFAULTS.request_timeout_s),
+    )
+    table.finish()
+    return config
+
+
+def _parse_daemon(raw: object) -> DaemonConfig:
+    table = _Table(raw, "daemon")
+    defaults = DaemonConfig()
+    hook = table.get("on_gpu_lost")
+    if hook is None:
+        on_gpu_lost: tuple[str, ...] = ()
+    elif isinstance(hook, list) and hook and all(isinstance(part, str) and part for part in hook):
+        on_gpu_lost = tuple(hook)
+    else:
+        raise ConfigError(
+            table.key("on_gpu_lost"),
+            'must be a command as a non-empty array of strings, e.g. ["systemctl", '
+            '"restart", "ollama"]',
+        )
+    config = DaemonConfig(
+        poll_interval_s=table.duration("poll_interval", defaults.poll_interval_s),
+        refresh_before_s=table.duration("refresh_before", defaults.refresh_before_s),
+        health_interval_s=table.duration("health_interval", defaults.health_interval_s),
+        ready_timeout_s=table.duration("ready_timeout", defaults.ready_timeout_s),
+        down_poll_max_s=table.duration("down_poll_max", defaults.down_poll_max_s),
+        resume_threshold_s=table.duration("resume_threshold", defaults.resume_threshold_s),
+        conflict_retry_s=table.duration("conflict_retry", defaults.conflict_retry_s),
+        on_gpu_lost=on_gpu_lost,
+    )
+    table.finish()
+    return config
+
+
+def _parse_http(raw: object) -> HttpConfig:
+    table = _Table(raw, "http")
+    config = HttpConfig(
+        enabled=table.boolean("enabled", _HTTP_DEFAULTS.enabled),
+        host=table.string("host", _HTTP_DEFAULTS.host),
+        port=table.integer("port", _HTTP_DEFAULTS.port, low=0, high=65535),
+    )
+    table.finish()
+    return config
+
+
+_OPTION_TYPES = (bool, int, float, str)
+
+
+def _parse_options(raw: object, key: str) -> Mapping[str, Any]:
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, f"must be a table such as {{ num_ctx = 8192 }}, not {_kind(raw)}")
+    for name, value in raw.items():
+        ok = isinstance(value, _OPTION_TYPES) or (
+            isinstance(value, list) and all(isinstance(item, _OPTION_TYPES) for item in value)
+        )
+        if not ok:
+            raise ConfigError(
+                f"{key}.{name}", f"must be a number, string, boolean or array, not {_kind(value)}"
+            )
+    return MappingProxyType(dict(raw))
+
+
+def _parse_model(raw: object, index: int, default_host: str) -> ModelConfig:
+    table = _Table(raw, f"models[{index}]")
+    if not table.has("name"):
+        raise ConfigError(table.key("name"), "is required")
+    name = table.string("name", "")
+    if is_cloud_model(name):
+        raise ConfigError(
+            table.key("name"),
+            f"{name!r} is a cloud model: Ollama proxies it and never loads it locally",
+        )
+    model = ModelConfig(
+        name=name,
+        host=_host(table, "host", default_host),
+        keep_alive_s=table.duration("keep_alive", DEFAULT_KEEP_ALIVE_S, allow_forever=True),
+        options=_parse_options(table.get("options"), table.key("options")),
+        priority=table.integer("priority", 0, low=-1_000_000, high=1_000_000),
+        verify=table.boolean("verify", False),
+    )
+    table.finish()
+    return model
+
+
+def parse_config(
+    raw: Mapping[str, Any],
+    *,
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate a parsed TOML document and build the :class:`Config`.
+
+    Raises:
+        ConfigError: naming the first offending key path and the rule it breaks.
+    """
+    env = os.environ if environ is None else environ
+    top = _Table(raw, "")
+    ollama = _parse_ollama(top.get("ollama") or {}, env)
+    daemon = _parse_daemon(top.get("daemon") or {})
+    http = _parse_http(top.get("http") or {})
+    raw_models = top.get("models")
+    top.finish()
+    if raw_models is None:
+        raw_models = []
+    if not isinstance(raw_models, Sequence) or isinstance(raw_models, str):
+        raise ConfigError("models", "must be an array of tables: [[models]]")
+    models = tuple(_parse_model(item, i, ollama.host) for i, item in enumerate(raw_models))
+    seen: dict[tuple[str, str], int] = {}
+    for i, model in enumerate(models):
+        where = (model.host, model.key)
+        if where in seen:
+            raise ConfigError(
+                f"models[{i}].name", f"{model.name!r} is already listed as models[{seen[where]}]"
+            )
+        seen[where] = i
+    if daemon.refresh_before_s <= daemon.poll_interval_s:
+        raise ConfigError(
+            "daemon.refresh_before",
+            "must be longer than daemon.poll_interval, or a lease can lapse between two looks",
+        )
+    return Config(ollama=ollama, daemon=daemon, http=http, models=models, source=source)
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate ``path``.
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax error, or an invalid value.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
+    return parse_config(raw, source=path, environ=environ)
+
+
+def find_config(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Pick the config file: ``-c``, then ``$OLLAMA_KEEPWARM_CONFIG``, then the search path.
+
+    Raises:
+        ConfigError: when nothing was named and no file exists on the search path.
+    """
+    env = os.environ if environ is None else environ
+    named = explicit or env.get("OLLAMA_KEEPWARM_CONFIG")
+    if named:
+        return Path(named)
+    for candidate in SEARCH_PATH:
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(p) for p in SEARCH_PATH)
+    raise ConfigError("", f"no config file found (looked for {searched}); pass -c FILE")

@@ -1,0 +1,248 @@
+"""A typed Ollama client over one aiohttp session: version, ps, show, load. No decisions.
+
+Loads are never abandoned early: a client disconnect aborts the load inside Ollama (reference
+§2.6, §7.9), so load calls get the long ``load_timeout`` while ps/version/show get a short one
+(ps can legitimately stall ~10 s, §3.5).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+__all__ = [
+    "LoadResult",
+    "ModelInfo",
+    "OllamaClient",
+    "OllamaError",
+    "OllamaUnreachableError",
+    "PsSnapshot",
+    "RunningModel",
+    "parse_ps",
+]
+
+_BLOB_RE = re.compile(r"^FROM\s+\S*?(sha256[-:][0-9a-fA-F]{64})\s*$", re.MULTILINE)
+
+
+class OllamaError(Exception):
+    """Ollama answered, but not with success; carries the HTTP status and Ollama's error text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class OllamaUnreachableError(OllamaError):
+    """Ollama could not be reached, or did not answer in time (status 0)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningModel:
+    """One row of ``GET /api/ps``."""
+
+    name: str
+    size_bytes: int
+    size_vram_bytes: int
+    digest: str
+    expires_at: datetime
+    context_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PsSnapshot:
+    """``/api/ps`` as seen at ``taken_at`` (our wall clock, timezone-aware)."""
+
+    taken_at: datetime
+    models: tuple[RunningModel, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What ``/api/show`` tells us that matters: how to warm it, and which weights it uses."""
+
+    capabilities: tuple[str, ...]
+    blob: str | None
+
+    @property
+    def embedding_only(self) -> bool:
+        """True when generate would refuse it (no ``completion``): warm through embed."""
+        return "embedding" in self.capabilities and "completion" not in self.capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """A finished load call: which endpoint served it and its wall time (Ollama reports none)."""
+
+    endpoint: str
+    duration_s: float
+
+
+def _field(row: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = row.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"field {name!r} is missing or not {kind}")
+    return value
+
+
+def parse_ps(body: object, taken_at: datetime) -> PsSnapshot:
+    """Parse a ``/api/ps`` body; extra fields are ignored, missing essential ones are errors.
+
+    Raises:
+        ValueError: the body is not the shape Ollama sends.
+    """
+    if not isinstance(body, Mapping) or not isinstance(body.get("models"), list):
+        raise ValueError("expected an object with a 'models' array")
+    rows = []
+    for row in body["models"]:
+        if not isinstance(row, Mapping):
+            raise ValueError("a 'models' entry is not an object")
+        context = row.get("context_length")
+        rows.append(
+            RunningModel(
+                name=_field(row, "name", str),
+                size_bytes=int(row.get("size") or 0),
+                size_vram_bytes=int(row.get("size_vram") or 0),
+                digest=str(row.get("digest") or ""),
+                expires_at=_parse_time(_field(row, "expires_at", str)),
+                context_length=context if isinstance(context, int) else None,
+            )
+        )
+    return PsSnapshot(taken_at=taken_at, models=tuple(rows))
+
+
+def _parse_time(text: str) -> datetime:
+    # Python 3.11's fromisoformat reads Go's RFC 3339 with nanoseconds (reference §3.3), but a
+    # year-2318 "forever" is fine too; naive times would break comparisons, so reject them.
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"expires_at without a time zone: {text!r}")
+    return parsed
+
+
+class OllamaClient:
+    """Talk to one Ollama server."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        request_timeout_s: float = 30.0,
+        load_timeout_s: float = 600.0,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self._short = aiohttp.ClientTimeout(total=request_timeout_s)
+        self._long = aiohttp.ClientTimeout(total=load_timeout_s)
+
+    async def _request(
+        self, method: str, path: str, payload: object = None, *, limit: aiohttp.ClientTimeout
+    ) -> object:
+        url = self.base_url + path
+        try:
+            async with self._session.request(method, url, json=payload, timeout=limit) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise OllamaUnreachableError(f"{method} {url}: {exc or type(exc).__name__}") from exc
+        except TimeoutError as exc:
+            raise OllamaUnreachableError(
+                f"{method} {url}: no answer within {limit.total}s"
+            ) from exc
+        body = _json_or_none(text)
+        if status >= 400:
+            message = body.get("error") if isinstance(body, Mapping) else None
+            raise OllamaError(status, str(message) if message else text.strip()[:200])
+        if body is None:
+            raise OllamaError(status, f"malformed answer from {path}: {text[:200]!r}")
+        return body
+
+    async def version(self) -> str:
+        """Return the server version; the cheapest "is Ollama answering" probe."""
+        body = await self._request("GET", "/api/version", limit=self._short)
+        if not isinstance(body, Mapping) or not isinstance(body.get("version"), str):
+            raise OllamaError(200, f"malformed /api/version answer: {body!r}"[:200])
+        return str(body["version"])
+
+    async def ps(self) -> PsSnapshot:
+        """Return the loaded models."""
+        body = await self._request("GET", "/api/ps", limit=self._short)
+        try:
+            return parse_ps(body, datetime.now().astimezone())
+        except (ValueError, TypeError) as exc:
+            raise OllamaError(200, f"malformed /api/ps answer: {exc}") from exc
+
+    async def show(self, name: str) -> ModelInfo:
+        """Return capabilities and weights blob of ``name`` (404 when it is not pulled)."""
+        body = await self._request("POST", "/api/show", {"model": name}, limit=self._short)
+        if not isinstance(body, Mapping):
+            raise OllamaError(200, "malformed /api/show answer")
+        raw_caps = body.get("capabilities")
+        caps = tuple(str(c) for c in raw_caps) if isinstance(raw_caps, list) else ("completion",)
+        info = body.get("model_info")
+        # Before v0.6.4 there is no capabilities field: a pooling type means embedding (§2.5).
+        if (
+            raw_caps is None
+            and isinstance(info, Mapping)
+            and any(str(k).endswith(".pooling_type") for k in info)
+        ):
+            caps = ("embedding",)
+        match = _BLOB_RE.search(str(body.get("modelfile") or ""))
+        blob = match.group(1).replace(":", "-").lower() if match else None
+        return ModelInfo(capabilities=caps, blob=blob)
+
+    async def load(
+        self,
+        name: str,
+        *,
+        keep_alive: int | str,
+        options: Mapping[str, Any],
+        embedding_only: bool,
+    ) -> LoadResult:
+        """Load (or renew) ``name``: empty generate, or empty embed for embedding-only models.
+
+        ``keep_alive`` is always explicit (a server with OLLAMA_KEEP_ALIVE=0 would otherwise drop
+        the model at once, §1.2) and ``options`` go out exactly as configured.
+        """
+        payload: dict[str, Any] = {"model": name, "keep_alive": keep_alive}
+        if options:
+            payload["options"] = dict(options)
+        path = "/api/embed" if embedding_only else "/api/generate"
+        started = time.monotonic()
+        body = await self._request("POST", path, payload, limit=self._long)
+        if not isinstance(body, Mapping):
+            raise OllamaError(200, f"malformed {path} answer")
+        if "error" in body:
+            raise OllamaError(500, str(body["error"]))
+        return LoadResult(endpoint=path, duration_s=time.monotonic() - started)
+
+    async def generate_one_token(
+        self, name: str, *, keep_alive: int | str, options: Mapping[str, Any]
+    ) -> None:
+        """Run a 1-token generation: ps can list a runner that no longer works (§4.8)."""
+        payload: dict[str, Any] = {
+            "model": name,
+            "prompt": "ping",
+            "stream": False,
+            "keep_alive": keep_alive,
+            "options": {**options, "num_predict": 1},
+        }
+        await self._request("POST", "/api/generate", payload, limit=self._long)
+
+
+def _json_or_none(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None

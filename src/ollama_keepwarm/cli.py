@@ -1,15 +1,150 @@
-"""Command line: argv to a command, and the only place with ``asyncio.run`` and exit codes."""
+"""Command line: argv to a command, and the only place with ``asyncio.run`` and exit codes.
+
+Exit codes: 0 success; 1 some models could not be warmed; 69 (EX_UNAVAILABLE) Ollama never
+answered; 78 (EX_CONFIG) the configuration is invalid (the unit will not restart on it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ollama_keepwarm import __version__
+from ollama_keepwarm.config import (
+    EX_CONFIG,
+    Config,
+    ConfigError,
+    find_config,
+    load_config,
+    parse_duration_s,
+)
 from ollama_keepwarm.fake import cli as fake_cli
 
-__all__ = ["main"]
+__all__ = ["EX_OK", "EX_UNAVAILABLE", "EX_WARM_FAILED", "build_parser", "main"]
+
+EX_OK = 0
+EX_WARM_FAILED = 1
+EX_UNAVAILABLE = 69
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _config_or_exit(args: argparse.Namespace) -> Config:
+    """Load the config named by -c / $OLLAMA_KEEPWARM_CONFIG / the search path, or exit 78."""
+    try:
+        return load_config(find_config(args.config))
+    except ConfigError as exc:
+        _say(f"ollama-keepwarm: config error: {exc}")
+        raise SystemExit(EX_CONFIG) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration_s(text, "--timeout")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    from ollama_keepwarm.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM."""
+    config = _config_or_exit(args)
+    _setup_logging(args)
+    from ollama_keepwarm.keeper import Keeper
+    from ollama_keepwarm.systemd import make_notifier
+
+    path = find_config(args.config)
+    keeper = Keeper(config, notifier=make_notifier(), reload_config=lambda: load_config(path))
+    return asyncio.run(keeper.run())
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    """Warm every model once and exit: the ExecStartPost companion."""
+    config = _config_or_exit(args)
+    from ollama_keepwarm.oneshot import warm_all
+
+    outcomes, reached = asyncio.run(warm_all(config, args.timeout, _say))
+    failed = [o for o in outcomes if not o.ok]
+    for outcome in failed:
+        _say(f"not warm: {outcome.name}: {outcome.detail}")
+    if not reached:
+        return EX_UNAVAILABLE
+    _say(f"{len(outcomes) - len(failed)}/{len(outcomes)} warm")
+    return EX_WARM_FAILED if failed else EX_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config, reach Ollama, and print what the keeper would do now."""
+    config = _config_or_exit(args)
+    print(f"config {config.source}: ok, {len(config.models)} models")
+    from ollama_keepwarm.oneshot import check
+
+    ok, lines = asyncio.run(check(config, args.timeout, _say))
+    print("\n".join(lines))
+    return EX_OK if ok else EX_UNAVAILABLE
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the running daemon's view, or Ollama's own when no daemon answers."""
+    from ollama_keepwarm.status import render_table
+    from ollama_keepwarm.status_client import fetch_status
+
+    config: Config | None
+    try:
+        config = load_config(find_config(args.config))
+    except ConfigError as exc:
+        if args.config:
+            _say(f"ollama-keepwarm: config error: {exc}")
+            return EX_CONFIG
+        config = None
+    document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))
+    if document is None:
+        _say("ollama-keepwarm: neither the daemon nor Ollama answered")
+        return EX_UNAVAILABLE
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        sys.stdout.write(render_table(document, colour=colour))
+    return EX_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the fake Ollama and the daemon together, narrated."""
+    from ollama_keepwarm.demo import run_demo
+
+    status: int = asyncio.run(run_demo(duration_s=args.duration))
+    return status
+
+
+def _add_common(parser: argparse.ArgumentParser, *, timeout: str | None = None) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="config file (default: $OLLAMA_KEEPWARM_CONFIG, ./config.toml, "
+        "/etc/ollama-keepwarm/config.toml)",
+    )
+    if timeout is not None:
+        parser.add_argument(
+            "--timeout",
+            type=_duration,
+            default=_duration(timeout),
+            metavar="DUR",
+            help=f"how long to wait for Ollama (default {timeout})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,17 +155,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the daemon (what systemd runs)")
+    _add_common(run)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        choices=["console", "logfmt", "json"],
+        help="default: logfmt under journald, console on a TTY, else json",
+    )
+    run.set_defaults(run=cmd_run)
+
+    warm = commands.add_parser("warm", help="wait for Ollama, warm every model once, exit")
+    _add_common(warm, timeout="2m")
+    warm.set_defaults(run=cmd_warm)
+
+    check = commands.add_parser("check", help="validate the config, reach Ollama, show the plan")
+    _add_common(check, timeout="10s")
+    check.set_defaults(run=cmd_check)
+
+    status = commands.add_parser("status", help="show each kept model's state")
+    _add_common(status)
+    status.add_argument("--json", action="store_true", help="print the JSON document")
+    status.add_argument("--url", help="the daemon's HTTP endpoint (default: from the config)")
+    status.set_defaults(run=cmd_status)
+
+    demo = commands.add_parser("demo", help="the daemon against a built-in fake Ollama, narrated")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=45.0,
+        metavar="SECONDS",
+        help="how long the demo runs (default 45)",
+    )
+    demo.set_defaults(run=cmd_demo)
+
     fake_cli.add_parser(commands)
+    try:
+        from ollama_keepwarm import install
+    except ImportError:  # pragma: no cover - the systemd installer is optional in a slim build
+        pass
+    else:
+        install.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command named in ``argv`` and return its exit status."""
     args = build_parser().parse_args(argv)
-    run: object = args.run
-    assert callable(run)
-    status = run(args)
-    assert isinstance(status, int)
+    try:
+        status: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
     return status
 
 

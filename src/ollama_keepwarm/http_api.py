@@ -1,0 +1,68 @@
+"""The read-only local HTTP endpoint: ``/healthz``, ``/readyz``, ``/status``.
+
+Bound to 127.0.0.1 by default. ``/healthz`` answers from the event loop itself, so it fails when
+the loop is wedged; ``/readyz`` is for a Slack bot's unit or a readiness probe: 200 only while
+every kept model that is not paused or held back is resident.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from ollama_keepwarm.keeper import Keeper
+
+__all__ = ["make_app", "serve"]
+
+_log = structlog.get_logger("ollama_keepwarm")
+KEEPER = web.AppKey("keeper", object)
+
+
+def make_app(keeper: Keeper) -> web.Application:
+    """Build the aiohttp application over a running keeper."""
+    app = web.Application()
+    app[KEEPER] = keeper
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        document = keeper.status()
+        cold = [
+            {"name": m["name"], "state": m["state"], "reason": m["reason"]}
+            for host in document["hosts"]
+            for m in host["models"]
+            if m["state"] not in {"warm", "paused", "conflict"}
+        ]
+        down = [h["host"] for h in document["hosts"] if not h["ollama_up"]]
+        if cold or down or not document["hosts"]:
+            return web.json_response(
+                {"ready": False, "cold": cold, "ollama_down": down}, status=503
+            )
+        return web.json_response({"ready": True, "cold": []})
+
+    async def status(_request: web.Request) -> web.Response:
+        return web.json_response(keeper.status())
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    return app
+
+
+async def serve(keeper: Keeper, host: str, port: int) -> web.AppRunner | None:
+    """Start the endpoint; a busy port is logged, not fatal (the keeper matters more)."""
+    runner = web.AppRunner(make_app(keeper), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        _log.warning("http_endpoint_failed", host=host, port=port, error=str(exc))
+        await runner.cleanup()
+        return None
+    _log.info("http_endpoint_listening", url=f"http://{host}:{port}")
+    return runner

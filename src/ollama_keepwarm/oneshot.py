@@ -1,0 +1,127 @@
+"""One-shot work: ``warm`` (the ExecStartPost companion) and ``check``.
+
+Both wait for Ollama, then act once and exit with a status a unit file or a script can use. The
+warm is sequential in rank order, like the daemon's first pass, and never cancels a load it
+started (a disconnect aborts the load inside Ollama): the overall ``--timeout`` only bounds how
+long we wait for Ollama to answer, plus each load's own ``load_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from ollama_keepwarm import plan
+from ollama_keepwarm.config import Config, ModelConfig
+from ollama_keepwarm.ollama import OllamaClient, OllamaError, OllamaUnreachableError, PsSnapshot
+
+__all__ = ["WarmOutcome", "check", "wait_for_ollama", "warm_all"]
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WarmOutcome:
+    """What happened to one model in a one-shot warm."""
+
+    name: str
+    ok: bool
+    detail: str
+    duration_s: float = 0.0
+
+
+async def wait_for_ollama(client: OllamaClient, timeout_s: float, say: Say) -> str | None:
+    """Poll ``/api/version`` with backoff until it answers; None when ``timeout_s`` ran out."""
+    deadline = time.monotonic() + timeout_s
+    delay, announced = 0.25, False
+    while True:
+        try:
+            return await client.version()
+        except OllamaError as exc:
+            if not announced:
+                say(f"waiting for Ollama at {client.base_url} ({exc.message})")
+                announced = True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, 2.0)
+
+
+async def warm_all(config: Config, timeout_s: float, say: Say) -> tuple[list[WarmOutcome], bool]:
+    """Warm every configured model once; return the outcomes and whether Ollama answered."""
+    outcomes: list[WarmOutcome] = []
+    reached = True
+    async with aiohttp.ClientSession() as session:
+        for host in config.hosts:
+            client = OllamaClient(
+                session,
+                host,
+                request_timeout_s=config.ollama.request_timeout_s,
+                load_timeout_s=config.ollama.load_timeout_s,
+            )
+            version = await wait_for_ollama(client, timeout_s, say)
+            models = plan.ranked(m for m in config.models if m.host == host)
+            if version is None:
+                reached = False
+                outcomes += [
+                    WarmOutcome(m.name, False, f"Ollama at {host} never answered") for m in models
+                ]
+                continue
+            for model in models:
+                say(f"loading {model.name} ...")
+                outcomes.append(await _warm_one(client, model))
+                say(f"  {outcomes[-1].name}: {outcomes[-1].detail}")
+    return outcomes, reached
+
+
+async def _warm_one(client: OllamaClient, model: ModelConfig) -> WarmOutcome:
+    try:
+        info = await client.show(model.name)
+        result = await client.load(
+            model.name,
+            keep_alive=model.keep_alive_wire,
+            options=model.options,
+            embedding_only=info.embedding_only,
+        )
+    except OllamaError as exc:
+        kind, hint = plan.classify_error(exc.status, exc.message)
+        return WarmOutcome(model.name, False, f"{kind}: {exc.message} ({hint})")
+    return WarmOutcome(
+        model.name,
+        True,
+        f"warm in {result.duration_s:.1f}s via {result.endpoint}",
+        result.duration_s,
+    )
+
+
+async def check(config: Config, timeout_s: float, say: Say) -> tuple[bool, list[str]]:
+    """Reach every host and print what the keeper would do now; False if a host is unreachable."""
+    lines: list[str] = []
+    ok = True
+    async with aiohttp.ClientSession() as session:
+        for host in config.hosts:
+            client = OllamaClient(session, host, request_timeout_s=config.ollama.request_timeout_s)
+            version = await wait_for_ollama(client, timeout_s, say)
+            snapshot: PsSnapshot | None = None
+            if version is not None:
+                try:
+                    snapshot = await client.ps()
+                except (OllamaUnreachableError, OllamaError) as exc:
+                    say(f"/api/ps failed: {exc}")
+            if snapshot is None:
+                ok = False
+                lines.append(f"{host}: unreachable")
+                continue
+            models = tuple(m for m in config.models if m.host == host)
+            now = snapshot.taken_at
+            lines.append(f"{host}: Ollama {version}, {len(snapshot.models)} loaded")
+            for decision in plan.decide(models, config.daemon, snapshot, {}, now):
+                lines.append(
+                    f"  {decision.model.name:<32} {decision.action.value:<8} {decision.reason}"
+                )
+    return ok, lines

@@ -1,0 +1,182 @@
+"""The status view: one JSON document, and the table ``ollama-keepwarm status`` prints from it.
+
+The document is built from the planner's decisions, so the CLI, ``/status`` and the STATUS= line
+agree. Times in the table follow ``ollama ps``: ``Forever`` for leases over 20 years,
+``Stopping...`` for a lease already past (reference §1.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ollama_keepwarm import plan
+from ollama_keepwarm.ollama import RunningModel
+
+if TYPE_CHECKING:
+    from ollama_keepwarm.keeper import HostKeeper, Keeper
+
+__all__ = ["build_status", "model_entry", "processor", "render_table", "until_text"]
+
+FOREVER_AFTER_S = 20 * 365 * 86400
+
+_COLOURS = {
+    "warm": "32",
+    "loading": "36",
+    "cold": "33",
+    "error": "31",
+    "conflict": "31",
+    "paused": "35",
+}
+
+
+def processor(row: RunningModel | None) -> str:
+    """Return the PROCESSOR column as ``ollama ps`` derives it from size and size_vram (§3.1)."""
+    if row is None:
+        return "-"
+    if row.size_vram_bytes == 0:
+        return "100% CPU"
+    if row.size_bytes == 0 or row.size_vram_bytes > row.size_bytes:
+        return "Unknown"
+    if row.size_vram_bytes == row.size_bytes:
+        return "100% GPU"
+    gpu = round(100 * row.size_vram_bytes / row.size_bytes)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def until_text(expires_at: datetime | None, now: datetime) -> str:
+    """Render a lease end like ``ollama ps``'s UNTIL column."""
+    if expires_at is None:
+        return "-"
+    left = (expires_at - now).total_seconds()
+    if left > FOREVER_AFTER_S:
+        return "Forever"
+    if left <= 0:
+        return "Stopping..."
+    return f"{_span(left)} from now"
+
+
+def _seconds(at: datetime | None, now: datetime) -> float | None:
+    if at is None:
+        return None
+    left = (at - now).total_seconds()
+    return None if left > FOREVER_AFTER_S else round(left, 3)
+
+
+def model_entry(decision: plan.Decision, state: plan.ModelState, now: datetime) -> dict[str, Any]:
+    """One model's line of the status document."""
+    row = decision.row
+    next_refresh = decision.at if decision.action is plan.Action.WAIT and row else None
+    if decision.action is plan.Action.REFRESH:
+        next_refresh = now
+    return {
+        "name": decision.model.name,
+        "host": decision.model.host,
+        "state": plan.describe_state(decision),
+        "reason": decision.reason,
+        "priority": decision.model.priority,
+        "listed_as": row.name if row else None,
+        "expires_at": row.expires_at.isoformat() if row else None,
+        "until": until_text(row.expires_at if row else None, now),
+        "lease_left_s": _seconds(row.expires_at, now) if row else None,
+        "next_refresh_in_s": _seconds(next_refresh, now) if next_refresh else None,
+        "last_warm_s": (
+            round(state.last_warm_duration_s, 3) if state.last_warm_duration_s is not None else None
+        ),
+        "last_warm_at": state.last_warm_ok_at.isoformat() if state.last_warm_ok_at else None,
+        "processor": processor(row),
+        "size": row.size_bytes if row else None,
+        "size_vram": row.size_vram_bytes if row else None,
+        "last_error": state.last_error,
+        "warms": state.warms,
+        "reloads": state.reloads,
+    }
+
+
+def _host_entry(keeper: HostKeeper, now: datetime) -> dict[str, Any]:
+    return {
+        "host": keeper.host,
+        "ollama_up": keeper.ollama_up,
+        "version": keeper.version,
+        "poll_errors": keeper.poll_errors,
+        "polled_at": keeper.snapshot.taken_at.isoformat() if keeper.snapshot else None,
+        "models": [
+            model_entry(d, keeper.states.get(d.model.key, plan.ModelState()), now)
+            for d in keeper.decisions
+        ],
+    }
+
+
+def build_status(keeper: Keeper, now: datetime) -> dict[str, Any]:
+    """Build the whole status document from a running :class:`Keeper`."""
+    hosts = [_host_entry(k, now) for k in keeper.hosts.values()]
+    decisions = [d for k in keeper.hosts.values() for d in k.decisions]
+    return {
+        "source": "daemon",
+        "now": now.isoformat(),
+        "ready": keeper.ready.is_set(),
+        "all_warm": all(k.all_warm for k in keeper.hosts.values()),
+        "summary": plan.summarize(
+            decisions, now, ollama_up=all(k.ollama_up for k in keeper.hosts.values())
+        ),
+        "resumes": keeper.resumes,
+        "config": str(keeper.config.source or ""),
+        "hosts": hosts,
+    }
+
+
+_COLUMNS = (
+    ("NAME", "name"),
+    ("STATE", "state"),
+    ("UNTIL", "until"),
+    ("NEXT REFRESH", "next"),
+    ("LAST WARM", "last"),
+    ("PROCESSOR", "processor"),
+    ("REASON", "reason"),
+)
+
+
+def _cells(model: Mapping[str, Any]) -> dict[str, str]:
+    nxt = model.get("next_refresh_in_s")
+    last = model.get("last_warm_s")
+    return {
+        "name": str(model["name"]),
+        "state": str(model["state"]),
+        "until": str(model["until"]),
+        "next": "-" if nxt is None else ("now" if nxt <= 0 else f"in {_span(nxt)}"),
+        "last": "-" if last is None else f"{last:.1f}s",
+        "processor": str(model["processor"]),
+        "reason": str(model["reason"]),
+    }
+
+
+def render_table(document: Mapping[str, Any], *, colour: bool = False) -> str:
+    """Render the status document as a table in the spirit of ``ollama ps``."""
+    lines: list[str] = []
+    hosts: Sequence[Mapping[str, Any]] = document.get("hosts", [])
+    for host in hosts:
+        up = "up" if host.get("ollama_up") else "DOWN"
+        version = f" v{host['version']}" if host.get("version") else ""
+        lines.append(f"Ollama {host['host']} ({up}{version}) · {document.get('summary', '')}")
+        rows = [_cells(m) for m in host.get("models", [])]
+        widths = {key: max([len(title)] + [len(r[key]) for r in rows]) for title, key in _COLUMNS}
+        lines.append("    ".join(t.ljust(widths[k]) for t, k in _COLUMNS).rstrip())
+        for row in rows:
+            cells = []
+            for _title, key in _COLUMNS:
+                text = row[key].ljust(widths[key])
+                if colour and key == "state" and row["state"] in _COLOURS:
+                    text = f"\x1b[{_COLOURS[row['state']]}m{text}\x1b[0m"
+                cells.append(text)
+            lines.append("    ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,92 @@
+"""Fetch the status document: from the running daemon, else straight from Ollama.
+
+Without a daemon the view has no history (last warm, backoff), so it says what ``/api/ps`` says
+about each configured model, and what the keeper *would* do.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from ollama_keepwarm import plan
+from ollama_keepwarm.config import Config, DaemonConfig, ModelConfig, parse_host
+from ollama_keepwarm.ollama import OllamaClient, OllamaError, PsSnapshot
+from ollama_keepwarm.status import model_entry
+
+__all__ = ["fetch_status"]
+
+_SHORT = aiohttp.ClientTimeout(total=3)
+
+
+async def _from_daemon(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    try:
+        async with session.get(url.rstrip("/") + "/status", timeout=_SHORT) as resp:
+            if resp.status != 200:
+                return None
+            body = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _from_ollama(
+    session: aiohttp.ClientSession, config: Config | None
+) -> dict[str, Any] | None:
+    hosts = config.hosts if config else (parse_host(os.environ.get("OLLAMA_HOST")),)
+    entries: list[dict[str, Any]] = []
+    reached = False
+    now = datetime.now().astimezone()
+    for host in hosts or (parse_host(None),):
+        client = OllamaClient(session, host, request_timeout_s=5)
+        try:
+            version = await client.version()
+            snapshot: PsSnapshot | None = await client.ps()
+        except OllamaError:
+            version, snapshot = None, None
+        reached = reached or snapshot is not None
+        if config is not None:
+            models = tuple(m for m in config.models if m.host == host)
+        else:  # no config: show what is loaded, as `ollama ps` would
+            rows = snapshot.models if snapshot else ()
+            models = tuple(ModelConfig(name=r.name, host=host) for r in rows)
+        decisions = plan.decide(
+            models, config.daemon if config else DaemonConfig(), snapshot, {}, now
+        )
+        entries.append(
+            {
+                "host": host,
+                "ollama_up": snapshot is not None,
+                "version": version,
+                "poll_errors": 0,
+                "polled_at": now.isoformat() if snapshot else None,
+                "models": [model_entry(d, plan.ModelState(), now) for d in decisions],
+            }
+        )
+    if not reached:
+        return None
+    return {
+        "source": "ollama",
+        "now": now.isoformat(),
+        "ready": None,
+        "all_warm": all(m["state"] == "warm" for h in entries for m in h["models"]),
+        "summary": "no daemon answered; this is Ollama's own view",
+        "resumes": None,
+        "config": str(config.source) if config and config.source else "",
+        "hosts": entries,
+    }
+
+
+async def fetch_status(config: Config | None, url: str | None) -> dict[str, Any] | None:
+    """Return the daemon's status document, else one built from Ollama, else None."""
+    if url is None and config is not None and config.http.enabled:
+        url = f"http://{config.http.host}:{config.http.port}"
+    async with aiohttp.ClientSession() as session:
+        if url or config is None:
+            document = await _from_daemon(session, url or "http://127.0.0.1:11435")
+            if document is not None:
+                return document
+        return await _from_ollama(session, config)

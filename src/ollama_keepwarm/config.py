@@ -7,6 +7,7 @@ to a default on a box that runs for years.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import os
@@ -173,6 +174,9 @@ def parse_host(raw: str | None) -> str:
         port = 80
     elif scheme == "https":
         port = 443
+    with contextlib.suppress(ValueError):  # a bare IPv6 address, as Ollama's own parser allows
+        if isinstance(ipaddress.ip_address(hostport), ipaddress.IPv6Address):
+            hostport = f"[{hostport}]"
     split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
     try:
         host = split.hostname or "127.0.0.1"

@@ -168,6 +168,7 @@ class HostKeeper:
         except OllamaError as exc:
             # A malformed or failing answer: keep the last snapshot, retry with backoff.
             self.poll_errors += 1
+            self._down_polls += 1
             _emit(plan.Event("poll_failed", "", {"error": str(exc)}), self.host)
             self._retry_soon()
             return
@@ -208,8 +209,9 @@ class HostKeeper:
         self._on_change()
 
     def _retry_soon(self) -> None:
-        # Fast, bounded cadence while Ollama is away: 0.25 s doubling up to down_poll_max.
-        delay = min(self.config.daemon.down_poll_max_s, 0.25 * 2 ** min(self._down_polls, 8))
+        # Fast, bounded cadence while Ollama is away or answering garbage: 0.25 s doubling up to
+        # down_poll_max (the regular poll job keeps its own cadence beside it).
+        delay = min(self.config.daemon.down_poll_max_s, 0.125 * 2 ** min(self._down_polls, 8))
         self._wake(self._clocks.wall() + timedelta(seconds=delay))
 
     async def _learn_blobs(self, snapshot: PsSnapshot) -> None:

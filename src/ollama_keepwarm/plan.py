@@ -296,23 +296,24 @@ def observe(
             continue
         if old is None or st.in_flight_since is not None or previous is None:
             continue
-        if old.expires_at <= now + EXPIRY_TOLERANCE and old.expires_at > previous.taken_at:
-            cause = "expired"
-        elif outage or everything_gone:
+        culprit = _culprit(models, new_states, model, previous.taken_at, now)
+        if outage:
+            cause, culprit = "restart", None
+        elif old.expires_at <= now + EXPIRY_TOLERANCE:
+            cause, culprit = "expired", None
+        elif culprit is not None:
+            cause = f"evicted by our load of {culprit.name}"
+        elif everything_gone:
             cause = "restart"
         else:
             cause = "evicted"
-        culprit = (
-            _culprit(models, new_states, model, previous.taken_at, now)
-            if cause == "evicted"
-            else None
-        )
-        fields: dict[str, object] = {"cause": cause, "expires_at": old.expires_at.isoformat()}
+        fields: dict[str, object] = {
+            "cause": cause.split(" ")[0],
+            "expires_at": old.expires_at.isoformat(),
+        }
         st = replace(st, last_row=None, last_vanished_at=now, vanish_reason=cause)
         if culprit is not None:
             fields["evicted_by"] = culprit.name
-            cause = f"evicted by our load of {culprit.name}"
-            st = replace(st, vanish_reason=cause)
         elif cause == "evicted":
             st = _note_external_eviction(st, daemon, now, previous.taken_at)
             fields["rewarm_delay_s"] = (

@@ -1,0 +1,328 @@
+"""The daemon against the fake Ollama over real loopback HTTP (issue 3's acceptance list)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import FAST_FAKE, make_config, running_keeper
+from helpers import eventually
+from structlog.testing import capture_logs
+
+from ollama_keepwarm.clocks import ManualClocks
+from ollama_keepwarm.fake import FakeOllama
+
+LLAMA = {"name": "llama3.1:8b", "keep_alive": "30s", "priority": 10}
+CODER = {
+    "name": "qwen2.5-coder:7b",
+    "keep_alive": "30s",
+    "options": {"num_ctx": 8192},
+    "priority": 5,
+}
+EMBED = {"name": "nomic-embed-text", "keep_alive": -1}
+
+
+def listed(fake: FakeOllama) -> set[str]:
+    return {r.name for r in fake.runners()}
+
+
+def warm_calls(fake: FakeOllama, model: str) -> list[Any]:
+    return [
+        r
+        for r in fake.requests
+        if r.path in {"/api/generate", "/api/embed"}
+        and isinstance(r.body, dict)
+        and r.body.get("model") == model
+    ]
+
+
+async def client_post(fake: FakeOllama, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.post(fake.url + path, json=body) as r:
+        result: dict[str, Any] = await r.json()
+        return result
+
+
+async def test_warms_all_models_at_start_embedder_through_embed(fake: FakeOllama) -> None:
+    """Three models, one embedding-only: all listed in ps, the embedder loaded through embed."""
+    config = make_config(fake.url, [LLAMA, CODER, EMBED])
+    async with running_keeper(config) as (keeper, notifier):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        assert listed(fake) == {"llama3.1:8b", "qwen2.5-coder:7b", "nomic-embed-text:latest"}
+        embed_calls = warm_calls(fake, "nomic-embed-text")
+        assert [c.path for c in embed_calls] == ["/api/embed"]
+        assert embed_calls[0].body == {"model": "nomic-embed-text", "keep_alive": -1}
+        assert "READY=1" in notifier.messages
+        # Loads happen one at a time in priority order.
+        assert [ld.model for ld in fake.loads] == [
+            "llama3.1:8b",
+            "qwen2.5-coder:7b",
+            "nomic-embed-text:latest",
+        ]
+        assert notifier.statuses()[-1].startswith("3/3 warm")
+
+
+async def test_lease_renewed_before_expiry_for_many_cycles(fake: FakeOllama) -> None:
+    """A short lease is renewed before it ends, cycle after cycle: one load, no gap."""
+    model = {"name": "llama3.1:8b", "keep_alive": "1s"}
+    config = make_config(fake.url, [model])
+    async with running_keeper(config) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        start = len(warm_calls(fake, "llama3.1:8b"))
+        await eventually(
+            lambda: len(warm_calls(fake, "llama3.1:8b")) >= start + 6,
+            timeout=20,
+            what="six renewals",
+        )
+        assert [ld.reason for ld in fake.loads] == ["cold"]  # never expired, never reloaded
+        times = [c.time for c in warm_calls(fake, "llama3.1:8b")]
+        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        assert max(gaps) < 1.0  # always renewed inside the 1 s lease
+        assert min(gaps) >= 0.4  # ...and not more than about once per lease half-period
+
+
+async def test_unloaded_model_is_back_with_exact_options(fake: FakeOllama) -> None:
+    """A model unloaded by someone else (keep_alive 0) is warmed again with its options."""
+    config = make_config(fake.url, [LLAMA, CODER])
+    async with running_keeper(config) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        reply = await client_post(
+            fake, "/api/generate", {"model": "qwen2.5-coder:7b", "keep_alive": 0}
+        )
+        assert reply["done_reason"] == "unload"
+        await eventually(lambda: "qwen2.5-coder:7b" not in listed(fake), what="unload")
+        await eventually(lambda: "qwen2.5-coder:7b" in listed(fake), timeout=5, what="re-warm")
+        last = warm_calls(fake, "qwen2.5-coder:7b")[-1]
+        assert last.body == {
+            "model": "qwen2.5-coder:7b",
+            "keep_alive": "30s",
+            "options": {"num_ctx": 8192},
+        }
+        runner = next(r for r in fake.runners() if r.name == "qwen2.5-coder:7b")
+        assert runner.options["num_ctx"] == 8192
+
+
+async def test_model_back_after_restart(fake: FakeOllama) -> None:
+    """Every model lost in a server restart is warmed again once the server answers."""
+    config = make_config(fake.url, [LLAMA, EMBED])
+    async with running_keeper(config) as (keeper, notifier):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        await fake.restart(down_s=0.5)
+        await eventually(
+            lambda: listed(fake) == {"llama3.1:8b", "nomic-embed-text:latest"},
+            timeout=5,
+            what="both models back",
+        )
+        assert any(s.startswith("waiting for Ollama") for s in notifier.statuses())
+
+
+async def test_evicted_by_another_client_is_back() -> None:
+    """A kept model evicted by another client's load is warmed again."""
+    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+        await _evicted_by_another_client_is_back(fake)
+
+
+async def _evicted_by_another_client_is_back(fake: FakeOllama) -> None:
+    config = make_config(fake.url, [LLAMA])
+    async with running_keeper(config) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        # Another client loads a big model with a long lease: Ollama evicts ours for it.
+        await client_post(fake, "/api/generate", {"model": "llama3.2:3b", "keep_alive": "10m"})
+        await eventually(
+            lambda: "llama3.1:8b" in listed(fake) and len(fake.evictions) >= 2,
+            timeout=5,
+            what="re-warm after eviction",
+        )
+        assert fake.evictions[0].victim == "llama3.1:8b"
+
+
+async def test_busy_model_refreshed_at_most_once_per_interval(fake: FakeOllama) -> None:
+    """While a client keeps the model busy, expires_at is frozen: no refresh storm."""
+    model = {"name": "llama3.1:8b", "keep_alive": "600ms"}
+    config = make_config(fake.url, [model], refresh_before="300ms")
+    async with running_keeper(config) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        # A 2-second generation (2000 tokens x 1 ms): the lease end passes while it runs.
+        generation = asyncio.create_task(
+            client_post(
+                fake,
+                "/api/generate",
+                {
+                    "model": "llama3.1:8b",
+                    "prompt": "hi",
+                    "stream": False,
+                    "options": {"num_predict": 2000},
+                },
+            )
+        )
+        await eventually(lambda: any(r.busy for r in fake.runners()), what="busy")
+        started = datetime.now(UTC)
+        busy_from = len(warm_calls(fake, "llama3.1:8b"))
+        await generation
+        busy_s = (datetime.now(UTC) - started).total_seconds()
+        refreshes = len(warm_calls(fake, "llama3.1:8b")) - busy_from
+        assert refreshes >= 2  # the lease end passed during the generation: refreshed
+        # stale interval = max(poll_interval 100 ms, refresh_before 300 ms); one more at each end.
+        assert refreshes <= busy_s / 0.3 + 2, (refreshes, busy_s)
+        assert "llama3.1:8b" in listed(fake)
+
+
+async def test_capacity_conflict_keeps_higher_priority() -> None:
+    """Two kept models that cannot both be loaded: bounded warms, the stronger one stays."""
+    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+        await _capacity_conflict_keeps_higher_priority(fake)
+
+
+async def _capacity_conflict_keeps_higher_priority(fake: FakeOllama) -> None:
+    config = make_config(fake.url, [CODER, LLAMA])  # LLAMA has the higher priority
+    with capture_logs() as logs:
+        async with running_keeper(config) as (keeper, notifier):
+            await eventually(
+                lambda: any(e["event"] == "capacity_conflict" for e in logs),
+                timeout=10,
+                what="a capacity conflict",
+            )
+            await eventually(lambda: listed(fake) == {"llama3.1:8b"}, what="llama to stay")
+            loads_then = len(fake.loads)
+            await eventually(
+                lambda: keeper.status()["hosts"][0]["models"][1]["state"] == "conflict",
+                what="status shows the conflict",
+            )
+            # A while later: no more loads, the weaker model is held and reported.
+            await asyncio.wait_for(keeper.ready.wait(), 5)
+            polls = len([r for r in fake.requests if r.path == "/api/ps"])
+            await eventually(
+                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 10,
+                what="ten more polls",
+            )
+            assert len(fake.loads) == loads_then
+            assert len(fake.loads) <= 4
+            assert any("conflict" in s for s in notifier.statuses())
+    conflict = next(e for e in logs if e["event"] == "capacity_conflict")
+    assert conflict["model"] == "qwen2.5-coder:7b"
+    assert conflict["keeps"] == "llama3.1:8b"
+
+
+async def test_unknown_model_backs_off_without_hurting_others(fake: FakeOllama) -> None:
+    """An unknown model gets a clear error and backoff; the other models are warm."""
+    config = make_config(fake.url, [LLAMA, {"name": "no-such-model"}])
+    with capture_logs() as logs:
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            assert "llama3.1:8b" in listed(fake)
+            polls = len([r for r in fake.requests if r.path == "/api/ps"])
+            await eventually(
+                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 10,
+                what="ten more polls",
+            )
+            status = keeper.status()["hosts"][0]["models"]
+    failures = [e for e in logs if e["event"] == "warm_failed"]
+    assert len(failures) == 1  # backed off (first retry is ~30 s away), not retried each poll
+    assert failures[0]["kind"] == "not_found"
+    assert "ollama pull" in failures[0]["hint"]
+    assert {m["name"]: m["state"] for m in status} == {
+        "llama3.1:8b": "warm",
+        "no-such-model": "error",
+    }
+
+
+async def test_waits_for_ollama_at_start() -> None:
+    """Started before Ollama, the keeper waits, then warms as soon as it answers."""
+    probe = FakeOllama(**FAST_FAKE)
+    await probe.start()
+    port = probe.port
+    url = probe.url
+    await probe.stop()
+    config = make_config(url, [LLAMA])
+    async with running_keeper(config) as (keeper, notifier):
+        await eventually(
+            lambda: any(s.startswith("waiting for Ollama") for s in notifier.statuses()),
+            what="waiting status",
+        )
+        assert not keeper.ready.is_set()
+        async with FakeOllama(**FAST_FAKE) as fake:
+            await fake.stop()
+            await fake.start(port=port)
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            assert listed(fake) == {"llama3.1:8b"}
+
+
+async def test_reload_swaps_config_and_bad_reload_keeps_it(fake: FakeOllama) -> None:
+    """A valid reload warms the new model; an invalid one keeps the running config."""
+    from ollama_keepwarm.config import ConfigError
+
+    configs = [make_config(fake.url, [LLAMA, EMBED])]
+
+    def reload_config() -> Any:
+        if len(configs) == 1:
+            raise ConfigError("models[0].keep_alive", "must be a duration")
+        return configs[-1]
+
+    config = make_config(fake.url, [LLAMA])
+    async with running_keeper(config, reload_config=reload_config) as (keeper, notifier):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        with capture_logs() as logs:
+            await keeper.reload()
+        assert [e["event"] for e in logs] == ["config_reload_failed"]
+        assert keeper.config is config
+        assert "RELOADING=1" not in notifier.messages
+        configs.append(configs[0])
+        await keeper.reload()
+        assert keeper.config is configs[0]
+        await eventually(lambda: "nomic-embed-text:latest" in listed(fake), what="new model")
+        reload_at = notifier.messages.index("RELOADING=1")
+        assert "READY=1" in notifier.messages[reload_at:]
+
+
+async def test_suspend_triggers_immediate_refresh(fake: FakeOllama) -> None:
+    """A resume refreshes every model at once, not at its (now stale) expires_at."""
+    clocks = ManualClocks()
+    config = make_config(
+        fake.url, [{"name": "llama3.1:8b", "keep_alive": "1h"}], resume_threshold="1s"
+    )
+    async with running_keeper(config, clocks=clocks) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        before = len(warm_calls(fake, "llama3.1:8b"))
+        clocks.suspend(3600)
+        await eventually(
+            lambda: len(warm_calls(fake, "llama3.1:8b")) > before,
+            timeout=3,
+            what="refresh after resume",
+        )
+        assert keeper.resumes == 1
+
+
+@pytest.mark.parametrize("body", ["not json", '{"models": "nope"}', '{"models":[{"x":1}]}'])
+async def test_malformed_ps_is_retried_not_fatal(body: str) -> None:
+    """A malformed /api/ps answer is logged and retried with backoff, never a crash."""
+    from aiohttp import web
+
+    hits: list[float] = []
+
+    async def ps(_request: web.Request) -> web.Response:
+        hits.append(asyncio.get_running_loop().time())
+        return web.Response(text=body, content_type="application/json")
+
+    async def version(_request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.33.0"})
+
+    app = web.Application()
+    app.router.add_get("/api/ps", ps)
+    app.router.add_get("/api/version", version)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        config = make_config(f"http://127.0.0.1:{port}", [LLAMA])
+        with capture_logs() as logs:
+            async with running_keeper(config):
+                await eventually(lambda: len(hits) >= 5, what="five polls")
+        assert any(e["event"] == "poll_failed" for e in logs)
+        # Not a busy loop: on average no more than one poll per 50 ms (poll_interval is 100 ms).
+        assert (hits[-1] - hits[0]) / (len(hits) - 1) > 0.05
+    finally:
+        await runner.cleanup()

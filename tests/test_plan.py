@@ -1,0 +1,462 @@
+"""The planner's rules, as tables over plain data with an explicit ``now``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ollama_keepwarm import plan
+from ollama_keepwarm.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.ollama import PsSnapshot, RunningModel
+
+NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+DAEMON = DaemonConfig(
+    poll_interval_s=5, refresh_before_s=120, health_interval_s=3600, conflict_retry_s=1800
+)
+LLAMA = ModelConfig(name="llama3.1:8b", keep_alive_s=1800, priority=10)
+CODER = ModelConfig(name="qwen2.5-coder:7b", keep_alive_s=1800, priority=5)
+EMBED = ModelConfig(name="nomic-embed-text", keep_alive_s=math.inf)
+
+
+def s(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+def row(name: str, expires_in_s: float, *, now: datetime = NOW, vram: int = 4_000) -> RunningModel:
+    return RunningModel(
+        name=name,
+        size_bytes=4_000,
+        size_vram_bytes=vram,
+        digest="d" * 64,
+        expires_at=now + s(expires_in_s),
+        context_length=4096,
+    )
+
+
+def snap(*rows: RunningModel, at: datetime = NOW) -> PsSnapshot:
+    return PsSnapshot(taken_at=at, models=rows)
+
+
+def warmed(at: datetime, **changes: object) -> plan.ModelState:
+    return replace(plan.ModelState(last_warm_ok_at=at, warms=1, cold_load_s=5.0), **changes)
+
+
+def one(
+    model: ModelConfig,
+    snapshot: PsSnapshot | None,
+    state: plan.ModelState,
+    now: datetime = NOW,
+    **kw: object,
+) -> plan.Decision:
+    decisions = plan.decide([model], DAEMON, snapshot, {model.key: state}, now, **kw)  # type: ignore[arg-type]
+    assert len(decisions) == 1
+    return decisions[0]
+
+
+class TestDecide:
+    """What to do with one model, for every situation the reference describes."""
+
+    def test_absent_never_warmed_is_warmed(self) -> None:
+        """A configured model that is not loaded is warmed at once."""
+        d = one(LLAMA, snap(), plan.ModelState())
+        assert (d.action, d.reason) == (plan.Action.WARM, "not loaded")
+
+    def test_absent_with_warm_in_flight_is_loading_not_vanished(self) -> None:
+        """Loads are invisible in /api/ps (§3.5): absent + our warm in flight means loading."""
+        st = plan.record_warm_started(plan.ModelState(), NOW - s(3), listed=False)
+        d = one(LLAMA, snap(), st)
+        assert (d.action, d.reason) == (plan.Action.WAIT, "loading")
+
+    def test_listed_but_never_claimed_is_refreshed(self) -> None:
+        """A model someone else loaded gets our lease on the first look."""
+        d = one(LLAMA, snap(row("llama3.1:8b", 200)), plan.ModelState())
+        assert (d.action, d.reason) == (plan.Action.REFRESH, "claim the lease")
+
+    def test_healthy_lease_waits_until_exact_refresh_time(self) -> None:
+        """A lease far from its end waits until expires_at - refresh_before, not the next poll."""
+        st = warmed(NOW - s(60))
+        d = one(LLAMA, snap(row("llama3.1:8b", 1740)), st)
+        assert d.action is plan.Action.WAIT
+        assert d.at == NOW + s(1740 - 120)
+        assert d.reason == "lease ending"
+
+    def test_lease_inside_refresh_window_is_refreshed(self) -> None:
+        """Inside refresh_before of expires_at the lease is renewed."""
+        st = warmed(NOW - s(1700))
+        d = one(LLAMA, snap(row("llama3.1:8b", 100)), st)
+        assert (d.action, d.reason) == (plan.Action.REFRESH, "lease ending")
+
+    def test_short_lease_refreshes_at_half_its_length(self) -> None:
+        """A lease shorter than 2 x refresh_before is renewed half-way, never after it ends."""
+        short = replace(LLAMA, keep_alive_s=60)
+        st = warmed(NOW)
+        d = one(short, snap(row("llama3.1:8b", 60)), st)
+        assert d.at == NOW + s(30)
+
+    def test_frozen_lease_in_past_refreshes_once_per_interval(self) -> None:
+        """A busy model's expires_at stays in the past (§1.3): one refresh per stale interval."""
+        listed = snap(row("llama3.1:8b", -50))
+        first = one(LLAMA, listed, warmed(NOW - s(2000)))
+        assert first.action is plan.Action.REFRESH
+        after = warmed(NOW - s(10))  # we just refreshed; ps did not move
+        d = one(LLAMA, listed, after)
+        assert d.action is plan.Action.WAIT
+        assert d.at == NOW - s(10) + plan.stale_interval(DAEMON)
+        assert d.reason == "lease frozen while busy"
+
+    def test_frozen_lease_in_future_does_not_storm(self) -> None:
+        """Inside the window, if our refresh did not move expires_at, wait a whole interval."""
+        listed = snap(row("llama3.1:8b", 60))
+        d = one(LLAMA, listed, warmed(NOW - s(1)))
+        assert d.action is plan.Action.WAIT
+        assert d.at == NOW - s(1) + plan.stale_interval(DAEMON)
+
+    def test_many_polls_of_a_frozen_lease_give_one_refresh_per_interval(self) -> None:
+        """Simulated over 10 minutes of 5 s polls, a busy model is refreshed every interval."""
+        listed_expiry = NOW - s(30)
+        st = warmed(NOW - s(1000))
+        refreshes = []
+        for tick in range(0, 600, 5):
+            now = NOW + s(tick)
+            d = one(
+                LLAMA,
+                snap(row("llama3.1:8b", (listed_expiry - now).total_seconds(), now=now), at=now),
+                st,
+                now,
+            )
+            if d.action is plan.Action.REFRESH:
+                refreshes.append(tick)
+                st = replace(st, last_warm_ok_at=now)
+        interval = plan.stale_interval(DAEMON).total_seconds()
+        assert refreshes[0] == 0
+        assert all(b - a >= interval for a, b in zip(refreshes, refreshes[1:], strict=False))
+        assert len(refreshes) == math.ceil(600 / interval)
+
+    def test_forever_lease_gets_health_refresh(self) -> None:
+        """keep_alive -1 never expires, but is refreshed every health_interval (§4.8)."""
+        st = warmed(NOW - s(10))
+        d = one(EMBED, snap(row("nomic-embed-text:latest", 9e9)), st)
+        assert (d.action, d.reason) == (plan.Action.WAIT, "health check")
+        assert d.at == NOW - s(10) + s(DAEMON.health_interval_s)
+        due = one(EMBED, snap(row("nomic-embed-text:latest", 9e9)), warmed(NOW - s(3601)))
+        assert (due.action, due.reason) == (plan.Action.REFRESH, "health check")
+
+    def test_health_refresh_comes_before_a_long_lease_ends(self) -> None:
+        """A 30-minute lease is still pinged every health_interval, to catch dead runners."""
+        daemon = replace(DAEMON, health_interval_s=300)
+        st = warmed(NOW - s(60))
+        d = plan.decide([LLAMA], daemon, snap(row("llama3.1:8b", 1740)), {LLAMA.key: st}, NOW)[0]
+        assert (d.action, d.reason, d.at) == (plan.Action.WAIT, "health check", NOW + s(240))
+
+    def test_resume_refreshes_everything_at_once(self) -> None:
+        """After a resume every listed model is refreshed, whatever its expires_at says."""
+        st = warmed(NOW - s(60))
+        d = one(LLAMA, snap(row("llama3.1:8b", 1700)), st, resumed_at=NOW - s(1))
+        assert (d.action, d.reason) == (plan.Action.REFRESH, "resumed from suspend")
+        again = one(LLAMA, snap(row("llama3.1:8b", 1700)), warmed(NOW), resumed_at=NOW - s(1))
+        assert again.action is plan.Action.WAIT
+
+    def test_requested_refresh(self) -> None:
+        """A refresh asked for by the operator happens once."""
+        st = warmed(NOW - s(60), refresh_requested_at=NOW - s(1))
+        d = one(LLAMA, snap(row("llama3.1:8b", 1700)), st)
+        assert (d.action, d.reason) == (plan.Action.REFRESH, "refresh requested")
+
+    def test_vanished_model_is_rewarmed_with_cause(self) -> None:
+        """A model we warmed that is gone is warmed again, saying why it went."""
+        st = warmed(NOW - s(60), vanish_reason="evicted")
+        d = one(LLAMA, snap(), st)
+        assert (d.action, d.reason) == (plan.Action.WARM, "vanished (evicted)")
+
+    def test_ollama_unreachable_waits(self) -> None:
+        """Without a snapshot nothing is decided but waiting."""
+        d = one(LLAMA, None, plan.ModelState())
+        assert (d.action, d.reason) == (plan.Action.WAIT, "waiting for Ollama")
+
+    def test_paused_model_is_held(self) -> None:
+        """A paused model is left alone until the pause ends."""
+        st = plan.ModelState(paused_until=NOW + s(60))
+        assert one(LLAMA, snap(), st).action is plan.Action.HOLD
+        assert one(LLAMA, snap(), st, NOW + s(61)).action is plan.Action.WARM
+
+    def test_backoff_delays_only_this_model(self) -> None:
+        """A failing model waits out its backoff; the others are decided as usual."""
+        failing = plan.ModelState(backoff_until=NOW + s(30), last_error="not_found: x")
+        decisions = plan.decide(
+            [LLAMA, CODER], DAEMON, snap(), {LLAMA.key: failing, CODER.key: plan.ModelState()}, NOW
+        )
+        by_name = {d.model.name: d for d in decisions}
+        assert by_name[LLAMA.name].action is plan.Action.WAIT
+        assert by_name[LLAMA.name].at == NOW + s(30)
+        assert by_name[CODER.name].action is plan.Action.WARM
+
+    def test_decisions_come_in_rank_order(self) -> None:
+        """Higher priority first, then config order, so loads happen in a deliberate order."""
+        low_first = ModelConfig(name="a", priority=1)
+        decisions = plan.decide([low_first, CODER, LLAMA, EMBED], DAEMON, snap(), {}, NOW)
+        assert [d.model.name for d in decisions] == [LLAMA.name, CODER.name, "a", EMBED.name]
+
+
+class TestMatching:
+    """ps rows are matched by normalised name, then by shared weights."""
+
+    @pytest.mark.parametrize(
+        ("configured", "listed"),
+        [
+            ("llama3.2", "llama3.2:latest"),
+            ("Llama3.2", "llama3.2:latest"),
+            ("library/llama3.2", "llama3.2:latest"),
+            ("registry.ollama.ai/library/llama3.2:3b", "llama3.2:3b"),
+            ("myuser/model", "myuser/model:latest"),
+            ("hf.co/bartowski/X-GGUF:Q4_K_M", "hf.co/bartowski/X-GGUF:Q4_K_M"),
+        ],
+    )
+    def test_names_match(self, configured: str, listed: str) -> None:
+        """Equivalent spellings of one model match its ps row."""
+        model = ModelConfig(name=configured)
+        assert plan.match_rows([model], snap(row(listed, 10)))[model.key] is not None
+
+    def test_different_tags_do_not_match_by_name(self) -> None:
+        """llama3.2 is llama3.2:latest, not llama3.2:1b."""
+        model = ModelConfig(name="llama3.2")
+        assert plan.match_rows([model], snap(row("llama3.2:1b", 10)))[model.key] is None
+
+    def test_alias_matches_through_shared_blob(self) -> None:
+        """An alias over the same weights is warm when the loader's name is listed (§7.1)."""
+        model = ModelConfig(name="llama3.2")
+        blobs = {"llama3.2:latest": "sha256-abc", "llama3.2:3b": "sha256-abc"}
+        found = plan.match_rows([model], snap(row("llama3.2:3b", 10)), blobs)
+        assert found[model.key] is not None
+        assert found[model.key].name == "llama3.2:3b"  # type: ignore[union-attr]
+
+
+def observe(
+    models: list[ModelConfig],
+    before: PsSnapshot,
+    after: PsSnapshot,
+    states: dict[str, plan.ModelState],
+    **kw: bool,
+) -> plan.Observation:
+    return plan.observe(models, DAEMON, before, after, states, **kw)
+
+
+class TestObserve:
+    """Why a model vanished, and who is in conflict with whom."""
+
+    def test_expired_lease(self) -> None:
+        """A model gone at its expires_at expired."""
+        before = snap(row("llama3.1:8b", 3))
+        after = snap(at=NOW + s(5))
+        obs = observe([LLAMA], before, after, {LLAMA.key: warmed(NOW - s(100))})
+        assert [e.fields["cause"] for e in obs.events] == ["expired"]
+
+    def test_outage_means_restart(self) -> None:
+        """Models lost while Ollama was unreachable were lost to a restart."""
+        obs = observe(
+            [LLAMA],
+            snap(row("llama3.1:8b", 1000)),
+            snap(at=NOW + s(5)),
+            {LLAMA.key: warmed(NOW)},
+            outage=True,
+        )
+        assert obs.events[0].fields["cause"] == "restart"
+
+    def test_everything_gone_at_once_means_restart(self) -> None:
+        """Every model gone between two polls, nothing else listed: a restart we did not see."""
+        before = snap(row("llama3.1:8b", 1000), row("other:latest", 1000))
+        obs = observe([LLAMA], before, snap(at=NOW + s(5)), {LLAMA.key: warmed(NOW)})
+        assert obs.events[0].fields["cause"] == "restart"
+
+    def test_eviction_by_someone_else(self) -> None:
+        """Gone early while something else is listed: evicted by another client."""
+        before = snap(row("llama3.1:8b", 1000))
+        after = snap(row("big:70b", 300, now=NOW + s(5)), at=NOW + s(5))
+        obs = observe([LLAMA], before, after, {LLAMA.key: warmed(NOW)})
+        assert obs.events[0].fields["cause"] == "evicted"
+        assert "evicted_by" not in obs.events[0].fields
+        assert obs.states[LLAMA.key].rewarm_not_before is None  # first time: at once
+
+    def test_repeated_external_evictions_back_off(self) -> None:
+        """The third eviction by other clients in a row delays the re-warm, growing each time."""
+        st = warmed(NOW)
+        delays = []
+        t = NOW
+        for _ in range(5):
+            before = snap(row("llama3.1:8b", 1000, now=t), at=t)
+            after = snap(row("big:70b", 300, now=t + s(5)), at=t + s(5))
+            st = observe([LLAMA], before, after, {LLAMA.key: st}).states[LLAMA.key]
+            wait = st.rewarm_not_before
+            delays.append((wait - (t + s(5))).total_seconds() if wait else 0.0)
+            t += s(60)
+        assert delays[:2] == [0.0, 0.0]
+        assert delays[2] > 0
+        assert delays[2] < delays[3] < delays[4]
+
+    def test_loaded_model_is_not_vanished(self) -> None:
+        """No event for a model that is still listed."""
+        obs = observe(
+            [LLAMA],
+            snap(row("llama3.1:8b", 100)),
+            snap(row("llama3.1:8b", 95), at=NOW + s(5)),
+            {LLAMA.key: warmed(NOW)},
+        )
+        assert obs.events == []
+
+    def test_gpu_lost(self) -> None:
+        """size_vram dropping to 0 while listed means the GPU was lost (§7.7)."""
+        states = {LLAMA.key: warmed(NOW, last_row=row("llama3.1:8b", 100))}
+        obs = observe(
+            [LLAMA],
+            snap(row("llama3.1:8b", 100)),
+            snap(row("llama3.1:8b", 100, vram=0), at=NOW + s(5)),
+            states,
+        )
+        assert [e.name for e in obs.events] == ["gpu_lost"]
+
+    def conflict_round(
+        self,
+        states: dict[str, plan.ModelState],
+        loader: ModelConfig,
+        victim: ModelConfig,
+        t: datetime,
+    ) -> plan.Observation:
+        """Our load of ``loader`` ran during (t, t+5] and ``victim`` vanished meanwhile."""
+        states = dict(states)
+        st = plan.record_warm_started(states[loader.key], t + s(1), listed=False)
+        st, _ = plan.record_warm_finished(loader, st, t + s(4), 3.0)
+        states[loader.key] = st
+        before = snap(row(victim.name, 1000, now=t), at=t)
+        after = snap(row(loader.name, 1800, now=t + s(5)), at=t + s(5))
+        return observe([LLAMA, CODER], before, after, states)
+
+    def test_our_load_evicting_a_kept_model_is_attributed(self) -> None:
+        """A kept model gone while we loaded another was evicted by our load."""
+        states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
+        obs = self.conflict_round(states, CODER, LLAMA, NOW)
+        vanished = [e for e in obs.events if e.name == "model_vanished"]
+        assert vanished[0].fields["evicted_by"] == CODER.name
+        assert not [e for e in obs.events if e.name == "capacity_conflict"]
+
+    def test_second_eviction_holds_the_lower_priority_model(self) -> None:
+        """Two kept models that keep evicting each other: the lower-ranked one is held."""
+        states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
+        first = self.conflict_round(states, CODER, LLAMA, NOW)
+        second = self.conflict_round(first.states, LLAMA, CODER, NOW + s(10))
+        conflicts = [e for e in second.events if e.name == "capacity_conflict"]
+        assert [(e.model, e.fields["keeps"]) for e in conflicts] == [(CODER.name, LLAMA.name)]
+        held = second.states[CODER.key]
+        assert held.held_until == NOW + s(15) + s(DAEMON.conflict_retry_s)
+        decisions = plan.decide(
+            [LLAMA, CODER], DAEMON, snap(at=NOW + s(16)), second.states, NOW + s(16)
+        )
+        by_name = {d.model.name: d.action for d in decisions}
+        assert by_name == {LLAMA.name: plan.Action.WARM, CODER.name: plan.Action.HOLD}
+
+    def test_thrash_is_bounded(self) -> None:
+        """However long two models fight, the weaker is held after a bounded number of loads."""
+        states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
+        loads = 0
+        t = NOW
+        pair = (CODER, LLAMA)
+        for _ in range(20):
+            decisions = {
+                d.model.key: d for d in plan.decide([LLAMA, CODER], DAEMON, snap(at=t), states, t)
+            }
+            loader, victim = pair
+            if decisions[loader.key].action is not plan.Action.WARM:
+                break
+            loads += 1
+            states = self.conflict_round(states, loader, victim, t).states
+            pair = (victim, loader)
+            t += s(10)
+        assert loads <= 3
+        assert states[CODER.key].held_until is not None
+        assert states[LLAMA.key].held_until is None
+
+
+class TestWarmOutcomes:
+    """What a finished or failed warm call teaches the planner."""
+
+    def test_cold_load_is_measured(self) -> None:
+        """A warm of an absent model records its wall time as the cold load time."""
+        st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+        st, events = plan.record_warm_finished(LLAMA, st, NOW + s(7), 7.0)
+        assert st.cold_load_s == 7.0
+        assert [e.name for e in events] == ["model_warmed"]
+
+    def test_fast_refresh_is_not_a_reload(self) -> None:
+        """A refresh of a loaded model in 20 ms is just a refresh."""
+        st = plan.record_warm_started(warmed(NOW - s(100)), NOW, listed=True)
+        st, events = plan.record_warm_finished(LLAMA, st, NOW, 0.02)
+        assert [e.name for e in events] == ["model_refreshed"]
+        assert st.reloads == 0
+
+    def test_slow_refresh_is_a_suspected_reload_reported_once(self) -> None:
+        """A refresh taking as long as a cold load reloaded the model; say so once per model."""
+        st = warmed(NOW - s(100))
+        names = []
+        for _ in range(3):
+            st = plan.record_warm_started(st, NOW, listed=True)
+            st, events = plan.record_warm_finished(LLAMA, st, NOW + s(4), 4.0)
+            names.append([e.name for e in events])
+        assert names[0] == ["runner_reloaded", "options_mismatch_suspected", "model_refreshed"]
+        assert names[1] == names[2] == ["runner_reloaded", "model_refreshed"]
+        assert st.reloads == 3
+
+    @pytest.mark.parametrize(
+        ("status", "message", "kind"),
+        [
+            (404, "model 'x' not found", "not_found"),
+            (400, "invalid options", "bad_request"),
+            (500, "llama-server reported out-of-memory during startup: x", "out_of_memory"),
+            (503, "server busy, please try again.  maximum pending requests exceeded", "busy"),
+            (500, "llama-server process has terminated: exit status 2", "server_error"),
+            (0, "connection refused", "unreachable"),
+        ],
+    )
+    def test_errors_are_classified(self, status: int, message: str, kind: str) -> None:
+        """Ollama's statuses and texts map to kinds with a hint."""
+        assert plan.classify_error(status, message)[0] == kind
+
+    def test_failure_backs_off_exponentially_with_jitter(self) -> None:
+        """Each failure doubles the wait (±25 %), up to a cap."""
+        delays = [plan.backoff_delay_s("server_error", n, "m") for n in range(1, 12)]
+        assert 3.75 <= delays[0] <= 6.25
+        assert all(0.75 * 5 * 2**i <= d or d >= 300 * 0.75 for i, d in enumerate(delays))
+        assert max(delays) <= 300 * 1.25
+        assert delays[1] > delays[0]
+
+    def test_not_found_hints_ollama_pull(self) -> None:
+        """An unknown model backs off and tells the operator to pull it."""
+        st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+        st, events = plan.record_warm_failed(LLAMA, st, NOW, 404, "model 'x' not found")
+        assert st.backoff_until is not None
+        assert st.backoff_until > NOW
+        assert "ollama pull" in str(events[0].fields["hint"])
+        assert st.in_flight_since is None
+
+    def test_unreachable_is_not_the_models_fault(self) -> None:
+        """A connection error does not back the model off: it is re-warmed when Ollama returns."""
+        st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+        st, events = plan.record_warm_failed(LLAMA, st, NOW, 0, "connection refused")
+        assert (st.backoff_until, st.failures, events) == (None, 0, [])
+
+
+class TestSummary:
+    """The one-line STATUS."""
+
+    def test_summary_line(self) -> None:
+        """Counts warm models and names the next refresh."""
+        states = {LLAMA.key: warmed(NOW - s(60)), CODER.key: warmed(NOW - s(60))}
+        listed = snap(row("llama3.1:8b", 1740), row("qwen2.5-coder:7b", 600))
+        decisions = plan.decide([LLAMA, CODER, EMBED], DAEMON, listed, states, NOW)
+        assert plan.summarize(decisions, NOW) == "2/3 warm · next refresh qwen2.5-coder:7b in 8m"
+
+    def test_summary_when_down(self) -> None:
+        """While Ollama is away the line says where we are waiting."""
+        assert plan.summarize([], NOW, ollama_up=False, host="http://h:1") == (
+            "waiting for Ollama at http://h:1"
+        )

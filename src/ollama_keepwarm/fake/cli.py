@@ -1,12 +1,114 @@
-"""`ollama-keepwarm fake-ollama` (placeholder)."""
+"""``ollama-keepwarm fake-ollama``: run the fake Ollama on its own, to test any client against it.
+
+Flags win over the environment; absent flags fall back to ``OLLAMA_KEEP_ALIVE`` and
+``OLLAMA_MAX_LOADED_MODELS`` exactly as ``ollama serve`` reads them (reference §1.2, §4.1).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
 from typing import Any
+
+from ollama_keepwarm.fake.catalog import CatalogError, default_catalog, load_catalog, parse_size
+from ollama_keepwarm.fake.server import FakeOllama
+
+__all__ = ["add_parser", "max_loaded_from_env", "run"]
+
+log = logging.getLogger("ollama_keepwarm.fake")
 
 
 def add_parser(commands: Any) -> None:
     """Register the ``fake-ollama`` subcommand."""
-    parser: argparse.ArgumentParser = commands.add_parser("fake-ollama", help="run a fake Ollama")
-    parser.set_defaults(run=lambda _args: 0)
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "fake-ollama",
+        help="run a fake Ollama server (scheduler, keep-alive, eviction, faults)",
+        description="Serve a fake Ollama API that behaves like the real scheduler.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=11434, help="port to bind (11434)")
+    parser.add_argument("--catalog", metavar="FILE", help="TOML catalogue of [[models]]")
+    parser.add_argument(
+        "--max-loaded",
+        type=int,
+        metavar="N",
+        help="cap on loaded models (default: OLLAMA_MAX_LOADED_MODELS, else 3)",
+    )
+    parser.add_argument(
+        "--memory", metavar="SIZE", default="16GiB", help="VRAM budget, e.g. 24GiB; 0 = CPU only"
+    )
+    parser.add_argument(
+        "--default-keep-alive",
+        metavar="DUR",
+        help="server default keep-alive, parsed like OLLAMA_KEEP_ALIVE (default: that, else 5m)",
+    )
+    parser.add_argument("--load-seconds-per-gb", type=float, default=1.0, metavar="X")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, metavar="X", help="divide every wait by X"
+    )
+    parser.add_argument("--ollama-version", default="0.33.0", help="what /api/version reports")
+    parser.add_argument("--unload-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument("--seconds-per-token", type=float, default=0.01, metavar="S")
+    parser.set_defaults(run=run)
+
+
+def max_loaded_from_env(raw: str | None) -> int:
+    """Read ``OLLAMA_MAX_LOADED_MODELS``: a positive integer, else the automatic 3 (no GPU)."""
+    text = (raw or "").strip().strip("\"'")
+    try:
+        value = int(text)
+    except ValueError:
+        return 3
+    return value if value > 0 else 3
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; return the exit status."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    try:
+        catalog = load_catalog(args.catalog) if args.catalog else default_catalog()
+        memory_bytes = parse_size(args.memory)
+    except (OSError, CatalogError, ValueError) as error:
+        print(f"fake-ollama: {error}", file=sys.stderr)
+        return 2
+    keep_alive = args.default_keep_alive
+    if keep_alive is None:
+        keep_alive = os.environ.get("OLLAMA_KEEP_ALIVE", "")
+    max_loaded = args.max_loaded
+    if max_loaded is None:
+        max_loaded = max_loaded_from_env(os.environ.get("OLLAMA_MAX_LOADED_MODELS"))
+    fake = FakeOllama(
+        catalog=catalog,
+        max_loaded=max_loaded,
+        memory_bytes=memory_bytes,
+        default_keep_alive=keep_alive,
+        load_seconds_per_gb=args.load_seconds_per_gb,
+        time_scale=args.time_scale,
+        version=args.ollama_version,
+        unload_delay_s=args.unload_delay,
+        seconds_per_token=args.seconds_per_token,
+    )
+    try:
+        return asyncio.run(_serve(fake, args.host, args.port))
+    except OSError as error:
+        print(f"fake-ollama: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+
+
+async def _serve(fake: FakeOllama, host: str, port: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await fake.start(host=host, port=port)
+    log.info("fake ollama %s listening on %s", fake.version, fake.url)
+    try:
+        await stop.wait()
+    finally:
+        log.info("fake ollama stopping")
+        await fake.stop()
+    return 0

@@ -1,0 +1,147 @@
+"""Fault injection over HTTP, under ``/_fake/`` (a prefix no real Ollama serves).
+
+These mirror the Python API of :class:`~ollama_keepwarm.fake.server.FakeOllama` for clients in
+another process (the demo, a benchmark, a shell). Faults that take time (restart, suspend) reply
+``202`` at once and run in the background; they are not held by a suspend, and not recorded in
+``FakeOllama.requests``.
+
+Routes and bodies (each mirrors the :class:`FakeOllama` method of the same name)::
+
+    GET  /_fake/state           (runners, current load, load and eviction logs)
+    POST /_fake/restart         {"down_s": 1.0, "hang_s": 0.0}
+    POST /_fake/crash           {"model": "llama3.1:8b"}
+    POST /_fake/suspend         {"seconds": 30, "gpu_lost": false}
+    POST /_fake/fail_next_load  {"error": null, "times": 1}
+    POST /_fake/delay           {"path_prefix": "/api/ps", "seconds": 2}  ("inf", null)
+    POST /_fake/runtime_oom
+    POST /_fake/unload          {"model": "llama3.1:8b"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ollama_keepwarm.fake.api import json_response
+from ollama_keepwarm.fake.wire import RequestError
+
+if TYPE_CHECKING:
+    from ollama_keepwarm.fake.server import FakeOllama
+
+__all__ = ["ControlRoutes"]
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise RequestError(400, f"invalid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise RequestError(400, "expected a JSON object")
+    return value
+
+
+def _number(body: dict[str, Any], key: str, default: float) -> float:
+    value = body.get(key, default)
+    if value == "inf":
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise RequestError(400, f"{key} must be a non-negative number")
+    return float(value)
+
+
+def _model(body: dict[str, Any]) -> str:
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise RequestError(400, "model is required")
+    return name
+
+
+class ControlRoutes:
+    """The ``/_fake/`` handlers of one :class:`FakeOllama`."""
+
+    def __init__(self, fake: FakeOllama) -> None:
+        self.fake = fake
+
+    def register(self, app: web.Application) -> None:
+        """Add the control routes to ``app``."""
+        router = app.router
+        router.add_get("/_fake/state", self.state)
+        router.add_post("/_fake/restart", self.restart)
+        router.add_post("/_fake/crash", self.crash)
+        router.add_post("/_fake/suspend", self.suspend)
+        router.add_post("/_fake/fail_next_load", self.fail_next_load)
+        router.add_post("/_fake/delay", self.delay)
+        router.add_post("/_fake/runtime_oom", self.runtime_oom)
+        router.add_post("/_fake/unload", self.unload)
+
+    async def state(self, _request: web.Request) -> web.Response:
+        """Return runners, the current load, and the load and eviction logs."""
+        return json_response(200, self.fake.state())
+
+    async def restart(self, request: web.Request) -> web.StreamResponse:
+        """Reply 202, then restart (this very connection is closed by it)."""
+        body = await _body(request)
+        down_s = _number(body, "down_s", 1.0)
+        hang_s = _number(body, "hang_s", 0.0)
+        response = json_response(202, {"status": "restarting"})
+        await response.prepare(request)
+        await response.write_eof()
+        self.fake.spawn(self.fake.restart(down_s=down_s, hang_s=hang_s))
+        return response
+
+    async def crash(self, request: web.Request) -> web.Response:
+        """Kill one runner; 404 for a name not in the catalogue."""
+        name = _model(await _body(request))
+        try:
+            crashed = self.fake.crash(name)
+        except KeyError:
+            raise RequestError(404, f"model '{name}' not found") from None
+        return json_response(200, {"crashed": crashed})
+
+    async def suspend(self, request: web.Request) -> web.Response:
+        """Reply 202, then suspend for ``seconds``."""
+        body = await _body(request)
+        seconds = _number(body, "seconds", 10.0)
+        gpu_lost = bool(body.get("gpu_lost", False))
+        self.fake.spawn(self.fake.suspend(seconds, gpu_lost=gpu_lost))
+        return json_response(202, {"status": "suspending"})
+
+    async def fail_next_load(self, request: web.Request) -> web.Response:
+        """Make the next load(s) fail; ``error: null`` is Ollama's OOM text."""
+        body = await _body(request)
+        error = body.get("error")
+        if error is not None and not isinstance(error, str):
+            raise RequestError(400, "error must be a string or null")
+        self.fake.fail_next_load(error, times=int(_number(body, "times", 1)))
+        return json_response(200, {"status": "armed"})
+
+    async def delay(self, request: web.Request) -> web.Response:
+        """Set or clear (``seconds: null``) a delay on a path prefix."""
+        body = await _body(request)
+        prefix = body.get("path_prefix")
+        if not isinstance(prefix, str):
+            raise RequestError(400, "path_prefix is required")
+        seconds = None if body.get("seconds") is None else _number(body, "seconds", 0.0)
+        self.fake.set_delay(prefix, seconds)
+        return json_response(200, {"path_prefix": prefix, "seconds": body.get("seconds")})
+
+    async def runtime_oom(self, _request: web.Request) -> web.Response:
+        """Expire every runner."""
+        self.fake.runtime_oom()
+        return json_response(200, {"status": "expired"})
+
+    async def unload(self, request: web.Request) -> web.Response:
+        """Send the unload command for one model."""
+        name = _model(await _body(request))
+        try:
+            unloaded = await self.fake.unload(name)
+        except KeyError:
+            raise RequestError(404, f"model '{name}' not found") from None
+        return json_response(200, {"unloading": unloaded})

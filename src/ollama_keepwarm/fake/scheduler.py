@@ -1,0 +1,527 @@
+"""Ollama's scheduler (``server/sched.go``) in asyncio: runners, keep-alive timers, loads, eviction.
+
+The rules are the reference's (§1.3, §4), including the awkward ones a keep-warm daemon must
+survive: last-writer-wins ``keep_alive``, a timer that only starts when the last request ends,
+the stale-expiry race, eviction by shortest keep-alive *setting* then blob path (not LRU),
+revival of a draining victim, and reloads when load-time options differ as requested (v0.24).
+
+Two tasks do the work, like Go's two goroutines: :meth:`Scheduler._process_pending` takes queued
+requests one at a time (so loads are serialised, FIFO), and :meth:`Scheduler._process_expired`
+unloads runners whose timer fired or that were marked, re-checking ``ref_count`` every 10 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ollama_keepwarm.durations import INFINITE_NS, NS_PER_SECOND
+from ollama_keepwarm.fake.catalog import Manifest
+from ollama_keepwarm.fake.clock import Clock
+from ollama_keepwarm.fake.records import (
+    EvictionRecord,
+    LoadReason,
+    LoadRecord,
+    RunnerInfo,
+    wall_datetime,
+)
+
+__all__ = [
+    "LOAD_OPTION_KEYS",
+    "OOM_ERROR",
+    "LoadFailure",
+    "Runner",
+    "Scheduler",
+    "SchedulerError",
+]
+
+LOAD_OPTION_KEYS = (
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "use_mmap",
+    "num_thread",
+    "draft_num_predict",
+)
+"""The ``api.Runner`` fields whose difference forces a reload (§4.6)."""
+
+OOM_ERROR = "llama-server reported out-of-memory during startup: cudaMalloc failed: out of memory"
+"""What a failed load says when the GPU ran out of memory (§2.6)."""
+
+QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
+_UNLOAD_RETRY_S = 0.01  # Go retries an expired-but-busy runner every 10 ms (real time)
+_GIB = 2**30
+
+
+class SchedulerError(Exception):
+    """A request the scheduler could not serve: becomes ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """An injected load failure; ``oom`` ones trigger Ollama's evict-all-and-retry-once (§4.4)."""
+
+    message: str = OOM_ERROR
+    oom: bool = True
+
+
+@dataclass(eq=False)
+class Runner:
+    """One loaded model: the child process Ollama would run, keyed by weights blob."""
+
+    manifest: Manifest
+    options: dict[str, Any]
+    keep_alive_ns: int
+    size_vram: int
+    context_length: int
+    ref_count: int = 1
+    expires_at_ns: int | None = None
+    """``None`` is Go's zero ``expiresAt``: ps shows now + d until the first request ends."""
+    crashed: bool = False
+    timer: asyncio.Task[None] | None = None
+    unload_begun: bool = False
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    @property
+    def key(self) -> str:
+        """The weights blob: aliases share it, so they share this runner (§7.1)."""
+        return self.manifest.model.blob
+
+    @property
+    def name(self) -> str:
+        """The name the runner was loaded under; ``/api/ps`` keeps showing it."""
+        return self.manifest.name
+
+
+@dataclass(eq=False)
+class _Pending:
+    manifest: Manifest
+    options: dict[str, Any]
+    keep_alive_ns: int | None
+    path: str
+    future: asyncio.Future[Runner]
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def default_num_ctx(memory_bytes: int) -> int:
+    """Return the automatic context Ollama picks from total VRAM (§4.7)."""
+    if memory_bytes >= 47 * _GIB:
+        return 262144
+    if memory_bytes >= 23 * _GIB:
+        return 32768
+    return 4096
+
+
+def _coerce_option(key: str, value: Any) -> Any:
+    if key == "use_mmap":
+        return bool(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+async def _first(*aws: Coroutine[Any, Any, Any]) -> int:
+    """Run the awaitables until one finishes; cancel the rest; return the winner's index."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return next(i for i, task in enumerate(tasks) if task in done)
+
+
+class Scheduler:
+    """The loaded set and the load queue of one server lifetime (a restart makes a new one)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        max_loaded: int,
+        memory_bytes: int,
+        default_keep_alive_ns: int,
+        load_seconds_per_gb: float,
+        unload_delay_s: float,
+        max_queue: int,
+        loads: list[LoadRecord],
+        evictions: list[EvictionRecord],
+        load_failures: deque[LoadFailure],
+    ) -> None:
+        self.clock = clock
+        self.max_loaded = max_loaded
+        self.memory_bytes = memory_bytes
+        self.default_keep_alive_ns = default_keep_alive_ns
+        self.load_seconds_per_gb = load_seconds_per_gb
+        self.unload_delay_s = unload_delay_s
+        self.default_num_ctx = default_num_ctx(memory_bytes)
+        self.loaded: dict[str, Runner] = {}
+        self.loading: _Pending | None = None
+        self.gpu_lost = False
+        self._loads = loads
+        self._evictions = evictions
+        self._load_failures = load_failures
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self._expired: asyncio.Queue[Runner] = asyncio.Queue()
+        self._unloaded = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pending-request and unload loops."""
+        self._tasks = [
+            asyncio.create_task(self._process_pending(), name="fake-ollama-pending"),
+            asyncio.create_task(self._process_expired(), name="fake-ollama-expired"),
+        ]
+
+    async def close(self) -> None:
+        """Forget everything, as a server process exit does (§7.8)."""
+        self._closed = True
+        for runner in self.loaded.values():
+            if runner.timer is not None:
+                runner.timer.cancel()
+        self.loaded.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait().future.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- requests -------------------------------------------------------------------------
+
+    def options_for(
+        self, manifest: Manifest, requested: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Return the load-time options a request asks for: defaults, Modelfile, then request."""
+        options: dict[str, Any] = {
+            "num_ctx": self.default_num_ctx,
+            "num_batch": 512,
+            "num_gpu": -1,
+            "main_gpu": 0,
+            "use_mmap": None,
+            "num_thread": 0,
+            "draft_num_predict": 0,
+        }
+        for source in (manifest.model.parameters, requested or {}):
+            for key in LOAD_OPTION_KEYS:
+                if source.get(key) is not None:
+                    options[key] = _coerce_option(key, source[key])
+        return options
+
+    async def acquire(
+        self,
+        manifest: Manifest,
+        requested_options: Mapping[str, Any] | None,
+        keep_alive_ns: int | None,
+        path: str,
+    ) -> Runner:
+        """Return a runner for ``manifest`` with one more reference; load it if needed.
+
+        A loaded runner with matching options is used at once (no queue, no 503, §4.2).
+        Otherwise the request joins the FIFO queue; cancelling the caller aborts its load (§2.6).
+
+        Raises:
+            SchedulerError: 503 when the queue is full, 500 when the load fails.
+        """
+        options = self.options_for(manifest, requested_options)
+        runner = self.loaded.get(manifest.model.blob)
+        if runner is not None and self._reload_reason(runner, options) is None:
+            self._use(runner, keep_alive_ns)
+            return runner
+        future: asyncio.Future[Runner] = asyncio.get_running_loop().create_future()
+        pending = _Pending(manifest, options, keep_alive_ns, path, future)
+        future.add_done_callback(lambda f: pending.gone.set() if f.cancelled() else None)
+        try:
+            self._queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            raise SchedulerError(503, QUEUE_FULL) from None
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release(future.result())
+            raise
+
+    def release(self, runner: Runner) -> None:
+        """End one request on ``runner``: the last one starts a full-length timer (§1.3 rule 3)."""
+        if self._closed:
+            return
+        runner.ref_count -= 1
+        if runner.ref_count > 0:
+            return
+        duration = runner.keep_alive_ns
+        if duration <= 0:
+            self._expired.put_nowait(runner)
+            return
+        runner.expires_at_ns = self.clock.wall_ns() + self._real_ns(duration)
+        if duration != INFINITE_NS:
+            runner.timer = asyncio.create_task(self._expire_after(runner, duration))
+
+    def expire_now(self, manifest: Manifest) -> bool:
+        """Apply the unload command (§1.4): ``expires_at`` = now, ``d`` = 0, unload when idle."""
+        runner = self.loaded.get(manifest.model.blob)
+        if runner is None:
+            return False
+        runner.expires_at_ns = self.clock.wall_ns()
+        self._mark_for_unload(runner)
+        return True
+
+    def expire_all(self) -> None:
+        """Expire every runner once idle, as after a runtime OOM (§4.4 item 5)."""
+        for runner in list(self.loaded.values()):
+            self._mark_for_unload(runner)
+
+    def crash(self, manifest: Manifest) -> bool:
+        """Kill a runner's process: it stays listed, unchanged, until its next request (§4.8)."""
+        runner = self.loaded.get(manifest.model.blob)
+        if runner is None:
+            return False
+        runner.crashed = True
+        return True
+
+    def lose_gpu(self) -> None:
+        """Make every runner, and every later load, report ``size_vram`` 0 (§7.7)."""
+        self.gpu_lost = True
+        for runner in self.loaded.values():
+            runner.size_vram = 0
+
+    # --- what clients see -----------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Return how many requests wait in the load queue (not counting the one being served)."""
+        return self._queue.qsize()
+
+    def expires_at_ns(self, runner: Runner, now_ns: int) -> int:
+        """Return ``expires_at`` as ps shows it: the stored value, or now + d if never set."""
+        if runner.expires_at_ns is not None:
+            return runner.expires_at_ns
+        return now_ns + self._real_ns(runner.keep_alive_ns)
+
+    def listed(self) -> list[tuple[Runner, int]]:
+        """Return (runner, expires_at ns) sorted as ``/api/ps``: descending, whole seconds."""
+        now = self.clock.wall_ns()
+        rows = [(runner, self.expires_at_ns(runner, now)) for runner in self.loaded.values()]
+        rows.sort(key=lambda row: -(row[1] // NS_PER_SECOND))
+        return rows
+
+    def runner_infos(self) -> list[RunnerInfo]:
+        """Return a snapshot of every runner, in ps order."""
+        return [
+            RunnerInfo(
+                name=runner.name,
+                options=dict(runner.options),
+                keep_alive_ns=runner.keep_alive_ns,
+                expires_at=wall_datetime(expires),
+                busy=runner.ref_count,
+                crashed=runner.crashed,
+                size_vram=runner.size_vram,
+                size=runner.manifest.model.size,
+                digest=runner.manifest.digest,
+                context_length=runner.context_length,
+            )
+            for runner, expires in self.listed()
+        ]
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _real_ns(self, duration_ns: int) -> int:
+        if duration_ns == INFINITE_NS:
+            return INFINITE_NS
+        return int(duration_ns / self.clock.time_scale)
+
+    def _use(self, runner: Runner, keep_alive_ns: int | None) -> None:
+        """Start a request on a loaded runner (``useLoadedRunner``): stop the timer, maybe set d."""
+        runner.ref_count += 1
+        if runner.timer is not None:
+            runner.timer.cancel()
+            runner.timer = None
+        if keep_alive_ns is not None:
+            runner.keep_alive_ns = keep_alive_ns
+
+    def _mark_for_unload(self, runner: Runner) -> None:
+        if runner.timer is not None:
+            runner.timer.cancel()
+            runner.timer = None
+        runner.keep_alive_ns = 0
+        if runner.ref_count <= 0:
+            self._expired.put_nowait(runner)
+
+    def _reload_reason(self, runner: Runner, options: Mapping[str, Any]) -> LoadReason | None:
+        """Return why ``runner`` cannot serve ``options`` (``needsReload``), or ``None``."""
+        if runner.crashed:
+            return "repair"  # the health ping fails
+        for key in LOAD_OPTION_KEYS:
+            new = options.get(key)
+            if key == "num_gpu" and isinstance(new, int) and new < 0:
+                continue
+            if new != runner.options.get(key):
+                return "reload"
+        return None
+
+    async def _expire_after(self, runner: Runner, duration_ns: int) -> None:
+        await self.clock.sleep(duration_ns / NS_PER_SECOND)
+        runner.timer = None
+        self._expired.put_nowait(runner)
+
+    def _find_victim(self, candidates: Iterable[Runner]) -> Runner:
+        """Pick Ollama's eviction victim: shortest d setting, then blob path; idle first (§4.5)."""
+        ordered = sorted(candidates, key=lambda r: (r.keep_alive_ns, r.manifest.model.blob_path))
+        return next((r for r in ordered if r.ref_count <= 0), ordered[0])
+
+    def _fits(self, pending: _Pending) -> bool:
+        """Apply the 80 % rule for an additional model; CPU-only hosts have no pre-check."""
+        if not self.loaded or self.memory_bytes <= 0 or self.gpu_lost:
+            return True
+        used = sum(runner.size_vram for runner in self.loaded.values())
+        return pending.manifest.model.size <= 0.8 * (self.memory_bytes - used)
+
+    def _record_eviction(self, victim: Runner, pending: _Pending, reason: Any) -> None:
+        self._evictions.append(
+            EvictionRecord(
+                victim.name, pending.manifest.name, wall_datetime(self.clock.wall_ns()), reason
+            )
+        )
+
+    async def _wait_for_unload(self, pending: _Pending) -> None:
+        await _first(self._unloaded.wait(), pending.gone.wait())
+        self._unloaded.clear()
+
+    async def _process_pending(self) -> None:
+        while True:
+            pending = await self._queue.get()
+            if pending.future.done():
+                continue  # the client left while queued: skipped (§2.6)
+            try:
+                await self._serve(pending)
+            except Exception as error:  # a bug must not wedge the queue; report it as Go would
+                if not pending.future.done():
+                    pending.future.set_exception(SchedulerError(500, str(error)))
+            finally:
+                self.loading = None
+
+    async def _serve(self, pending: _Pending) -> None:
+        reason: LoadReason = "cold"
+        while not pending.future.done():
+            runner = self.loaded.get(pending.manifest.model.blob)
+            if runner is not None:
+                why = self._reload_reason(runner, pending.options)
+                if why is None:
+                    self._use(runner, pending.keep_alive_ns)
+                    pending.future.set_result(runner)
+                    return
+                reason, victim = why, runner
+            elif len(self.loaded) >= self.max_loaded:
+                victim = self._find_victim(self.loaded.values())
+                self._record_eviction(victim, pending, "count")
+            elif self._fits(pending):
+                await self._load(pending, reason)
+                return
+            else:
+                victim = self._find_victim(self.loaded.values())
+                self._record_eviction(victim, pending, "memory")
+            self._unloaded.clear()
+            self._mark_for_unload(victim)
+            await self._wait_for_unload(pending)
+
+    async def _load(self, pending: _Pending, reason: LoadReason) -> None:
+        """Load one model, taking size times ``load_seconds_per_gb``; abort if the client leaves."""
+        self.loading = pending
+        model = pending.manifest.model
+        record = LoadRecord(
+            model=pending.manifest.name,
+            reason=reason,
+            requested_by=pending.path,
+            started=wall_datetime(self.clock.wall_ns()),
+        )
+        self._loads.append(record)
+        retried = False
+        while True:
+            seconds = model.size / 1e9 * self.load_seconds_per_gb
+            if await _first(self.clock.sleep(seconds), pending.gone.wait()) == 1:
+                self._finish(record, "context canceled")
+                return
+            failure = self._load_failures.popleft() if self._load_failures else None
+            if failure is None:
+                break
+            if failure.oom and self.loaded and not retried:
+                retried = True
+                await self._evict_all(pending)
+                if pending.gone.is_set():
+                    self._finish(record, "context canceled")
+                    return
+                continue
+            self._finish(record, failure.message)
+            pending.future.set_exception(SchedulerError(500, failure.message))
+            return
+        self._place(pending)
+        self._finish(record, "")
+
+    async def _evict_all(self, pending: _Pending) -> None:
+        self._unloaded.clear()
+        for runner in list(self.loaded.values()):
+            self._record_eviction(runner, pending, "oom")
+            self._mark_for_unload(runner)
+        while self.loaded and not pending.gone.is_set():
+            await self._wait_for_unload(pending)
+
+    def _place(self, pending: _Pending) -> None:
+        model = pending.manifest.model
+        if self.memory_bytes <= 0 or self.gpu_lost:
+            size_vram = 0
+        elif not self.loaded:
+            size_vram = min(model.size, self.memory_bytes)  # best fit: the rest on the CPU
+        else:
+            size_vram = model.size
+        keep_alive = pending.keep_alive_ns
+        runner = Runner(
+            manifest=pending.manifest,
+            options=pending.options,
+            keep_alive_ns=self.default_keep_alive_ns if keep_alive is None else keep_alive,
+            size_vram=size_vram,
+            context_length=max(4, min(int(pending.options["num_ctx"]), model.context_length)),
+        )
+        self.loaded[runner.key] = runner
+        pending.future.set_result(runner)
+
+    def _finish(self, record: LoadRecord, error: str) -> None:
+        record.finished = wall_datetime(self.clock.wall_ns())
+        record.ok = not error
+        record.error = error
+
+    async def _process_expired(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            runner = await self._expired.get()
+            if self.loaded.get(runner.key) is not runner:
+                continue  # already unloaded (queued twice: timer and eviction)
+            if not runner.unload_begun:
+                runner.unload_begun = True
+                if self.unload_delay_s > 0:
+                    await self.clock.sleep(self.unload_delay_s)
+            if runner.ref_count > 0:
+                # Go re-checks every 10 ms and never asks whether the runner was renewed:
+                # this is the stale-expiry race (§1.3).
+                loop.call_later(_UNLOAD_RETRY_S, self._requeue, runner)
+                continue
+            if runner.timer is not None:
+                runner.timer.cancel()
+                runner.timer = None
+            del self.loaded[runner.key]
+            self._unloaded.set()
+
+    def _requeue(self, runner: Runner) -> None:
+        if not self._closed:
+            self._expired.put_nowait(runner)

@@ -1,0 +1,170 @@
+"""``ollama-keepwarm demo``: the daemon against the built-in fake Ollama, narrated.
+
+A few minutes of a GPU box's life, compressed: the fake runs 60 times faster than real time (a
+30-minute lease lasts 30 s), and the keeper runs with its real code and a config to match. The
+scenes are the ones users meet: the first warm, a lease renewed before it runs out, a model
+evicted by another client's load, a server restart. Nothing here needs a GPU or a real Ollama.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+import structlog
+
+from ollama_keepwarm.config import parse_config
+from ollama_keepwarm.fake import FakeOllama
+from ollama_keepwarm.keeper import Keeper
+from ollama_keepwarm.status import render_table
+
+__all__ = ["run_demo"]
+
+TIME_SCALE = 60.0
+MODELS = [
+    {"name": "llama3.1:8b", "keep_alive": "30m", "priority": 10},
+    {"name": "qwen2.5-coder:7b", "keep_alive": "30m", "priority": 5},
+    {"name": "nomic-embed-text", "keep_alive": -1},
+]
+_SHOWN = {
+    "ready": "READY: the first warm pass is done",
+    "model_warmed": "loaded",
+    "model_refreshed": "lease renewed",
+    "model_vanished": "vanished",
+    "ollama_down": "Ollama is not answering; polling fast",
+    "ollama_up": "Ollama answers",
+    "capacity_conflict": "capacity conflict",
+    "warm_failed": "warm failed",
+    "options_mismatch_suspected": "options mismatch suspected",
+}
+
+
+class _Narrator:
+    """A structlog processor that turns the keeper's events into story lines, and counts them."""
+
+    def __init__(self, started: float, write: Callable[[str], None]) -> None:
+        self.started = started
+        self.write = write
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> str:
+        name = str(event.get("event"))
+        self.counts[name] += 1
+        if name not in _SHOWN:
+            raise structlog.DropEvent
+        details = []
+        if event.get("model"):
+            details.append(str(event["model"]))
+        for key in ("cause", "evicted_by", "duration_s", "keeps", "status"):
+            if key in event:
+                details.append(f"{key}={event[key]}")
+        text = f"{_SHOWN[name]}: {', '.join(details)}" if details else _SHOWN[name]
+        self.write(f"  {self.clock()}  {text}")
+        raise structlog.DropEvent
+
+    def clock(self) -> str:
+        return f"[{time.monotonic() - self.started:5.1f}s]"
+
+
+async def _client_load(url: str, model: str) -> None:
+    """Another client's request: the keep_alive its library defaults to (none sent)."""
+    async with aiohttp.ClientSession() as session:
+        body = {"model": model, "prompt": "hello", "stream": False}
+        async with session.post(f"{url}/api/generate", json=body) as response:
+            await response.read()
+
+
+async def _wait(predicate: Callable[[], bool], deadline: float) -> bool:
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None = None) -> int:
+    """Run the narrated demo for about ``duration_s`` seconds; return an exit status."""
+    say = write or (lambda text: print(text, flush=True))
+    started = time.monotonic()
+    end = started + duration_s
+    narrator = _Narrator(started, say)
+    structlog.configure(processors=[narrator], cache_logger_on_first_use=False)
+
+    async with FakeOllama(time_scale=TIME_SCALE, load_seconds_per_gb=20.0, max_loaded=3) as fake:
+        config = parse_config(
+            {
+                "ollama": {"host": fake.url},
+                "daemon": {"poll_interval": "1s", "refresh_before": "8s", "health_interval": "1h"},
+                "http": {"enabled": False},
+                "models": MODELS,
+            },
+            environ={},
+        )
+        say(
+            f"ollama-keepwarm demo: a fake Ollama at {fake.url}, {TIME_SCALE:g}x faster than "
+            "real time\n(a 30-minute lease lasts 30 s; an 8B model loads in ~1.6 s).\n"
+        )
+        say("Scene 1: the keeper starts and warms three models, one at a time, by priority.")
+        keeper = Keeper(config, handle_signals=False)
+        task = asyncio.create_task(keeper.run())
+        ok = await _wait(keeper.ready.is_set, end)
+
+        def listed() -> set[str]:
+            return {r.name for r in fake.runners()}
+
+        if ok and time.monotonic() + 20 < end:
+            say("\nScene 2: leases run out after 30 s; the keeper renews each ~8 s before.")
+            renewed = narrator.counts["model_refreshed"]
+            await _wait(lambda: narrator.counts["model_refreshed"] > renewed, end)
+        if time.monotonic() + 8 < end:
+            say(
+                "\nScene 3: another client loads llama3.2:3b with the default 5m keep-alive. "
+                "Ollama can hold 3 models,\nso it evicts one of ours (equal leases: the one "
+                "whose weights hash sorts first)."
+            )
+            evictions = len(fake.evictions)
+            await _client_load(fake.url, "llama3.2:3b")
+            await _wait(
+                lambda: (
+                    len(fake.evictions) > evictions + 1
+                    and len(listed()) == 3
+                    and "llama3.2:3b:latest" not in listed()
+                ),
+                end,
+            )
+            say(
+                "  The keeper re-warmed what was lost. Ollama evicts the shortest keep-alive "
+                "setting first among idle\n  models (5m < 30m), so once the client's model "
+                "was idle it gave way, and the kept set holds."
+            )
+        if time.monotonic() + 8 < end:
+            say("\nScene 4: Ollama restarts (3 minutes down in trace time). Every model is lost.")
+            await fake.restart(down_s=180)
+            await _wait(lambda: len(listed()) == 3, end)
+            say("  All three are warm again before any client asks.")
+        await _wait(lambda: False, end)
+        say("\nStatus at the end (what `ollama-keepwarm status` shows):\n")
+        say(render_table(keeper.status()))
+        keeper.request_stop()
+        await task
+        counts = narrator.counts
+        say(
+            f"Summary: {len(fake.loads)} loads in Ollama (one was the other client's), "
+            f"{counts['model_refreshed']} lease renewals, {len(fake.evictions)} evictions, "
+            f"{counts['warm_failed']} failed warms, in {time.monotonic() - started:.0f}s."
+        )
+        say(
+            "Next: `ollama-keepwarm fake-ollama --port 11434` gives you the fake to poke at; "
+            "`ollama-keepwarm check -c config.toml` checks a real setup."
+        )
+    structlog.reset_defaults()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(run_demo()))

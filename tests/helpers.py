@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from ollama_keepwarm.clocks import ManualClocks
+from ollama_keepwarm.config import Config, parse_config
+from ollama_keepwarm.keeper import Keeper
 
 T = TypeVar("T")
+
+FAST_FAKE: dict[str, Any] = {"load_seconds_per_gb": 0.05, "seconds_per_token": 0.001}
+"""Fake Ollama settings for tests: an 8B model loads in ~0.25 s, a token takes 1 ms."""
 
 
 async def eventually(
     probe: Callable[[], T | Awaitable[T]],
     *,
-    timeout: float = 10.0,
+    within: float = 10.0,
     interval: float = 0.02,
     what: str = "condition",
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``within`` s."""
+    deadline = time.monotonic() + within
     while True:
         value = probe()
         if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
@@ -27,7 +35,7 @@ async def eventually(
         if value:
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -54,3 +62,44 @@ class RecordingNotifier:
 
     def statuses(self) -> list[str]:
         return [m.removeprefix("STATUS=") for m in self.messages if m.startswith("STATUS=")]
+
+
+def make_config(url: str, models: list[dict[str, Any]], **daemon: Any) -> Config:
+    """A config for tests: fast cadence, no HTTP endpoint unless asked."""
+    raw: dict[str, Any] = {
+        "ollama": {"host": url, "load_timeout": "30s", "request_timeout": "5s"},
+        "daemon": {
+            "poll_interval": "100ms",
+            "refresh_before": "400ms",
+            "health_interval": "1h",
+            "down_poll_max": "200ms",
+            **daemon,
+        },
+        "http": {"enabled": False},
+        "models": models,
+    }
+    return parse_config(raw, environ={})
+
+
+@asynccontextmanager
+async def running_keeper(
+    config: Config,
+    *,
+    clocks: ManualClocks | None = None,
+    reload_config: Callable[[], Config] | None = None,
+) -> AsyncIterator[tuple[Keeper, RecordingNotifier]]:
+    """Run a Keeper as a task; stop it and check it exited cleanly afterwards."""
+    notifier = RecordingNotifier()
+    keeper = Keeper(
+        config,
+        notifier=notifier,
+        clocks=clocks or ManualClocks(),
+        reload_config=reload_config,
+        handle_signals=False,
+    )
+    task = asyncio.create_task(keeper.run())
+    try:
+        yield keeper, notifier
+    finally:
+        keeper.request_stop()
+        assert await asyncio.wait_for(task, timeout=15) == 0

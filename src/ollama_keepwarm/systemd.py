@@ -81,12 +81,20 @@ class SdNotifier:
     """Notifier that sends datagrams to ``$NOTIFY_SOCKET`` through ``sdnotify``."""
 
     def __init__(self) -> None:
-        self._socket = sdnotify.SystemdNotify()
+        self._socket = sdnotify.SystemdNotifier()
         self._last_status = ""
 
     def _send(self, message: str) -> None:
-        # sdnotify swallows socket errors itself; a lost datagram must never stop the daemon.
-        self._socket.notify(message)
+        # sdnotify connects (abstract sockets included) but encodes as Latin-1, which would
+        # garble a STATUS line for systemd (it expects UTF-8); so we send the bytes ourselves.
+        # A lost datagram must never stop the daemon.
+        sock = self._socket.socket
+        if sock is None:
+            return
+        try:
+            sock.sendall(message.encode())
+        except OSError as exc:
+            _log.debug("notify_failed", error=str(exc))
 
     def ready(self) -> None:
         """Send ``READY=1``."""

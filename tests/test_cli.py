@@ -1,0 +1,263 @@
+"""The CLI as a real process: exit codes, notify datagrams, signals, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import eventually
+from ollama_keepwarm.fake import FakeOllama
+
+MODELS = """
+[[models]]
+name = "llama3.1:8b"
+keep_alive = "10m"
+
+[[models]]
+name = "nomic-embed-text"
+keep_alive = -1
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def write_config(path: Path, url: str, models: str = MODELS, http_port: int | None = None) -> Path:
+    http = f"enabled = true\nport = {http_port}" if http_port else "enabled = false"
+    path.write_text(
+        f'[ollama]\nhost = "{url}"\nrequest_timeout = "5s"\n'
+        f'[daemon]\npoll_interval = "200ms"\nrefresh_before = "1s"\n'
+        f"[http]\n{http}\n{models}"
+    )
+    return path
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, within: float = 30
+) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ollama_keepwarm",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), within)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("command", ["run", "warm", "check"])
+async def test_bad_config_exits_78_naming_the_key(tmp_path: Path, command: str) -> None:
+    """Every command refuses an invalid config with status 78 and the key path."""
+    config = tmp_path / "c.toml"
+    config.write_text('[[models]]\nname = "m"\nkeep_alive = "1d"\n')
+    code, _, err = await run_cli(command, "-c", str(config))
+    assert code == 78
+    assert 'models[0].keep_alive: time: unknown unit "d" in duration "1d"' in err
+
+
+async def test_missing_config_exits_78(tmp_path: Path) -> None:
+    """A config file that does not exist is a config error too."""
+    code, _, err = await run_cli("check", "-c", str(tmp_path / "nope.toml"))
+    assert (code, "cannot read" in err) == (78, True)
+
+
+async def test_warm_once_all_warm(fake: FakeOllama, tmp_path: Path) -> None:
+    """`warm` loads every model and exits 0."""
+    config = write_config(tmp_path / "c.toml", fake.url)
+    code, _, err = await run_cli("warm", "-c", str(config))
+    assert code == 0, err
+    assert "2/2 warm" in err
+    assert {r.name for r in fake.runners()} == {"llama3.1:8b", "nomic-embed-text:latest"}
+
+
+async def test_warm_once_reports_failures(fake: FakeOllama, tmp_path: Path) -> None:
+    """`warm` exits 1 and names the model that could not be warmed, and why."""
+    config = write_config(
+        tmp_path / "c.toml", fake.url, MODELS + '\n[[models]]\nname = "no-such-model"\n'
+    )
+    code, _, err = await run_cli("warm", "-c", str(config))
+    assert code == 1
+    assert "not warm: no-such-model: not_found" in err
+    assert "ollama pull" in err
+
+
+async def test_warm_gives_up_when_ollama_never_answers(tmp_path: Path) -> None:
+    """`warm --timeout` exits 69 when Ollama never answers."""
+    config = write_config(tmp_path / "c.toml", f"http://127.0.0.1:{free_port()}")
+    code, _, err = await run_cli("warm", "-c", str(config), "--timeout", "1s")
+    assert code == 69
+    assert "waiting for Ollama" in err
+
+
+async def test_check_prints_the_plan(fake: FakeOllama, tmp_path: Path) -> None:
+    """`check` reaches Ollama and says what the keeper would do."""
+    config = write_config(tmp_path / "c.toml", fake.url)
+    code, out, _ = await run_cli("check", "-c", str(config))
+    assert code == 0
+    assert "Ollama 0.33.0, 0 loaded" in out
+    assert "llama3.1:8b" in out
+    assert "warm" in out
+
+
+@pytest.fixture(name="notify_socket")
+def _notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A real AF_UNIX datagram socket on a short path, as systemd's NOTIFY_SOCKET."""
+    directory = Path(tempfile.mkdtemp(prefix="kw", dir="/tmp"))
+    path = directory / "n"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    yield sock, str(path)
+    sock.close()
+    path.unlink()
+    directory.rmdir()
+
+
+class Daemon:
+    """A daemon subprocess and the datagrams it sent."""
+
+    def __init__(self, process: asyncio.subprocess.Process, sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+    async def wait_for(self, message: str, after: int = 0, within: float = 15) -> int:
+        """Wait until ``message`` was sent (at index >= after); return its index."""
+
+        def seen() -> int | None:
+            for i, m in enumerate(self.drain()[after:], start=after):
+                if m == message or m.startswith(message):
+                    return i + 1
+            return None
+
+        found = await eventually(seen, within=within, what=message)
+        return found - 1
+
+
+@asynccontextmanager
+async def daemon(
+    config: Path, notify: tuple[socket.socket, str], **env: str
+) -> AsyncIterator[Daemon]:
+    sock, path = notify
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ollama_keepwarm",
+        "run",
+        "-c",
+        str(config),
+        "--log-format",
+        "logfmt",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NOTIFY_SOCKET": path, **env},
+    )
+    running = Daemon(process, sock)
+    try:
+        yield running
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_daemon_lifecycle_notify_reload_stop(
+    fake: FakeOllama, tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """READY after the first warm; SIGHUP good and bad; WATCHDOG; SIGTERM exits 0 with STOPPING."""
+    config = write_config(tmp_path / "c.toml", fake.url)
+    async with daemon(config, notify_socket, WATCHDOG_USEC="400000") as d:
+        ready = await d.wait_for("READY=1")
+        assert {r.name for r in fake.runners()} == {"llama3.1:8b", "nomic-embed-text:latest"}
+        assert any(m.startswith("STATUS=2/2 warm") for m in d.drain()[ready:])
+        await d.wait_for("WATCHDOG=1", after=ready)
+
+        # A bad config on SIGHUP: the running config stays, no RELOADING.
+        config.write_text(config.read_text() + "\nbogus = 1\n")
+        mark = len(d.drain())
+        d.process.send_signal(signal.SIGHUP)
+        await d.wait_for("STATUS=config reload failed", after=mark)
+        assert not any(m.startswith("RELOADING=1") for m in d.drain()[mark:])
+
+        # A good one: RELOADING=1 with MONOTONIC_USEC, then READY=1, and the new model is warmed.
+        write_config(config, fake.url, MODELS + '\n[[models]]\nname = "qwen2.5-coder:7b"\n')
+        mark = len(d.drain())
+        d.process.send_signal(signal.SIGHUP)
+        reloading = await d.wait_for("RELOADING=1", after=mark)
+        assert "\nMONOTONIC_USEC=" in d.messages[reloading]
+        await d.wait_for("READY=1", after=reloading)
+        await eventually(
+            lambda: "qwen2.5-coder:7b" in {r.name for r in fake.runners()},
+            what="the model added by the reload",
+        )
+
+        d.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(d.process.wait(), 15) == 0
+        assert d.drain()[-1] == "STOPPING=1"
+        assert d.process.stderr is not None
+        log = (await d.process.stderr.read()).decode()
+    assert "event=config_reload_failed" in log
+    assert "event=config_reloaded" in log
+    assert "event=model_warmed" in log
+    assert "timestamp" not in log  # journald-style key=value lines carry no timestamps
+    assert {r.name for r in fake.runners()} >= {"llama3.1:8b"}  # left loaded on stop
+
+
+async def test_status_from_daemon_and_from_ollama(
+    fake: FakeOllama, tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """`status` reads the daemon's /status; with no daemon it falls back to Ollama's own view."""
+    config = write_config(tmp_path / "c.toml", fake.url, http_port=free_port())
+    async with daemon(config, notify_socket) as d:
+        await d.wait_for("READY=1")
+        code, out, _ = await run_cli("status", "-c", str(config), "--json")
+        assert code == 0
+        document: dict[str, Any] = json.loads(out)
+        assert document["source"] == "daemon"
+        models = document["hosts"][0]["models"]
+        assert [(m["name"], m["state"]) for m in models] == [
+            ("llama3.1:8b", "warm"),
+            ("nomic-embed-text", "warm"),
+        ]
+        assert models[1]["until"] == "Forever"
+        code, table, _ = await run_cli("status", "-c", str(config))
+        assert "NAME" in table
+        assert "Forever" in table
+        d.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(d.process.wait(), 15) == 0
+    code, out, _ = await run_cli("status", "-c", str(config), "--json")
+    assert code == 0
+    assert json.loads(out)["source"] == "ollama"
+
+
+async def test_demo_runs_and_ends_by_itself() -> None:
+    """The README's main command: the demo narrates the first warm and exits 0."""
+    code, out, _ = await run_cli("demo", "--duration", "8", within=60)
+    assert code == 0
+    assert "READY: the first warm pass is done" in out
+    assert "Summary:" in out

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
-from conftest import FAST_FAKE, make_config, running_keeper
-from helpers import eventually
 from structlog.testing import capture_logs
 
+from helpers import FAST_FAKE, eventually, make_config, running_keeper
 from ollama_keepwarm.clocks import ManualClocks
 from ollama_keepwarm.fake import FakeOllama
 
@@ -73,12 +73,12 @@ async def test_lease_renewed_before_expiry_for_many_cycles(fake: FakeOllama) -> 
         start = len(warm_calls(fake, "llama3.1:8b"))
         await eventually(
             lambda: len(warm_calls(fake, "llama3.1:8b")) >= start + 6,
-            timeout=20,
+            within=20,
             what="six renewals",
         )
         assert [ld.reason for ld in fake.loads] == ["cold"]  # never expired, never reloaded
         times = [c.time for c in warm_calls(fake, "llama3.1:8b")]
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert max(gaps) < 1.0  # always renewed inside the 1 s lease
         assert min(gaps) >= 0.4  # ...and not more than about once per lease half-period
 
@@ -93,7 +93,7 @@ async def test_unloaded_model_is_back_with_exact_options(fake: FakeOllama) -> No
         )
         assert reply["done_reason"] == "unload"
         await eventually(lambda: "qwen2.5-coder:7b" not in listed(fake), what="unload")
-        await eventually(lambda: "qwen2.5-coder:7b" in listed(fake), timeout=5, what="re-warm")
+        await eventually(lambda: "qwen2.5-coder:7b" in listed(fake), within=5, what="re-warm")
         last = warm_calls(fake, "qwen2.5-coder:7b")[-1]
         assert last.body == {
             "model": "qwen2.5-coder:7b",
@@ -112,7 +112,7 @@ async def test_model_back_after_restart(fake: FakeOllama) -> None:
         await fake.restart(down_s=0.5)
         await eventually(
             lambda: listed(fake) == {"llama3.1:8b", "nomic-embed-text:latest"},
-            timeout=5,
+            within=5,
             what="both models back",
         )
         assert any(s.startswith("waiting for Ollama") for s in notifier.statuses())
@@ -132,7 +132,7 @@ async def _evicted_by_another_client_is_back(fake: FakeOllama) -> None:
         await client_post(fake, "/api/generate", {"model": "llama3.2:3b", "keep_alive": "10m"})
         await eventually(
             lambda: "llama3.1:8b" in listed(fake) and len(fake.evictions) >= 2,
-            timeout=5,
+            within=5,
             what="re-warm after eviction",
         )
         assert fake.evictions[0].victim == "llama3.1:8b"
@@ -181,7 +181,7 @@ async def _capacity_conflict_keeps_higher_priority(fake: FakeOllama) -> None:
         async with running_keeper(config) as (keeper, notifier):
             await eventually(
                 lambda: any(e["event"] == "capacity_conflict" for e in logs),
-                timeout=10,
+                within=10,
                 what="a capacity conflict",
             )
             await eventually(lambda: listed(fake) == {"llama3.1:8b"}, what="llama to stay")
@@ -288,7 +288,7 @@ async def test_suspend_triggers_immediate_refresh(fake: FakeOllama) -> None:
         clocks.suspend(3600)
         await eventually(
             lambda: len(warm_calls(fake, "llama3.1:8b")) > before,
-            timeout=3,
+            within=3,
             what="refresh after resume",
         )
         assert keeper.resumes == 1

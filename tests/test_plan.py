@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -132,7 +133,7 @@ class TestDecide:
                 st = replace(st, last_warm_ok_at=now)
         interval = plan.stale_interval(DAEMON).total_seconds()
         assert refreshes[0] == 0
-        assert all(b - a >= interval for a, b in zip(refreshes, refreshes[1:], strict=False))
+        assert all(b - a >= interval for a, b in itertools.pairwise(refreshes))
         assert len(refreshes) == math.ceil(600 / interval)
 
     def test_forever_lease_gets_health_refresh(self) -> None:

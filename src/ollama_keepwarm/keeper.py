@@ -42,7 +42,13 @@ __all__ = ["HostKeeper", "Keeper"]
 
 _log = structlog.get_logger("ollama_keepwarm")
 
-_WARNINGS = {"warm_failed", "capacity_conflict", "options_mismatch_suspected", "poll_failed"}
+_WARNINGS = {
+    "warm_failed",
+    "capacity_conflict",
+    "options_mismatch_suspected",
+    "poll_failed",
+    "verify_failed",
+}
 _ERRORS = {"gpu_lost"}
 STOP_GRACE_S = 10.0
 """How long SIGTERM waits for in-flight warm calls before abandoning them."""
@@ -89,8 +95,8 @@ class HostKeeper:
         self._down_polls = 0
         self._look_lock = asyncio.Lock()
         self._queued: set[str] = set()
-        self._loads: asyncio.Queue[ModelConfig] = asyncio.Queue()
-        self._refreshes: asyncio.Queue[ModelConfig] = asyncio.Queue()
+        self._loads: asyncio.Queue[plan.Decision] = asyncio.Queue()
+        self._refreshes: asyncio.Queue[plan.Decision] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -194,8 +200,8 @@ class HostKeeper:
         self.states = observation.states
         for event in observation.events:
             _emit(event, self.host)
-            if event.name == "gpu_lost":
-                self._on_gpu_lost()
+        if any(event.name == "gpu_lost" for event in observation.events):
+            self._on_gpu_lost()  # once per loss, however many models it hit
         self.snapshot, self._outage = snapshot, False
 
     def _went_down(self, error: str) -> None:
@@ -248,25 +254,26 @@ class HostKeeper:
             key = decision.model.key
             if decision.action is plan.Action.WARM and key not in self._queued:
                 self._queued.add(key)
-                self._loads.put_nowait(decision.model)
+                self._loads.put_nowait(decision)
                 _log.info("warm_queued", model=decision.model.name, reason=decision.reason)
             elif decision.action is plan.Action.REFRESH and key not in self._queued:
                 self._queued.add(key)
-                self._refreshes.put_nowait(decision.model)
+                self._refreshes.put_nowait(decision)
                 _log.debug("refresh_queued", model=decision.model.name, reason=decision.reason)
         upcoming = [d.at for d in self.decisions if d.at is not None and d.at > now]
         if upcoming:
             self._wake(min(upcoming))
         self._on_change()
 
-    async def _lane(self, queue: asyncio.Queue[ModelConfig]) -> None:
+    async def _lane(self, queue: asyncio.Queue[plan.Decision]) -> None:
         while True:
-            model = await queue.get()
+            decision = await queue.get()
+            model = decision.model
             self._in_flight += 1
             self._idle.clear()
             try:
                 if model.key in self.states:  # still configured after a reload?
-                    await self._warm(model)
+                    await self._warm(model, decision.reason)
             finally:
                 self._queued.discard(model.key)
                 self._in_flight -= 1
@@ -274,7 +281,7 @@ class HostKeeper:
                     self._idle.set()
             await self.look()
 
-    async def _warm(self, model: ModelConfig) -> None:
+    async def _warm(self, model: ModelConfig, reason: str) -> None:
         listed = any(d.row is not None for d in self.decisions if d.model.key == model.key)
         started = self._clocks.wall()
         self.states[model.key] = plan.record_warm_started(
@@ -303,6 +310,24 @@ class HostKeeper:
             self.states[model.key] = st
         for event in events:
             _emit(event, self.host)
+        if model.verify and reason == plan.RESUMED and st.failures == 0:
+            await self._verify(model)
+
+    async def _verify(self, model: ModelConfig) -> None:
+        """Generate one token: after a resume ps can list a runner whose GPU is gone (§7.7)."""
+        try:
+            await self.client.generate_one_token(
+                model.name, keep_alive=model.keep_alive_wire, options=model.options
+            )
+        except OllamaError as exc:
+            # Ollama notices the dead runner on the next request and reloads it: ask for one.
+            _emit(plan.Event("verify_failed", model.name, {"error": exc.message}), self.host)
+            if model.key in self.states:
+                self.states[model.key] = replace(
+                    self.states[model.key], refresh_requested_at=self._clocks.wall()
+                )
+        else:
+            _log.info("model_verified", model=model.name, host=self.host)
 
     async def _info(self, model: ModelConfig) -> ModelInfo:
         info = self.infos.get(model.key)

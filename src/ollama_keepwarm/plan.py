@@ -66,6 +66,9 @@ SUSPECT_RELOAD_FLOOR_S = 0.1
 
 EXPIRY_TOLERANCE = timedelta(seconds=1)
 
+RESUMED = "resumed from suspend"
+"""The reason given to refreshes after a resume (the keeper verifies those when asked to)."""
+
 
 class Action(StrEnum):
     """What the keeper should do about one model now."""
@@ -240,7 +243,7 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     if st.last_warm_ok_at is None:
         return verdict(Action.REFRESH, "claim the lease")
     if resumed_at is not None and st.last_warm_ok_at < resumed_at:
-        return verdict(Action.REFRESH, "resumed from suspend")
+        return verdict(Action.REFRESH, RESUMED)
     if st.refresh_requested_at is not None and st.last_warm_ok_at < st.refresh_requested_at:
         return verdict(Action.REFRESH, "refresh requested")
 

@@ -1,0 +1,153 @@
+"""Surviving suspend/resume, server restarts and runner crashes (issue 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from structlog.testing import capture_logs
+
+from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from ollama_keepwarm.clocks import ManualClocks
+from ollama_keepwarm.fake import FakeOllama
+
+LLAMA = {"name": "llama3.1:8b", "keep_alive": "1h", "priority": 10}
+CODER = {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 5}
+EMBED = {"name": "nomic-embed-text", "keep_alive": -1}
+ALL = {"llama3.1:8b", "qwen2.5-coder:7b", "nomic-embed-text:latest"}
+
+
+def listed(fake: FakeOllama) -> set[str]:
+    return {r.name for r in fake.runners()}
+
+
+async def generate(fake: FakeOllama, model: str) -> dict[str, Any]:
+    """A client request; its load_duration says whether it waited for a load."""
+    body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{fake.url}/api/generate", json=body) as response,
+    ):
+        assert response.status == 200
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+async def test_suspend_of_an_hour_refreshes_everything_within_a_second(tmp_path: Path) -> None:
+    """After a (simulated) hour of sleep every model is refreshed at once; a lost GPU is reported
+    and the on_gpu_lost hook runs once."""
+    marker = tmp_path / "hook-ran"
+    hook = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')"]
+    clocks = ManualClocks()
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(
+            fake.url, [LLAMA, CODER, EMBED], resume_threshold="1s", on_gpu_lost=hook
+        )
+        with capture_logs() as logs:
+            async with running_keeper(config, clocks=clocks) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                before = {r.name: r.expires_at for r in fake.runners()}
+                # The machine sleeps: the fake holds requests and freezes its timers, our boot
+                # clock runs ahead of the monotonic one; both wake together.
+                await fake.suspend(0.3, gpu_lost=True)
+                clocks.suspend(3600)
+                resumed = datetime.now(UTC)
+                await eventually(
+                    lambda: all(r.expires_at > before[r.name] for r in fake.runners()),
+                    within=3,
+                    what="every lease refreshed",
+                )
+                refreshed = datetime.now(UTC)
+                await eventually(marker.exists, within=5, what="the on_gpu_lost hook")
+                polls = len([r for r in fake.requests if r.path == "/api/ps"])
+                await eventually(
+                    lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 5,
+                    what="five more polls",
+                )
+                assert listed(fake) == ALL
+    assert (refreshed - resumed).total_seconds() < 1.0
+    assert marker.read_text() == "x"  # ran once
+    assert keeper.resumes == 1
+    events = [e["event"] for e in logs]
+    assert "resumed_from_suspend" in events
+    assert events.count("gpu_lost") == 3  # one per model
+    assert [ld.reason for ld in fake.loads] == ["cold"] * 3  # refreshed, not reloaded
+
+
+async def test_verify_generates_one_token_after_resume() -> None:
+    """With verify = true a resume is followed by a 1-token generation per such model."""
+    clocks = ManualClocks()
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [{**LLAMA, "verify": True}, CODER], resume_threshold="1s")
+        async with running_keeper(config, clocks=clocks) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            clocks.suspend(600)
+
+            def verifications() -> list[Any]:
+                return [
+                    r
+                    for r in fake.requests
+                    if r.path == "/api/generate"
+                    and isinstance(r.body, dict)
+                    and r.body.get("prompt")
+                ]
+
+            await eventually(verifications, within=3, what="a verification")
+            checked = verifications()
+            assert [r.body["model"] for r in checked] == ["llama3.1:8b"]
+            assert checked[0].body["options"] == {"num_predict": 1}
+            assert checked[0].status == 200
+
+
+async def test_ten_restarts_in_a_row_none_missed_no_storm() -> None:
+    """Ten server restarts: every model back after each, and bounded requests while down."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [LLAMA, EMBED])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            for round_ in range(10):
+                down_s = 0.6
+                sent_before = len(fake.requests)
+                await fake.restart(down_s=down_s)
+                back = datetime.now(UTC)
+                await eventually(
+                    lambda: listed(fake) == {"llama3.1:8b", "nomic-embed-text:latest"},
+                    within=5,
+                    what=f"both models back after restart {round_}",
+                )
+                elapsed = (datetime.now(UTC) - back).total_seconds()
+                # fast poll cadence (<= down_poll_max 0.2 s) + two loads of ~0.25 s
+                assert elapsed < 0.2 + 0.6 + 0.5, elapsed
+                # The fake records only requests it answered; count attempts via our own view:
+                # after coming back, the keeper needed a handful of calls, not a flood.
+                assert len(fake.requests) - sent_before < 30
+            # While down: the regular poll (100 ms) plus the fast retry (<= 200 ms), no more.
+            assert keeper.hosts[fake.url].poll_errors <= 10 * (0.6 * (1 / 0.1 + 1 / 0.2) + 2)
+
+
+async def test_crashed_runner_is_repaired_within_health_interval() -> None:
+    """A crashed runner stays listed; the health refresh makes Ollama reload it, so a client
+    request afterwards is warm."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [LLAMA], health_interval="1s")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                crashed_at = datetime.now(UTC)
+                assert fake.crash("llama3.1:8b")
+                assert listed(fake) == {"llama3.1:8b"}  # still listed, as Ollama does
+                await eventually(
+                    lambda: [ld for ld in fake.loads if ld.reason == "repair" and ld.finished],
+                    within=3,
+                    what="a repair load",
+                )
+                repaired = next(ld for ld in fake.loads if ld.reason == "repair")
+                assert repaired.finished is not None
+                assert (repaired.finished - crashed_at).total_seconds() < 1.0 + 1.0
+                reply = await generate(fake, "llama3.1:8b")
+                assert reply["load_duration"] < 50_000_000  # warm: no load waited for
+    assert any(e["event"] == "runner_reloaded" for e in logs)

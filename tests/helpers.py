@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -64,18 +65,23 @@ class RecordingNotifier:
         return [m.removeprefix("STATUS=") for m in self.messages if m.startswith("STATUS=")]
 
 
-def make_config(url: str, models: list[dict[str, Any]], **daemon: Any) -> Config:
-    """A config for tests: fast cadence, no HTTP endpoint unless asked."""
+def make_config(
+    url: str, models: list[dict[str, Any]], http: dict[str, Any] | None = None, **daemon: Any
+) -> Config:
+    """A config for tests: fast cadence, its own control socket and state, no HTTP endpoint."""
+    scratch = tempfile.mkdtemp(prefix="okw", dir="/tmp")  # short: a socket path has 108 bytes
     raw: dict[str, Any] = {
         "ollama": {"host": url, "load_timeout": "30s", "request_timeout": "5s"},
         "daemon": {
+            "control_socket": f"{scratch}/c.sock",
+            "state_dir": scratch,
             "poll_interval": "100ms",
             "refresh_before": "400ms",
             "health_interval": "1h",
             "down_poll_max": "200ms",
             **daemon,
         },
-        "http": {"enabled": False},
+        "http": http or {"enabled": False},
         "models": models,
     }
     return parse_config(raw, environ={})

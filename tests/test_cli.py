@@ -39,12 +39,18 @@ def free_port() -> int:
 
 def write_config(path: Path, url: str, models: str = MODELS, http_port: int | None = None) -> Path:
     http = f"enabled = true\nport = {http_port}" if http_port else "enabled = false"
+    scratch = SCRATCH.setdefault(path, tempfile.mkdtemp(prefix="okw", dir="/tmp"))
     path.write_text(
         f'[ollama]\nhost = "{url}"\nrequest_timeout = "5s"\n'
         f'[daemon]\npoll_interval = "200ms"\nrefresh_before = "1s"\n'
+        f'control_socket = "{scratch}/c.sock"\nstate_dir = "{scratch}"\n'
         f"[http]\n{http}\n{models}"
     )
     return path
+
+
+SCRATCH: dict[Path, str] = {}
+"""A short directory per config file for its control socket (socket paths max 108 bytes)."""
 
 
 async def run_cli(

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ollama_keepwarm import __version__
@@ -121,6 +122,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _socket_path(args: argparse.Namespace) -> Path:
+    """The control socket: from the config when one is found, else the default location."""
+    from ollama_keepwarm.control import default_socket_path
+
+    try:
+        config = load_config(find_config(args.config))
+    except ConfigError:
+        if args.config:
+            raise
+        return default_socket_path()
+    if config.daemon.control_socket:
+        return Path(config.daemon.control_socket)
+    return default_socket_path()
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """Send pause/resume/refresh to the running daemon over its Unix socket."""
+    from ollama_keepwarm.control import ControlError, send_command
+
+    request: dict[str, Any] = {"command": args.command, "model": getattr(args, "model", None)}
+    if args.command == "pause":
+        request["for_s"] = getattr(args, "for_s", None)
+        request["unload"] = args.unload
+    try:
+        reply = asyncio.run(send_command(_socket_path(args), request))
+    except ConfigError as exc:
+        _say(f"ollama-keepwarm: config error: {exc}")
+        return EX_CONFIG
+    except ControlError as exc:
+        _say(f"ollama-keepwarm: {exc}")
+        return EX_UNAVAILABLE
+    print(reply.get("message", ""))
+    return EX_OK if reply.get("ok") else EX_WARM_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the fake Ollama and the daemon together, narrated."""
     from ollama_keepwarm.demo import run_demo
@@ -189,6 +225,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the demo runs (default 45)",
     )
     demo.set_defaults(run=cmd_demo)
+
+    pause = commands.add_parser("pause", help="stop keeping a model warm (give its VRAM back)")
+    _add_common(pause)
+    pause.add_argument("model", help="a configured model name")
+    pause.add_argument(
+        "--for",
+        dest="for_s",
+        type=_duration,
+        metavar="DUR",
+        help="end the pause by itself after DUR (default: until `resume`)",
+    )
+    pause.add_argument("--unload", action="store_true", help="also unload it from Ollama now")
+    pause.set_defaults(run=cmd_control)
+
+    resume = commands.add_parser("resume", help="keep a paused model warm again")
+    _add_common(resume)
+    resume.add_argument("model", help="a configured model name")
+    resume.set_defaults(run=cmd_control)
+
+    refresh = commands.add_parser("refresh", help="refresh one model (or all) now")
+    _add_common(refresh)
+    refresh.add_argument("model", nargs="?", help="a configured model name (default: all)")
+    refresh.set_defaults(run=cmd_control)
 
     fake_cli.add_parser(commands)
     try:

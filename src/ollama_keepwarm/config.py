@@ -84,6 +84,8 @@ class DaemonConfig:
     resume_threshold_s: float = 5.0
     conflict_retry_s: float = 1800.0
     on_gpu_lost: tuple[str, ...] = ()
+    control_socket: str = ""  # "" = $RUNTIME_DIRECTORY/control.sock, or a per-user default
+    state_dir: str = ""  # "" = $STATE_DIRECTORY, or a per-user default
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +351,8 @@ def _parse_daemon(raw: object) -> DaemonConfig:
         resume_threshold_s=table.duration("resume_threshold", defaults.resume_threshold_s),
         conflict_retry_s=table.duration("conflict_retry", defaults.conflict_retry_s),
         on_gpu_lost=on_gpu_lost,
+        control_socket=table.string("control_socket", ""),
+        state_dir=table.string("state_dir", ""),
     )
     table.finish()
     return config

@@ -9,10 +9,13 @@ evicted by another client's load, a server restart. Nothing here needs a GPU or 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -95,11 +98,19 @@ async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None
     narrator = _Narrator(started, say)
     structlog.configure(processors=[narrator], cache_logger_on_first_use=False)
 
+    scratch = Path(tempfile.mkdtemp(prefix="okw-demo-"))
     async with FakeOllama(time_scale=TIME_SCALE, load_seconds_per_gb=20.0, max_loaded=3) as fake:
         config = parse_config(
             {
                 "ollama": {"host": fake.url},
-                "daemon": {"poll_interval": "1s", "refresh_before": "8s", "health_interval": "1h"},
+                "daemon": {
+                    "poll_interval": "1s",
+                    "refresh_before": "8s",
+                    "health_interval": "1h",
+                    # Its own socket and state, away from any real daemon on this machine.
+                    "control_socket": str(scratch / "control.sock"),
+                    "state_dir": str(scratch),
+                },
                 "http": {"enabled": False},
                 "models": MODELS,
             },
@@ -163,6 +174,7 @@ async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None
             "`ollama-keepwarm check -c config.toml` checks a real setup."
         )
     structlog.reset_defaults()
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0 if ok else 1
 
 

@@ -1,4 +1,4 @@
-"""The read-only local HTTP endpoint: ``/healthz``, ``/readyz``, ``/status``.
+"""The read-only local HTTP endpoint: ``/healthz``, ``/readyz``, ``/status``, ``/metrics``.
 
 Bound to 127.0.0.1 by default. ``/healthz`` answers from the event loop itself, so it fails when
 the loop is wedged; ``/readyz`` is for a Slack bot's unit or a readiness probe: 200 only while
@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
+
+from ollama_keepwarm.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from ollama_keepwarm.keeper import Keeper
@@ -47,9 +49,15 @@ def make_app(keeper: Keeper) -> web.Application:
     async def status(_request: web.Request) -> web.Response:
         return web.json_response(keeper.status())
 
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=keeper.metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

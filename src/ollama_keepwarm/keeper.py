@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import functools
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from ollama_keepwarm import http_api, plan
 from ollama_keepwarm.clocks import Clocks, SuspendDetector, SystemClocks
 from ollama_keepwarm.config import Config, ModelConfig
+from ollama_keepwarm.control import ControlServer, default_socket_path
+from ollama_keepwarm.metrics import Metrics
 from ollama_keepwarm.names import match_key
 from ollama_keepwarm.ollama import (
     ModelInfo,
@@ -35,6 +38,7 @@ from ollama_keepwarm.ollama import (
     OllamaUnreachableError,
     PsSnapshot,
 )
+from ollama_keepwarm.state import Pause, PauseStore, default_state_dir
 from ollama_keepwarm.status import build_status
 from ollama_keepwarm.systemd import Notifier, NullNotifier, watchdog_interval_s
 
@@ -50,13 +54,21 @@ _WARNINGS = {
     "verify_failed",
 }
 _ERRORS = {"gpu_lost"}
+PAUSED_FOREVER = datetime.max.replace(tzinfo=UTC)
 STOP_GRACE_S = 10.0
 """How long SIGTERM waits for in-flight warm calls before abandoning them."""
 
 
-def _emit(event: plan.Event, host: str) -> None:
+def log_event(event: plan.Event, host: str) -> None:
+    """Log a planner or keeper event at the level its name deserves."""
     level = "error" if event.name in _ERRORS else "warning" if event.name in _WARNINGS else "info"
-    getattr(_log, level)(event.name, model=event.model, host=host, **event.fields)
+    where = {"model": event.model} if event.model else {}
+    if host:
+        where["host"] = host
+    getattr(_log, level)(event.name, **where, **event.fields)
+
+
+Emit = Callable[[plan.Event, str], None]
 
 
 class HostKeeper:
@@ -70,8 +82,10 @@ class HostKeeper:
         session: aiohttp.ClientSession,
         clocks: Clocks,
         on_change: Callable[[], None],
+        emit: Emit = log_event,
     ) -> None:
         self.host = host
+        self._emit_to = emit
         self.models = models
         self.config = config
         self.client = OllamaClient(
@@ -102,6 +116,9 @@ class HostKeeper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._wake: Callable[[datetime], None] = lambda _at: None
+
+    def _emit(self, event: plan.Event) -> None:
+        self._emit_to(event, self.host)
 
     def start(self, wake: Callable[[datetime], None]) -> None:
         """Start the two warm lanes; ``wake(at)`` asks the keeper to look again at ``at``."""
@@ -175,7 +192,7 @@ class HostKeeper:
             # A malformed or failing answer: keep the last snapshot, retry with backoff.
             self.poll_errors += 1
             self._down_polls += 1
-            _emit(plan.Event("poll_failed", "", {"error": str(exc)}), self.host)
+            self._emit(plan.Event("poll_failed", "", {"error": str(exc)}))
             self._retry_soon()
             return
         if not self.ollama_up:
@@ -199,14 +216,14 @@ class HostKeeper:
         )
         self.states = observation.states
         for event in observation.events:
-            _emit(event, self.host)
+            self._emit(event)
         if any(event.name == "gpu_lost" for event in observation.events):
             self._on_gpu_lost()  # once per loss, however many models it hit
         self.snapshot, self._outage = snapshot, False
 
     def _went_down(self, error: str) -> None:
         if self.ollama_up or self._down_polls == 0:
-            _log.warning("ollama_down", host=self.host, error=error)
+            self._emit(plan.Event("ollama_down", "", {"error": error}))
         self.poll_errors += 1
         self.ollama_up, self._outage = False, True
         self._down_polls += 1
@@ -309,9 +326,11 @@ class HostKeeper:
         if model.key in self.states:
             self.states[model.key] = st
         for event in events:
-            _emit(event, self.host)
-        if model.verify and reason == plan.RESUMED and st.failures == 0:
-            await self._verify(model)
+            self._emit(event)
+        if reason == plan.RESUMED and st.failures == 0:
+            self._emit(plan.Event("refreshed_after_resume", model.name, {}))
+            if model.verify:
+                await self._verify(model)
 
     async def _verify(self, model: ModelConfig) -> None:
         """Generate one token: after a resume ps can list a runner whose GPU is gone (§7.7)."""
@@ -321,7 +340,7 @@ class HostKeeper:
             )
         except OllamaError as exc:
             # Ollama notices the dead runner on the next request and reloads it: ask for one.
-            _emit(plan.Event("verify_failed", model.name, {"error": exc.message}), self.host)
+            self._emit(plan.Event("verify_failed", model.name, {"error": exc.message}))
             if model.key in self.states:
                 self.states[model.key] = replace(
                     self.states[model.key], refresh_requested_at=self._clocks.wall()
@@ -377,6 +396,17 @@ class Keeper:
         self._detector = SuspendDetector(self._clocks, config.daemon.resume_threshold_s)
         self._reloading: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
+        self.metrics = Metrics(self.status)
+        self._store = PauseStore(
+            Path(config.daemon.state_dir) if config.daemon.state_dir else default_state_dir()
+        )
+        self.pauses: dict[str, Pause] = {}
+        self._control = ControlServer(
+            Path(config.daemon.control_socket)
+            if config.daemon.control_socket
+            else default_socket_path(),
+            self.handle_command,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -400,6 +430,7 @@ class Keeper:
         )
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler.start()
+        self.pauses = self._store.load()
         self._build_hosts()
         self._schedule_jobs()
         if self._handle_signals:
@@ -409,6 +440,7 @@ class Keeper:
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         if self.config.http.enabled:
             self._http = await http_api.serve(self, self.config.http.host, self.config.http.port)
+        await self._control.start()
         self._notifier.status(f"waiting for Ollama at {', '.join(self.config.hosts) or '-'}")
         for keeper in self.hosts.values():
             self._look_now(keeper)
@@ -424,6 +456,7 @@ class Keeper:
         await asyncio.gather(*(k.stop(STOP_GRACE_S) for k in self.hosts.values()))
         if self._http is not None:
             await self._http.cleanup()
+        await self._control.stop()
         warms = sum(st.warms for k in self.hosts.values() for st in k.states.values())
         _log.info(
             "keeper_stopped",
@@ -456,10 +489,11 @@ class Keeper:
                 self.hosts[host].update_models(models, self.config)
                 continue
             keeper = HostKeeper(
-                host, models, self.config, self._session, self._clocks, self._publish
+                host, models, self.config, self._session, self._clocks, self._publish, self._emit
             )
             keeper.start(functools.partial(self._wake_at, keeper))
             self.hosts[host] = keeper
+        self._apply_pauses()
 
     def _schedule_jobs(self) -> None:
         daemon = self.config.daemon
@@ -517,18 +551,29 @@ class Keeper:
             misfire_grace_time=None,
         )
 
+    def _emit(self, event: plan.Event, host: str) -> None:
+        log_event(event, host)
+        self.metrics.on_event(event.name, host, event.model, event.fields)
+
     async def _tick(self) -> None:
-        """Once a second: notice a resume from suspend, keep STATUS fresh, time out READY."""
+        """Once a second: notice a resume from suspend, end pauses, keep STATUS fresh."""
         slept = self._detector.check()
         if slept is not None:
             self.note_resume(slept)
+        now = self._clocks.wall()
+        ended = [key for key, p in self.pauses.items() if p.until is not None and p.until <= now]
+        for key in ended:
+            _log.info("pause_ended", model=self.pauses.pop(key).name)
+        if ended:
+            self._store.save(self.pauses)
+            self._apply_pauses()
         self._publish()
 
     def note_resume(self, slept_s: float) -> None:
         """React to a resume: refresh every kept model now; ``expires_at`` values are stale."""
         self.resumes += 1
         now = self._clocks.wall()
-        _log.warning("resumed_from_suspend", slept_s=round(slept_s, 1))
+        self._emit(plan.Event("resumed_from_suspend", "", {"slept_s": round(slept_s, 1)}), "")
         for keeper in self.hosts.values():
             keeper.resumed_at = now
             self._look_now(keeper)
@@ -574,6 +619,89 @@ class Keeper:
         for keeper in self.hosts.values():
             self._look_now(keeper)
         self._notifier.ready()
+
+    # -- operator controls ------------------------------------------------------------------
+
+    def _apply_pauses(self) -> None:
+        for keeper in self.hosts.values():
+            for model in keeper.models:
+                pause = self.pauses.get(model.key)
+                until = (pause.until or PAUSED_FOREVER) if pause else None
+                keeper.states[model.key] = replace(keeper.states[model.key], paused_until=until)
+            self._look_now(keeper)
+
+    def _configured(self, name: str) -> list[ModelConfig]:
+        key = match_key(name)
+        return [m for m in self.config.models if m.key == key]
+
+    async def pause(self, name: str, for_s: float | None, *, unload: bool) -> str:
+        """Stop keeping ``name`` warm (for ``for_s`` seconds, or until resumed); maybe unload it."""
+        models = self._configured(name)
+        if not models:
+            raise LookupError(f"{name} is not a configured model")
+        until = self._clocks.wall() + timedelta(seconds=for_s) if for_s else None
+        self.pauses[models[0].key] = Pause(models[0].name, until)
+        self._store.save(self.pauses)
+        self._apply_pauses()
+        _log.info(
+            "model_paused",
+            model=models[0].name,
+            until=until.isoformat() if until else None,
+            unload=unload,
+        )
+        if unload:
+            for model in models:
+                await self.hosts[model.host].client.unload(model.name)
+        how_long = f"until {until:%Y-%m-%d %H:%M:%S %Z}" if until else "until resumed"
+        return f"paused {models[0].name} {how_long}" + (" and unloaded it" if unload else "")
+
+    def resume(self, name: str) -> str:
+        """Keep ``name`` warm again."""
+        models = self._configured(name)
+        if not models:
+            raise LookupError(f"{name} is not a configured model")
+        if self.pauses.pop(models[0].key, None) is None:
+            return f"{models[0].name} was not paused"
+        self._store.save(self.pauses)
+        self._apply_pauses()
+        _log.info("model_resumed", model=models[0].name)
+        return f"resumed {models[0].name}"
+
+    def refresh(self, name: str | None) -> str:
+        """Refresh ``name`` (or every model) now, whatever its lease says."""
+        models = self._configured(name) if name else list(self.config.models)
+        if not models:
+            raise LookupError(f"{name} is not a configured model")
+        now = self._clocks.wall()
+        for model in models:
+            keeper = self.hosts[model.host]
+            keeper.states[model.key] = replace(keeper.states[model.key], refresh_requested_at=now)
+        for keeper in self.hosts.values():
+            self._look_now(keeper)
+        return "refreshing " + ", ".join(m.name for m in models)
+
+    async def handle_command(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Serve one control-socket request."""
+        command, model = request.get("command"), request.get("model")
+        try:
+            if command == "pause" and isinstance(model, str):
+                for_s = request.get("for_s")
+                message = await self.pause(
+                    model, float(for_s) if for_s else None, unload=bool(request.get("unload"))
+                )
+            elif command == "resume" and isinstance(model, str):
+                message = self.resume(model)
+            elif command == "refresh":
+                message = self.refresh(model if isinstance(model, str) else None)
+            elif command == "status":
+                return {"ok": True, "status": self.status()}
+            else:
+                return {"ok": False, "message": f"unknown command {command!r}"}
+        except LookupError as exc:
+            return {"ok": False, "message": str(exc.args[0])}
+        except OllamaError as exc:
+            return {"ok": False, "message": f"Ollama: {exc}"}
+        return {"ok": True, "message": message}
 
     # -- views ----------------------------------------------------------------------------------
 

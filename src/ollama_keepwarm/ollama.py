@@ -227,6 +227,11 @@ class OllamaClient:
             raise OllamaError(500, str(body["error"]))
         return LoadResult(endpoint=path, duration_s=time.monotonic() - started)
 
+    async def unload(self, name: str) -> None:
+        """Ask Ollama to unload ``name`` now: empty generate with ``keep_alive`` 0 (§1.4)."""
+        payload = {"model": name, "keep_alive": 0}
+        await self._request("POST", "/api/generate", payload, limit=self._short)
+
     async def generate_one_token(
         self, name: str, *, keep_alive: int | str, options: Mapping[str, Any]
     ) -> None:

@@ -9,9 +9,11 @@ long we wait for Ollama to answer, plus each load's own ``load_timeout``.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 
@@ -22,6 +24,7 @@ from ollama_keepwarm.ollama import OllamaClient, OllamaError, OllamaUnreachableE
 __all__ = ["WarmOutcome", "check", "wait_for_ollama", "warm_all"]
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +76,43 @@ async def warm_all(config: Config, timeout_s: float, say: Say) -> tuple[list[War
                 ]
                 continue
             for model in models:
-                say(f"loading {model.name} ...")
+                if not sys.stderr.isatty():  # a terminal gets a ticking line instead
+                    say(f"loading {model.name} ...")
                 outcomes.append(await _warm_one(client, model))
                 say(f"  {outcomes[-1].name}: {outcomes[-1].detail}")
     return outcomes, reached
 
 
+async def _ticking(label: str, work: Awaitable[T], *, tty: bool) -> T:
+    """Await ``work``; on a terminal, keep a "loading X 12s" line ticking meanwhile."""
+    task = asyncio.ensure_future(work)
+    if not tty:
+        return await task
+    started = time.monotonic()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                return task.result()
+            sys.stderr.write(f"\r\x1b[K{label} {time.monotonic() - started:.0f}s")
+            sys.stderr.flush()
+    finally:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
 async def _warm_one(client: OllamaClient, model: ModelConfig) -> WarmOutcome:
     try:
         info = await client.show(model.name)
-        result = await client.load(
-            model.name,
-            keep_alive=model.keep_alive_wire,
-            options=model.options,
-            embedding_only=info.embedding_only,
+        result = await _ticking(
+            f"loading {model.name}",
+            client.load(
+                model.name,
+                keep_alive=model.keep_alive_wire,
+                options=model.options,
+                embedding_only=info.embedding_only,
+            ),
+            tty=sys.stderr.isatty(),
         )
     except OllamaError as exc:
         kind, hint = plan.classify_error(exc.status, exc.message)

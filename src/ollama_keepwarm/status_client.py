@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from ollama_keepwarm import plan
 from ollama_keepwarm.config import Config, DaemonConfig, ModelConfig, parse_host
+from ollama_keepwarm.control import ControlError, default_socket_path, send_command
 from ollama_keepwarm.ollama import OllamaClient, OllamaError, PsSnapshot
 from ollama_keepwarm.status import model_entry
 
@@ -80,8 +82,26 @@ async def _from_ollama(
     }
 
 
+async def _from_socket(config: Config | None) -> dict[str, Any] | None:
+    path = (
+        Path(config.daemon.control_socket)
+        if config and config.daemon.control_socket
+        else default_socket_path()
+    )
+    try:
+        reply = await send_command(path, {"command": "status"}, timeout_s=5)
+    except ControlError:
+        return None
+    status = reply.get("status")
+    return status if isinstance(status, dict) else None
+
+
 async def fetch_status(config: Config | None, url: str | None) -> dict[str, Any] | None:
-    """Return the daemon's status document, else one built from Ollama, else None."""
+    """Return the daemon's status document (socket, then HTTP), else Ollama's view, else None."""
+    if url is None:
+        document = await _from_socket(config)
+        if document is not None:
+            return document
     if url is None and config is not None and config.http.enabled:
         url = f"http://{config.http.host}:{config.http.port}"
     async with aiohttp.ClientSession() as session:

@@ -1,0 +1,150 @@
+"""Prometheus metrics: counters fed by the keeper's events, gauges read from its state at scrape.
+
+Each :class:`Metrics` has its own registry (not prometheus-client's global one), so two keepers in
+one test process do not collide. Names are prefixed ``ollama_keepwarm_`` and labelled by
+``host`` and ``model`` (the configured name).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_PREFIX = "ollama_keepwarm"
+# Loads take from ~10 ms (already loaded) through seconds (8B) to about a minute (70B).
+_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, math.inf)
+
+StatusSource = Callable[[], Mapping[str, Any]]
+
+
+class _StateCollector(Collector):
+    """Gauges computed from the keeper's status document at each scrape."""
+
+    def __init__(self, status: StatusSource) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        resident = GaugeMetricFamily(
+            f"{_PREFIX}_model_resident",
+            "1 while the model is listed in /api/ps",
+            labels=["host", "model"],
+        )
+        lease = GaugeMetricFamily(
+            f"{_PREFIX}_model_lease_seconds",
+            "Seconds until the model's expires_at (+Inf: forever)",
+            labels=["host", "model"],
+        )
+        paused = GaugeMetricFamily(
+            f"{_PREFIX}_model_paused", "1 while paused by an operator", labels=["host", "model"]
+        )
+        held = GaugeMetricFamily(
+            f"{_PREFIX}_model_conflict",
+            "1 while held back by a capacity conflict",
+            labels=["host", "model"],
+        )
+        up = GaugeMetricFamily(f"{_PREFIX}_ollama_up", "1 while Ollama answers", labels=["host"])
+        poll_errors = CounterMetricFamily(
+            f"{_PREFIX}_poll_errors",
+            "Failed /api/ps polls (unreachable or malformed)",
+            labels=["host"],
+        )
+        ready = GaugeMetricFamily(f"{_PREFIX}_ready", "1 once the first warm pass is done")
+        document = self._status()
+        ready.add_metric([], 1.0 if document.get("ready") else 0.0)
+        for host in document.get("hosts", []):
+            up.add_metric([host["host"]], 1.0 if host["ollama_up"] else 0.0)
+            poll_errors.add_metric([host["host"]], float(host["poll_errors"]))
+            for model in host["models"]:
+                labels = [host["host"], model["name"]]
+                resident.add_metric(labels, 1.0 if model["listed_as"] else 0.0)
+                if model["listed_as"]:
+                    left = model["lease_left_s"]
+                    lease.add_metric(labels, math.inf if left is None else float(left))
+                paused.add_metric(labels, 1.0 if model["state"] == "paused" else 0.0)
+                held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
+        yield from (resident, lease, paused, held, up, poll_errors, ready)
+
+
+class Metrics:
+    """The daemon's metrics."""
+
+    def __init__(self, status: StatusSource) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ["host", "model"]
+        self.warms = Counter(
+            f"{_PREFIX}_warms",
+            "Warm calls by result (ok, error)",
+            [*labels, "result"],
+            registry=self.registry,
+        )
+        self.warm_seconds = Histogram(
+            f"{_PREFIX}_warm_duration_seconds",
+            "Wall time of successful warm calls",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.cold_loads = Counter(
+            f"{_PREFIX}_cold_loads",
+            "Warms that loaded a model that was not listed",
+            labels,
+            registry=self.registry,
+        )
+        self.repairs = Counter(
+            f"{_PREFIX}_repairs",
+            "Models lost and re-warmed, by cause (expired, evicted, restart, crash, resume)",
+            [*labels, "cause"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            f"{_PREFIX}_reloads_suspected",
+            "Refreshes that took as long as a load (Ollama reloaded the model)",
+            labels,
+            registry=self.registry,
+        )
+        self.conflicts = Counter(
+            f"{_PREFIX}_capacity_conflicts",
+            "Times a model was held back because it does not fit",
+            labels,
+            registry=self.registry,
+        )
+        self.resumes = Counter(
+            f"{_PREFIX}_resumes", "Resumes from suspend seen", registry=self.registry
+        )
+        self.registry.register(_StateCollector(status))
+
+    def on_event(self, name: str, host: str, model: str, fields: Mapping[str, Any]) -> None:
+        """Count one keeper event."""
+        labels = (host, model)
+        if name == "model_warmed":
+            self.warms.labels(*labels, "ok").inc()
+            self.cold_loads.labels(*labels).inc()
+            self.warm_seconds.labels(*labels).observe(float(fields.get("duration_s", 0.0)))
+        elif name == "model_refreshed":
+            self.warms.labels(*labels, "ok").inc()
+            self.warm_seconds.labels(*labels).observe(float(fields.get("duration_s", 0.0)))
+        elif name == "warm_failed":
+            self.warms.labels(*labels, "error").inc()
+        elif name == "model_vanished":
+            self.repairs.labels(*labels, str(fields.get("cause", "unknown"))).inc()
+        elif name == "runner_reloaded":
+            self.reloads.labels(*labels).inc()
+            self.repairs.labels(*labels, "crash").inc()
+        elif name == "capacity_conflict":
+            self.conflicts.labels(*labels).inc()
+        elif name == "resumed_from_suspend":
+            self.resumes.inc()
+        elif name == "refreshed_after_resume":
+            self.repairs.labels(*labels, "resume").inc()
+
+    def exposition(self) -> bytes:
+        """Render the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,93 @@
+"""Operator state that must outlive the process: which models are paused, and until when.
+
+An admin who paused a model to give its VRAM to another job must not find it loaded again after
+a config reload or a restart of the daemon. The file is small JSON, written atomically (temporary
+file, fsync, rename); a corrupt file is reported and ignored, never fatal: the worst outcome is a
+model warmed that someone wanted paused, which the next ``pause`` fixes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+__all__ = ["Pause", "PauseStore", "default_state_dir"]
+
+_log = structlog.get_logger("ollama_keepwarm")
+FILENAME = "pauses.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """One paused model: ``until`` None means until resumed by hand."""
+
+    name: str
+    until: datetime | None
+
+
+def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$STATE_DIRECTORY`` under systemd (StateDirectory=), else a per-user directory."""
+    env = os.environ if environ is None else environ
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/ollama-keepwarm")
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ollama-keepwarm"
+
+
+class PauseStore:
+    """Reads and writes the pause file in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / FILENAME
+
+    def load(self) -> dict[str, Pause]:
+        """Return the saved pauses by model key; an unreadable or corrupt file gives none."""
+        try:
+            raw = json.loads(self.path.read_text())
+            pauses = {
+                str(key): Pause(
+                    name=str(entry["name"]),
+                    until=datetime.fromisoformat(entry["until"]) if entry.get("until") else None,
+                )
+                for key, entry in raw["paused"].items()
+            }
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            _log.warning("state_file_ignored", path=str(self.path), error=str(exc))
+            return {}
+        return pauses
+
+    def save(self, pauses: Mapping[str, Pause]) -> None:
+        """Write the pauses atomically; a failure is logged (the pause still holds in memory)."""
+        document = {
+            "paused": {
+                key: {"name": p.name, "until": p.until.isoformat() if p.until else None}
+                for key, p in pauses.items()
+            }
+        }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".pauses-")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(document, handle, indent=2)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                Path(temporary).replace(self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(temporary).unlink()
+                raise
+        except OSError as exc:
+            _log.warning("state_file_write_failed", path=str(self.path), error=str(exc))

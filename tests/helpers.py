@@ -93,6 +93,7 @@ async def running_keeper(
     *,
     clocks: ManualClocks | None = None,
     reload_config: Callable[[], Config] | None = None,
+    dbus_address: str | None = "unix:path=/nonexistent/bus",
 ) -> AsyncIterator[tuple[Keeper, RecordingNotifier]]:
     """Run a Keeper as a task; stop it and check it exited cleanly afterwards."""
     notifier = RecordingNotifier()
@@ -102,6 +103,7 @@ async def running_keeper(
         clocks=clocks or ManualClocks(),
         reload_config=reload_config,
         handle_signals=False,
+        dbus_address=dbus_address,  # tests never listen to the machine's real logind
     )
     task = asyncio.create_task(keeper.run())
     try:

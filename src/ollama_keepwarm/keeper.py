@@ -38,6 +38,7 @@ from ollama_keepwarm.ollama import (
     OllamaUnreachableError,
     PsSnapshot,
 )
+from ollama_keepwarm.sleep_signal import SleepSignal
 from ollama_keepwarm.state import Pause, PauseStore, default_state_dir
 from ollama_keepwarm.status import build_status
 from ollama_keepwarm.systemd import Notifier, NullNotifier, watchdog_interval_s
@@ -56,6 +57,8 @@ _WARNINGS = {
 _ERRORS = {"gpu_lost"}
 PAUSED_FOREVER = datetime.max.replace(tzinfo=UTC)
 STOP_GRACE_S = 10.0
+RESUME_DEDUP_S = 10.0
+"""Resume reports this close together (logind's signal, the clock gap) are one resume."""
 """How long SIGTERM waits for in-flight warm calls before abandoning them."""
 
 
@@ -380,6 +383,7 @@ class Keeper:
         clocks: Clocks | None = None,
         reload_config: Callable[[], Config] | None = None,
         handle_signals: bool = True,
+        dbus_address: str | None = None,
     ) -> None:
         self.config = config
         self._notifier = notifier or NullNotifier()
@@ -397,6 +401,8 @@ class Keeper:
         self._reloading: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self.metrics = Metrics(self.status)
+        self._last_resume = -RESUME_DEDUP_S
+        self._sleep_signal = SleepSignal(self._resumed_by_logind, bus_address=dbus_address)
         self._store = PauseStore(
             Path(config.daemon.state_dir) if config.daemon.state_dir else default_state_dir()
         )
@@ -441,6 +447,7 @@ class Keeper:
         if self.config.http.enabled:
             self._http = await http_api.serve(self, self.config.http.host, self.config.http.port)
         await self._control.start()
+        await self._sleep_signal.start()
         self._notifier.status(f"waiting for Ollama at {', '.join(self.config.hosts) or '-'}")
         for keeper in self.hosts.values():
             self._look_now(keeper)
@@ -457,6 +464,7 @@ class Keeper:
         if self._http is not None:
             await self._http.cleanup()
         await self._control.stop()
+        self._sleep_signal.stop()
         warms = sum(st.warms for k in self.hosts.values() for st in k.states.values())
         _log.info(
             "keeper_stopped",
@@ -569,11 +577,22 @@ class Keeper:
             self._apply_pauses()
         self._publish()
 
-    def note_resume(self, slept_s: float) -> None:
+    def _resumed_by_logind(self) -> None:
+        # Consume the clock gap too, so the next tick does not report the same resume again.
+        slept = self._detector.check()
+        self.note_resume(slept or 0.0, source="logind")
+
+    def note_resume(self, slept_s: float, *, source: str = "clocks") -> None:
         """React to a resume: refresh every kept model now; ``expires_at`` values are stale."""
+        # logind and the clock comparison usually both report one wake-up: count it once.
+        monotonic = self._clocks.monotonic()
+        if monotonic - self._last_resume < RESUME_DEDUP_S:
+            return
+        self._last_resume = monotonic
         self.resumes += 1
         now = self._clocks.wall()
-        self._emit(plan.Event("resumed_from_suspend", "", {"slept_s": round(slept_s, 1)}), "")
+        fields = {"slept_s": round(slept_s, 1), "source": source}
+        self._emit(plan.Event("resumed_from_suspend", "", fields), "")
         for keeper in self.hosts.values():
             keeper.resumed_at = now
             self._look_now(keeper)

@@ -200,7 +200,7 @@ async def test_daemon_lifecycle_notify_reload_stop(
     async with daemon(config, notify_socket, WATCHDOG_USEC="400000") as d:
         ready = await d.wait_for("READY=1")
         assert {r.name for r in fake.runners()} == {"llama3.1:8b", "nomic-embed-text:latest"}
-        assert any(m.startswith("STATUS=2/2 warm") for m in d.drain()[ready:])
+        await d.wait_for("STATUS=2/2 warm")
         await d.wait_for("WATCHDOG=1", after=ready)
 
         # A bad config on SIGHUP: the running config stays, no RELOADING.

@@ -162,8 +162,12 @@ class HostKeeper:
     def first_pass_done(self) -> bool:
         """True once every model has been tried (or deliberately left alone)."""
         held = {d.model.key for d in self.decisions if d.action is plan.Action.HOLD}
-        return self.ollama_up and all(
-            st.warms or st.failures or key in held for key, st in self.states.items()
+        # The decisions must post-date the last warm too, so READY goes out with a true STATUS.
+        in_flight = any(d.reason in {"loading", "refreshing"} for d in self.decisions)
+        return (
+            self.ollama_up
+            and not in_flight
+            and all(st.warms or st.failures or key in held for key, st in self.states.items())
         )
 
     @property

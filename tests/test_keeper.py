@@ -107,15 +107,18 @@ async def test_unloaded_model_is_back_with_exact_options(fake: FakeOllama) -> No
 async def test_model_back_after_restart(fake: FakeOllama) -> None:
     """Every model lost in a server restart is warmed again once the server answers."""
     config = make_config(fake.url, [LLAMA, EMBED])
-    async with running_keeper(config) as (keeper, notifier):
-        await asyncio.wait_for(keeper.ready.wait(), 10)
-        await fake.restart(down_s=0.5)
-        await eventually(
-            lambda: listed(fake) == {"llama3.1:8b", "nomic-embed-text:latest"},
-            within=5,
-            what="both models back",
-        )
-        assert any(s.startswith("waiting for Ollama") for s in notifier.statuses())
+    with capture_logs() as logs:
+        async with running_keeper(config) as (keeper, notifier):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            await fake.restart(down_s=0.5)
+            await eventually(
+                lambda: listed(fake) == {"llama3.1:8b", "nomic-embed-text:latest"},
+                within=5,
+                what="both models back",
+            )
+            assert any(s.startswith("waiting for Ollama") for s in notifier.statuses())
+    lost = [(e["model"], e["cause"]) for e in logs if e["event"] == "model_vanished"]
+    assert sorted(lost) == [("llama3.1:8b", "restart"), ("nomic-embed-text", "restart")]
 
 
 async def test_evicted_by_another_client_is_back() -> None:

@@ -234,7 +234,8 @@ class HostKeeper:
         self.poll_errors += 1
         self.ollama_up, self._outage = False, True
         self._down_polls += 1
-        self.snapshot = None
+        # self.snapshot stays: the first look after the outage compares against it, so the
+        # models a restart lost are reported (and counted) as such.
         self._retry_soon()
         self._on_change()
 
@@ -268,7 +269,7 @@ class HostKeeper:
         self.decisions = plan.decide(
             self.models,
             self.config.daemon,
-            self.snapshot,
+            self.snapshot if self.ollama_up else None,
             self.states,
             now,
             blobs=self.blobs,

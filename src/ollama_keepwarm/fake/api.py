@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ollama_keepwarm.fake.catalog import Manifest
+from ollama_keepwarm.fake.catalog import CatalogModel, Manifest
 from ollama_keepwarm.fake.scheduler import Runner, SchedulerError
 from ollama_keepwarm.fake.wire import (
     RequestError,
@@ -95,6 +95,18 @@ def _embedding(text: str) -> list[float]:
     return [round(x / norm, 7) for x in raw]
 
 
+def _details(model: CatalogModel) -> dict[str, Any]:
+    """The ``details`` object of ps, tags and show, in Go's field order."""
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": model.family,
+        "families": [model.family],
+        "parameter_size": model.parameter_size,
+        "quantization_level": model.quantization_level,
+    }
+
+
 class OllamaRoutes:
     """Handlers for the Ollama API, reading the server's current scheduler and knobs."""
 
@@ -163,14 +175,7 @@ class OllamaRoutes:
         models = []
         for manifest in self.fake.catalog.manifests():
             model = manifest.model
-            details: dict[str, Any] = {
-                "parent_model": "",
-                "format": "gguf",
-                "family": model.family,
-                "families": [model.family],
-                "parameter_size": model.parameter_size,
-                "quantization_level": model.quantization_level,
-            }
+            details = _details(model)
             item: dict[str, Any] = {
                 "name": manifest.name,
                 "model": manifest.name,
@@ -197,14 +202,7 @@ class OllamaRoutes:
                     "model": runner.name,
                     "size": model.size,
                     "digest": runner.manifest.digest,
-                    "details": {
-                        "parent_model": "",
-                        "format": "gguf",
-                        "family": model.family,
-                        "families": [model.family],
-                        "parameter_size": model.parameter_size,
-                        "quantization_level": model.quantization_level,
-                    },
+                    "details": _details(model),
                     "expires_at": format_local_time(expires_ns),
                     "size_vram": runner.size_vram,
                     "context_length": runner.context_length,
@@ -245,14 +243,7 @@ class OllamaRoutes:
             reply["parameters"] = "\n".join(parameter_lines)
         if model.template:
             reply["template"] = model.template
-        reply["details"] = {
-            "parent_model": "",
-            "format": "gguf",
-            "family": model.family,
-            "families": [model.family],
-            "parameter_size": model.parameter_size,
-            "quantization_level": model.quantization_level,
-        }
+        reply["details"] = _details(model)
         reply["model_info"] = model.model_info
         reply["capabilities"] = list(model.capabilities)
         reply["modified_at"] = format_local_time(manifest.modified_at_ns)

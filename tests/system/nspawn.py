@@ -269,13 +269,15 @@ class Container:
                 stderr=subprocess.STDOUT,
             )
         self.init_pid = wait_for(self._find_init, boot_timeout, "the container's PID 1")
-        state = wait_for(
-            lambda: self.run("systemctl", "is-system-running", "--wait", check=False).stdout,
-            boot_timeout,
-            "systemd to finish booting",
-        ).strip()
+        state = wait_for(self._boot_state, boot_timeout, "systemd to finish booting")
         if state not in ("running", "degraded"):
             raise HarnessError(f"container booted into state {state!r}\n{self.boot_log()}")
+
+    def _boot_state(self) -> str | None:
+        # "offline" (or nothing) until PID 1 listens on its private socket: under load that
+        # takes a moment after PID 1 exists, so keep asking.
+        state = self.run("systemctl", "is-system-running", "--wait", check=False).stdout.strip()
+        return None if state in ("", "offline", "unknown") else state
 
     def _find_init(self) -> int | None:
         assert self.process is not None

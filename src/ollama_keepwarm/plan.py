@@ -2,7 +2,7 @@
 
 Everything here is a function of plain data: the configured models, the last ``/api/ps``
 snapshot, the per-model :class:`ModelState` the keeper carries between looks, and ``now``. No
-I/O, no clocks, no asyncio: the keeper (``keeper.py``) observes, calls these, and acts.
+I/O, no clocks, no asyncio: the keeper (``host.py``) observes, calls these, and acts.
 
 The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 

@@ -15,7 +15,8 @@ from ollama_keepwarm import plan
 from ollama_keepwarm.ollama import RunningModel
 
 if TYPE_CHECKING:
-    from ollama_keepwarm.keeper import HostKeeper, Keeper
+    from ollama_keepwarm.host import HostKeeper
+    from ollama_keepwarm.keeper import Keeper
 
 __all__ = ["build_status", "model_entry", "processor", "render_table", "until_text"]
 

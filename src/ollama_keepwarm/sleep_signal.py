@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,6 +20,7 @@ import structlog
 __all__ = ["MATCH_RULE", "SleepSignal"]
 
 _log = structlog.get_logger("ollama_keepwarm")
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 LOGIN1_PATH = "/org/freedesktop/login1"
 LOGIN1_MANAGER = "org.freedesktop.login1.Manager"
 MATCH_RULE = (
@@ -35,6 +38,13 @@ class SleepSignal:
 
     async def start(self) -> bool:
         """Subscribe; False (and a debug line) when dbus-fast or the bus is not available."""
+        bus_exists = await asyncio.to_thread(Path(SYSTEM_BUS_SOCKET).exists)
+        if self._bus_address is None and not (
+            bus_exists or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+        ):
+            # No system bus here (a container, a minimal server): don't even load dbus-fast.
+            _log.debug("logind_signal_unavailable", reason="no system bus")
+            return False
         try:
             from dbus_fast import BusType, Message, MessageType
             from dbus_fast.aio import MessageBus

@@ -44,6 +44,9 @@ it is real now + 2^63-1 ns (year ~2318), as Ollama prints it. Measured durations
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ollama_keepwarm.fake.catalog import (
     Catalog,
     CatalogError,
@@ -54,8 +57,10 @@ from ollama_keepwarm.fake.catalog import (
     parse_size,
 )
 from ollama_keepwarm.fake.records import EvictionRecord, LoadRecord, RecordedRequest, RunnerInfo
-from ollama_keepwarm.fake.scheduler import OOM_ERROR
-from ollama_keepwarm.fake.server import FakeOllama
+
+if TYPE_CHECKING:
+    from ollama_keepwarm.fake.scheduler import OOM_ERROR
+    from ollama_keepwarm.fake.server import FakeOllama
 
 __all__ = [
     "OOM_ERROR",
@@ -72,3 +77,13 @@ __all__ = [
     "load_catalog",
     "parse_size",
 ]
+
+_LAZY = {"FakeOllama": "ollama_keepwarm.fake.server", "OOM_ERROR": "ollama_keepwarm.fake.scheduler"}
+
+
+def __getattr__(name: str) -> Any:
+    # The server (and aiohttp) load on first use, so `ollama-keepwarm run`, whose CLI registers
+    # the fake-ollama subcommand, does not carry the fake in memory.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,10 +12,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_keepwarm.fake.catalog import CatalogError, default_catalog, load_catalog, parse_size
-from ollama_keepwarm.fake.server import FakeOllama
+
+if TYPE_CHECKING:
+    from ollama_keepwarm.fake.server import FakeOllama
 
 __all__ = ["add_parser", "max_loaded_from_env", "run"]
 
@@ -81,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     max_loaded = args.max_loaded
     if max_loaded is None:
         max_loaded = max_loaded_from_env(os.environ.get("OLLAMA_MAX_LOADED_MODELS"))
+    from ollama_keepwarm.fake.server import FakeOllama  # the server only when it is asked for
+
     fake = FakeOllama(
         catalog=catalog,
         max_loaded=max_loaded,

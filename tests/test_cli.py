@@ -231,6 +231,7 @@ async def test_daemon_lifecycle_notify_reload_stop(
     assert "event=config_reloaded" in log
     assert "event=model_warmed" in log
     assert "timestamp" not in log  # journald-style key=value lines carry no timestamps
+    assert "Traceback" not in log  # a stop ends in-flight polls cleanly
     assert {r.name for r in fake.runners()} >= {"llama3.1:8b"}  # left loaded on stop
 
 
@@ -263,7 +264,8 @@ async def test_status_from_daemon_and_from_ollama(
 
 async def test_demo_runs_and_ends_by_itself() -> None:
     """The README's main command: the demo narrates the first warm and exits 0."""
-    code, out, _ = await run_cli("demo", "--duration", "8", within=60)
+    code, out, err = await run_cli("demo", "--duration", "8", within=60)
     assert code == 0
     assert "READY: the first warm pass is done" in out
     assert "Summary:" in out
+    assert "Traceback" not in out + err

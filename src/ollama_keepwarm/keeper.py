@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +73,7 @@ class Keeper:
         self._detector = SuspendDetector(self._clocks, config.daemon.resume_threshold_s)
         self._reloading: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = Metrics(self.status)
         self._last_resume = -RESUME_DEDUP_S
         self._sleep_signal = SleepSignal(self._resumed_by_logind, bus_address=dbus_address)
@@ -134,6 +135,9 @@ class Keeper:
                 loop.remove_signal_handler(sig)
         self._scheduler.shutdown(wait=False)
         await asyncio.gather(*(k.stop(STOP_GRACE_S) for k in self.hosts.values()))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
         await self._control.stop()
@@ -163,7 +167,7 @@ class Keeper:
         for host in list(self.hosts):
             if host not in wanted:
                 self._scheduler.remove_job(f"poll {host}")
-                asyncio.get_running_loop().create_task(self.hosts.pop(host).stop(0))
+                self._spawn(self.hosts.pop(host).stop(0))
         for host in wanted:
             models = tuple(m for m in self.config.models if m.host == host)
             if host in self.hosts:
@@ -178,10 +182,11 @@ class Keeper:
 
     def _schedule_jobs(self) -> None:
         daemon = self.config.daemon
-        for host, keeper in self.hosts.items():
+        for host in self.hosts:
             self._scheduler.add_job(
-                keeper.look,
+                self._look_job,
                 "interval",
+                args=[host],
                 seconds=daemon.poll_interval_s,
                 id=f"poll {host}",
                 replace_existing=True,
@@ -202,7 +207,7 @@ class Keeper:
         interval = watchdog_interval_s()
         if interval:
             self._scheduler.add_job(
-                self._notifier.watchdog,
+                self._watchdog_job,
                 "interval",
                 seconds=interval,
                 id="watchdog",
@@ -212,8 +217,25 @@ class Keeper:
             )
             self._notifier.watchdog()
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task we keep track of, so shutdown can end it cleanly."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _look_now(self, keeper: HostKeeper) -> None:
-        asyncio.get_running_loop().create_task(keeper.look())
+        self._spawn(keeper.look())
+
+    # APScheduler runs coroutine functions on the event loop (plain functions would go to a
+    # thread pool), and these only spawn tracked tasks, so a stop never leaves a job half-done.
+    async def _look_job(self, host: str) -> None:
+        keeper = self.hosts.get(host)
+        if keeper is not None:
+            self._look_now(keeper)
+
+    async def _watchdog_job(self) -> None:
+        # From inside the loop: a wedged loop stops pinging and systemd restarts us.
+        self._notifier.watchdog()
 
     def _wake_at(self, keeper: HostKeeper, at: datetime) -> None:
         """Look at ``keeper``'s host again at ``at`` (the exact refresh time, not the next poll)."""
@@ -224,8 +246,9 @@ class Keeper:
         if job is not None and job.next_run_time is not None and job.next_run_time <= at:
             return
         self._scheduler.add_job(
-            keeper.look,
+            self._look_job,
             "date",
+            args=[keeper.host],
             run_date=at,
             id=job_id,
             replace_existing=True,

@@ -329,3 +329,41 @@ async def test_malformed_ps_is_retried_not_fatal(body: str) -> None:
         assert (hits[-1] - hits[0]) / (len(hits) - 1) > 0.05
     finally:
         await runner.cleanup()
+
+
+async def test_options_mismatch_with_a_client_is_reported_once() -> None:
+    """A client loading the model with another num_ctx than ours is spotted in ps and reported
+    once, however often the two then reload it back and forth."""
+    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.2}) as fake:
+        model = {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "options": {"num_ctx": 8192}}
+        config = make_config(fake.url, [model])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                for round_ in range(2):
+                    # The client's own num_ctx differs: Ollama reloads the runner for it (and
+                    # the keeper's next warm reloads it back: the fight the hint is about).
+                    await client_post(
+                        fake,
+                        "/api/generate",
+                        {
+                            "model": "qwen2.5-coder:7b",
+                            "prompt": "hi",
+                            "stream": False,
+                            "options": {"num_ctx": 4096, "num_predict": 400},
+                        },
+                    )
+                    await eventually(
+                        lambda: any(e["event"] == "options_mismatch_suspected" for e in logs),
+                        what=f"the mismatch reported (round {round_})",
+                    )
+                    keeper.refresh("qwen2.5-coder:7b")
+                    await eventually(
+                        lambda: any(r.options["num_ctx"] == 8192 for r in fake.runners()),
+                        what="our options back",
+                    )
+    warnings = [e for e in logs if e["event"] == "options_mismatch_suspected"]
+    assert len(warnings) == 1
+    assert (warnings[0]["context_length"], warnings[0]["ours"]) == (4096, 8192)
+    assert "num_ctx" in warnings[0]["hint"]
+    assert len([ld for ld in fake.loads if ld.reason == "reload"]) >= 3

@@ -280,7 +280,7 @@ async def test_send_command_without_daemon(tmp_path: Path) -> None:
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 GOLDEN = """\
-Ollama http://127.0.0.1:11434 (up v0.33.0) · 2/2 warm · 1 paused · next refresh llama3.1:8b in 27m
+Ollama http://127.0.0.1:11434 (up v0.33.0) · 2/2 warm · 1 paused (qwen2.5-coder:7b) · next refresh llama3.1:8b in 27m
 NAME                STATE     UNTIL                  NEXT REFRESH     LAST WARM    PROCESSOR          REASON
 llama3.1:8b         warm      29 minutes from now    in 27 minutes    4.2s         100% GPU           lease ending
 qwen2.5-coder:7b    paused    -                      -                -            -                  paused

@@ -306,6 +306,32 @@ class TestObserve:
         )
         assert obs.events == []
 
+    def test_client_with_other_context_is_an_options_mismatch(self) -> None:
+        """ps showing another context_length than our own warm gave: reported once (§4.6)."""
+        ours = replace(row("llama3.1:8b", 1000), context_length=8192)
+        theirs = replace(row("llama3.1:8b", 1000), context_length=4096)
+        after_warm = observe(
+            [LLAMA], snap(at=NOW - s(5)), snap(ours), {LLAMA.key: warmed(NOW - s(1))}
+        )
+        assert after_warm.states[LLAMA.key].own_context == 8192
+        assert after_warm.events == []
+        later = NOW + s(5)
+        obs = observe([LLAMA], snap(ours), snap(theirs, at=later), after_warm.states)
+        assert [e.name for e in obs.events] == ["options_mismatch_suspected"]
+        assert (obs.events[0].fields["context_length"], obs.events[0].fields["ours"]) == (
+            4096,
+            8192,
+        )
+        again = observe([LLAMA], snap(theirs, at=later), snap(theirs, at=later + s(5)), obs.states)
+        assert again.events == []
+
+    def test_same_context_is_no_mismatch(self) -> None:
+        """A refresh that keeps the context we set says nothing."""
+        ours = replace(row("llama3.1:8b", 1000), context_length=8192)
+        first = observe([LLAMA], snap(at=NOW - s(5)), snap(ours), {LLAMA.key: warmed(NOW - s(1))})
+        second = observe([LLAMA], snap(ours), snap(ours, at=NOW + s(5)), first.states)
+        assert second.events == []
+
     def test_gpu_lost(self) -> None:
         """size_vram dropping to 0 while listed means the GPU was lost (§7.7)."""
         states = {LLAMA.key: warmed(NOW, last_row=row("llama3.1:8b", 100))}
@@ -454,7 +480,29 @@ class TestSummary:
         states = {LLAMA.key: warmed(NOW - s(60)), CODER.key: warmed(NOW - s(60))}
         listed = snap(row("llama3.1:8b", 1740), row("qwen2.5-coder:7b", 600))
         decisions = plan.decide([LLAMA, CODER, EMBED], DAEMON, listed, states, NOW)
-        assert plan.summarize(decisions, NOW) == "2/3 warm · next refresh qwen2.5-coder:7b in 8m"
+        assert (
+            plan.summarize(decisions, NOW)
+            == "2/3 warm · 1 cold (nomic-embed-text) · next refresh qwen2.5-coder:7b in 8m"
+        )
+
+    def test_summary_names_what_is_not_warm(self) -> None:
+        """A short STATUS names the models that are not warm, so READY after a timeout says
+        what is still cold."""
+        loading = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+        failing = plan.ModelState(backoff_until=NOW + s(60), last_error="not_found: x")
+        listed = snap(row("llama3.1:8b", 1740))
+        states = {LLAMA.key: warmed(NOW), CODER.key: loading, EMBED.key: failing}
+        decisions = plan.decide([LLAMA, CODER, EMBED], DAEMON, listed, states, NOW)
+        assert plan.summarize(decisions, NOW) == (
+            "1/3 warm · 1 loading (qwen2.5-coder:7b) · 1 error (nomic-embed-text) · "
+            "next refresh llama3.1:8b in 27m"
+        )
+
+    def test_summary_counts_without_names_when_many(self) -> None:
+        """Past two models of one state, only the count is shown."""
+        many = [ModelConfig(name=f"m{i}") for i in range(3)]
+        decisions = plan.decide(many, DAEMON, snap(), {}, NOW)
+        assert plan.summarize(decisions, NOW) == "0/3 warm · 3 cold"
 
     def test_summary_when_down(self) -> None:
         """While Ollama is away the line says where we are waiting."""

@@ -65,6 +65,8 @@ SUSPECT_RELOAD_FLOOR_S = 0.1
 """...and at least this long: a refresh of a loaded model answers in ~10-20 ms (§9)."""
 
 EXPIRY_TOLERANCE = timedelta(seconds=1)
+SUMMARY_NAMES = 2
+"""Up to this many models of one state are named in the STATUS line."""
 
 RESUMED = "resumed from suspend"
 """The reason given to refreshes after a resume (the keeper verifies those when asked to)."""
@@ -103,6 +105,7 @@ class ModelState:
     paused_until: datetime | None = None
     refresh_requested_at: datetime | None = None
     mismatch_reported: bool = False
+    own_context: int | None = None
     warms: int = 0
     reloads: int = 0
 
@@ -281,7 +284,9 @@ def observe(
     rank = {m.key: i for i, m in enumerate(ranked(models))}
     new_states = {m.key: states.get(m.key, ModelState()) for m in models}
     events: list[Event] = []
-    everything_gone = bool(previous and previous.models) and not current.models
+    # Several models gone at once with nothing else listed: a restart we did not see (or a
+    # runtime OOM, §4.4). One model alone going away says nothing of the kind.
+    everything_gone = bool(previous and len(previous.models) > 1) and not current.models
 
     for model in models:
         st = new_states[model.key]
@@ -295,7 +300,9 @@ def observe(
                         {"size_vram_before": st.last_row.size_vram_bytes, "size": row.size_bytes},
                     )
                 )
-            new_states[model.key] = replace(st, last_row=row)
+            st = replace(st, last_row=row)
+            new_states[model.key], mismatch = _check_context(model, st, row, previous)
+            events.extend(mismatch)
             continue
         if old is None or st.in_flight_since is not None or previous is None:
             continue
@@ -329,6 +336,43 @@ def observe(
         if culprit is not None:
             events.extend(_strike(new_states, rank, daemon, model, culprit, now))
     return Observation(new_states, events)
+
+
+def _check_context(
+    model: ModelConfig, st: ModelState, row: RunningModel, previous: PsSnapshot | None
+) -> tuple[ModelState, list[Event]]:
+    """Learn the context length our own warm gives; a different one means a client reloaded it.
+
+    ``context_length`` in ps is the runner's ``num_ctx`` (clamped, §3.1). If a client's request
+    changed it, that client sends other load-time options than ours, and every alternation
+    between us and it reloads the model (§4.6): the operator must make them agree.
+    """
+    ours_just_finished = (
+        st.last_warm_ok_at is not None
+        and st.in_flight_since is None
+        and (previous is None or st.last_warm_ok_at > previous.taken_at)
+    )
+    if ours_just_finished:
+        return replace(st, own_context=row.context_length), []
+    if (
+        st.own_context is None
+        or row.context_length is None
+        or row.context_length == st.own_context
+        or st.mismatch_reported
+    ):
+        return st, []
+    event = Event(
+        "options_mismatch_suspected",
+        model.name,
+        {
+            "context_length": row.context_length,
+            "ours": st.own_context,
+            "hint": "a client loaded this model with another num_ctx than the configured options; "
+            "each switch between it and the keeper reloads the model. Make [[models]] "
+            "options equal to what the clients send (num_ctx, num_batch, num_gpu, ...).",
+        },
+    )
+    return replace(st, mismatch_reported=True), [event]
 
 
 def _culprit(
@@ -568,9 +612,12 @@ def summarize(
     states = [describe_state(d) for d in decisions]
     wanted = [s for s in states if s != "paused"]
     parts = [f"{states.count('warm')}/{len(wanted)} warm"]
-    for word in ("loading", "error", "conflict", "paused"):
-        if states.count(word):
-            parts.append(f"{states.count(word)} {word}")
+    for word in ("loading", "cold", "error", "conflict", "paused"):
+        names = [d.model.name for d, state in zip(decisions, states, strict=True) if state == word]
+        if names:
+            # Name them while the line stays short: "1 loading (llama3.3:70b)".
+            shown = f" ({', '.join(names)})" if len(names) <= SUMMARY_NAMES else ""
+            parts.append(f"{len(names)} {word}{shown}")
     upcoming = [d for d in decisions if d.action is Action.WAIT and d.at and d.row is not None]
     if upcoming:
         first = min(upcoming, key=lambda d: d.at or now)

@@ -221,7 +221,8 @@ def test_pause_file_corrupt_is_ignored(tmp_path: Path) -> None:
 
 
 async def test_cli_pause_and_socket_permissions(tmp_path: Path) -> None:
-    """The CLI pauses through the socket; the socket is 0660, so another user cannot use it."""
+    """pause, resume and refresh work from the CLI through the socket; the socket is 0660, so
+    another user cannot use it."""
     async with FakeOllama(**FAST_FAKE) as fake:
         config = make_config(fake.url, [LLAMA])
         socket_path = Path(config.daemon.control_socket)
@@ -234,21 +235,36 @@ async def test_cli_pause_and_socket_permissions(tmp_path: Path) -> None:
         async with running_keeper(config) as (keeper, _):
             await asyncio.wait_for(keeper.ready.wait(), 10)
             assert stat.S_IMODE(socket_path.stat().st_mode) == 0o660
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ollama_keepwarm",
-                "pause",
-                "llama3.1:8b",
-                "--for",
-                "1h",
-                "-c",
-                str(config_file),
-                stdout=asyncio.subprocess.PIPE,
+
+            async def cli(*args: str) -> str:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "ollama_keepwarm",
+                    *args,
+                    "-c",
+                    str(config_file),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                out, _ = await process.communicate()
+                assert process.returncode == 0, args
+                return out.decode().strip()
+
+            assert (await cli("pause", "llama3.1:8b", "--unload")) == (
+                "paused llama3.1:8b until resumed and unloaded it"
             )
-            out, _ = await process.communicate()
-            assert process.returncode == 0
-            assert out.decode().startswith("paused llama3.1:8b until ")
+            await eventually(lambda: "llama3.1:8b" not in listed(fake), what="unloaded")
+            assert (await cli("resume", "llama3.1:8b")) == "resumed llama3.1:8b"
+            await eventually(lambda: "llama3.1:8b" in listed(fake), what="warm again")
+            calls = len([r for r in fake.requests if r.path == "/api/generate"])
+            assert (await cli("refresh")) == "refreshing llama3.1:8b"
+            await eventually(
+                lambda: len([r for r in fake.requests if r.path == "/api/generate"]) > calls,
+                what="the refresh",
+            )
+            assert (await cli("pause", "llama3.1:8b", "--for", "1h")).startswith(
+                "paused llama3.1:8b until "
+            )
             assert keeper.pauses["llama3.1:8b"].until is not None
             if os.geteuid() != 0 or not Path("/usr/bin/python3").exists():
                 pytest.skip("the permission check needs root and /usr/bin/python3")

@@ -122,6 +122,19 @@ async def test_check_prints_the_plan(fake: FakeOllama, tmp_path: Path) -> None:
     assert "Ollama 0.33.0, 0 loaded" in out
     assert "llama3.1:8b" in out
     assert "warm" in out
+    assert "embedding-only: warmed through /api/embed" in out
+
+
+async def test_check_reports_a_model_that_is_not_pulled(fake: FakeOllama, tmp_path: Path) -> None:
+    """`check` exits 1 and says to pull a configured model Ollama does not have."""
+    config = write_config(
+        tmp_path / "c.toml", fake.url, MODELS + '\n[[models]]\nname = "no-such-model"\n'
+    )
+    code, out, _ = await run_cli("check", "-c", str(config))
+    assert code == 1
+    assert "no-such-model" in out
+    assert "PROBLEM not_found" in out
+    assert "ollama pull" in out
 
 
 @pytest.fixture(name="notify_socket")

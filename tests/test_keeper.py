@@ -367,3 +367,22 @@ async def test_options_mismatch_with_a_client_is_reported_once() -> None:
     assert (warnings[0]["context_length"], warnings[0]["ours"]) == (4096, 8192)
     assert "num_ctx" in warnings[0]["hint"]
     assert len([ld for ld in fake.loads if ld.reason == "reload"]) >= 3
+
+
+async def test_models_on_two_hosts_are_kept_independently() -> None:
+    """Each model warms on its own endpoint; one host going down does not disturb the other."""
+    async with FakeOllama(**FAST_FAKE) as gpu1, FakeOllama(**FAST_FAKE) as gpu2:
+        config = make_config(gpu1.url, [LLAMA, {**EMBED, "host": gpu2.url}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            assert listed(gpu1) == {"llama3.1:8b"}
+            assert listed(gpu2) == {"nomic-embed-text:latest"}
+            calls = len(gpu1.requests)
+            await gpu2.restart(down_s=0.5)
+            await eventually(
+                lambda: listed(gpu2) == {"nomic-embed-text:latest"},
+                what="the embedder back on gpu2",
+            )
+            assert keeper.hosts[gpu1.url].ollama_up
+            # gpu1 only saw polls meanwhile: no re-warm because of gpu2's restart.
+            assert {r.path for r in gpu1.requests[calls:]} <= {"/api/ps"}

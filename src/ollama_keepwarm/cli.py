@@ -92,9 +92,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"config {config.source}: ok, {len(config.models)} models")
     from ollama_keepwarm.oneshot import check
 
-    ok, lines = asyncio.run(check(config, args.timeout, _say))
+    reached, problems, lines = asyncio.run(check(config, args.timeout, _say))
     print("\n".join(lines))
-    return EX_OK if ok else EX_UNAVAILABLE
+    if not reached:
+        return EX_UNAVAILABLE
+    return EX_WARM_FAILED if problems else EX_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

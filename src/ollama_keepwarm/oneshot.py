@@ -125,10 +125,13 @@ async def _warm_one(client: OllamaClient, model: ModelConfig) -> WarmOutcome:
     )
 
 
-async def check(config: Config, timeout_s: float, say: Say) -> tuple[bool, list[str]]:
-    """Reach every host and print what the keeper would do now; False if a host is unreachable."""
+async def check(config: Config, timeout_s: float, say: Say) -> tuple[bool, int, list[str]]:
+    """Reach every host, check each model exists, and say what the keeper would do now.
+
+    Returns whether every host answered, how many models have a problem, and the lines to print.
+    """
     lines: list[str] = []
-    ok = True
+    reached, problems = True, 0
     async with aiohttp.ClientSession() as session:
         for host in config.hosts:
             client = OllamaClient(session, host, request_timeout_s=config.ollama.request_timeout_s)
@@ -140,14 +143,27 @@ async def check(config: Config, timeout_s: float, say: Say) -> tuple[bool, list[
                 except (OllamaUnreachableError, OllamaError) as exc:
                     say(f"/api/ps failed: {exc}")
             if snapshot is None:
-                ok = False
+                reached = False
                 lines.append(f"{host}: unreachable")
                 continue
             models = tuple(m for m in config.models if m.host == host)
             now = snapshot.taken_at
             lines.append(f"{host}: Ollama {version}, {len(snapshot.models)} loaded")
             for decision in plan.decide(models, config.daemon, snapshot, {}, now):
+                note = await _model_note(client, decision.model)
+                problems += note.startswith("PROBLEM")
                 lines.append(
                     f"  {decision.model.name:<32} {decision.action.value:<8} {decision.reason}"
+                    + (f"  [{note}]" if note else "")
                 )
-    return ok, lines
+    return reached, problems, lines
+
+
+async def _model_note(client: OllamaClient, model: ModelConfig) -> str:
+    """Ask ``/api/show`` about a model: missing, embedding-only, or fine."""
+    try:
+        info = await client.show(model.name)
+    except OllamaError as exc:
+        kind, hint = plan.classify_error(exc.status, exc.message)
+        return f"PROBLEM {kind}: {exc.message} ({hint})"
+    return "embedding-only: warmed through /api/embed" if info.embedding_only else ""

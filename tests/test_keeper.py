@@ -386,3 +386,31 @@ async def test_models_on_two_hosts_are_kept_independently() -> None:
             assert keeper.hosts[gpu1.url].ollama_up
             # gpu1 only saw polls meanwhile: no re-warm because of gpu2's restart.
             assert {r.path for r in gpu1.requests[calls:]} <= {"/api/ps"}
+
+
+async def test_listed_model_without_manifest_is_asked_about_once(fake: FakeOllama) -> None:
+    """A model deleted while loaded stays listed but /api/show 404s (§7.5): ask once, not at
+    every poll."""
+    await client_post(fake, "/api/generate", {"model": "llama3.2:3b", "keep_alive": -1})
+    async with (
+        aiohttp.ClientSession() as session,
+        session.delete(f"{fake.url}/api/delete", json={"model": "llama3.2:3b"}) as response,
+    ):
+        assert response.status == 200
+    config = make_config(fake.url, [LLAMA])
+    async with running_keeper(config) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        polls = len([r for r in fake.requests if r.path == "/api/ps"])
+        await eventually(
+            lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 10,
+            what="ten more polls",
+        )
+    shows = [
+        r
+        for r in fake.requests
+        if r.path == "/api/show"
+        and isinstance(r.body, dict)
+        and r.body.get("model") == "llama3.2:3b"
+    ]
+    assert [r.status for r in shows] == [404]
+    assert "llama3.2:3b" in listed(fake)

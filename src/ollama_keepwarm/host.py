@@ -87,6 +87,7 @@ class HostKeeper:
         self.decisions: list[plan.Decision] = []
         self.infos: dict[str, ModelInfo] = {}
         self.blobs: dict[str, str] = {}
+        self._unshowable: set[str] = set()
         self.ollama_up = False
         self.version: str | None = None
         self.resumed_at: datetime | None = None
@@ -232,13 +233,19 @@ class HostKeeper:
         """Learn the weights blob of listed names we do not know, to match aliases (§7.1)."""
         for row in snapshot.models:
             key = match_key(row.name)
-            if key in self.blobs or key in self.infos:
+            if key in self.infos or key in self._unshowable:
                 continue
-            with contextlib.suppress(OllamaError):
+            try:
                 info = await self.client.show(row.name)
-                self.infos[key] = info
-                if info.blob:
-                    self.blobs[key] = info.blob
+            except OllamaUnreachableError:
+                return  # try again at the next look
+            except OllamaError:
+                # E.g. a model deleted while loaded (§7.5): asking at every poll won't help.
+                self._unshowable.add(key)
+                continue
+            self.infos[key] = info
+            if info.blob:
+                self.blobs[key] = info.blob
 
     def _on_gpu_lost(self) -> None:
         command = self.config.daemon.on_gpu_lost

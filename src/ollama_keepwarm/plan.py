@@ -169,10 +169,6 @@ def match_rows(
     return found
 
 
-def _lease_end(row: RunningModel) -> datetime:
-    return row.expires_at
-
-
 def _margin(model: ModelConfig, daemon: DaemonConfig) -> timedelta:
     lease = model.keep_alive_s
     return timedelta(seconds=min(daemon.refresh_before_s, lease / 2))
@@ -250,7 +246,7 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     if st.refresh_requested_at is not None and st.last_warm_ok_at < st.refresh_requested_at:
         return verdict(Action.REFRESH, "refresh requested")
 
-    due, reason = _lease_end(row) - _margin(model, daemon), "lease ending"
+    due, reason = row.expires_at - _margin(model, daemon), "lease ending"
     health_due = st.last_warm_ok_at + timedelta(seconds=daemon.health_interval_s)
     if health_due < due:
         due, reason = health_due, "health check"

@@ -123,8 +123,7 @@ class Keeper:
         await self._control.start()
         await self._sleep_signal.start()
         self._notifier.status(f"waiting for Ollama at {', '.join(self.config.hosts) or '-'}")
-        for keeper in self.hosts.values():
-            self._look_now(keeper)
+        self._look_all()
 
     async def _shutdown(self) -> None:
         _log.info("keeper_stopping")
@@ -226,6 +225,11 @@ class Keeper:
     def _look_now(self, keeper: HostKeeper) -> None:
         self._spawn(keeper.look())
 
+    def _look_all(self) -> None:
+        """Look at every host now (after a start, reload, resume, pause or refresh)."""
+        for keeper in self.hosts.values():
+            self._look_now(keeper)
+
     # APScheduler runs coroutine functions on the event loop (plain functions would go to a
     # thread pool), and these only spawn tracked tasks, so a stop never leaves a job half-done.
     async def _look_job(self, host: str) -> None:
@@ -271,6 +275,7 @@ class Keeper:
         if ended:
             self._store.save(self.pauses)
             self._apply_pauses()
+            self._look_all()
         self._publish()
 
     def _resumed_by_logind(self) -> None:
@@ -291,7 +296,7 @@ class Keeper:
         self._emit(plan.Event("resumed_from_suspend", "", fields), "")
         for keeper in self.hosts.values():
             keeper.resumed_at = now
-            self._look_now(keeper)
+        self._look_all()
 
     def _publish(self) -> None:
         """Update STATUS=, and send READY=1 once the first warm pass is over."""
@@ -331,8 +336,7 @@ class Keeper:
             self._detector.threshold_s = new.daemon.resume_threshold_s
         self._schedule_jobs()
         _log.info("config_reloaded", models=[m.name for m in new.models])
-        for keeper in self.hosts.values():
-            self._look_now(keeper)
+        self._look_all()
         self._notifier.ready()
 
     # -- operator controls ------------------------------------------------------------------
@@ -343,7 +347,6 @@ class Keeper:
                 pause = self.pauses.get(model.key)
                 until = (pause.until or PAUSED_FOREVER) if pause else None
                 keeper.states[model.key] = replace(keeper.states[model.key], paused_until=until)
-            self._look_now(keeper)
 
     def _configured(self, name: str) -> list[ModelConfig]:
         key = match_key(name)
@@ -358,6 +361,7 @@ class Keeper:
         self.pauses[models[0].key] = Pause(models[0].name, until)
         self._store.save(self.pauses)
         self._apply_pauses()
+        self._look_all()
         _log.info(
             "model_paused",
             model=models[0].name,
@@ -379,6 +383,7 @@ class Keeper:
             return f"{models[0].name} was not paused"
         self._store.save(self.pauses)
         self._apply_pauses()
+        self._look_all()
         _log.info("model_resumed", model=models[0].name)
         return f"resumed {models[0].name}"
 
@@ -391,8 +396,7 @@ class Keeper:
         for model in models:
             keeper = self.hosts[model.host]
             keeper.states[model.key] = replace(keeper.states[model.key], refresh_requested_at=now)
-        for keeper in self.hosts.values():
-            self._look_now(keeper)
+        self._look_all()
         return "refreshing " + ", ".join(m.name for m in models)
 
     async def handle_command(self, request: Mapping[str, Any]) -> dict[str, Any]:

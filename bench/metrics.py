@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from bench.cell import CLIENT_PATH, CellResult, ClientResult, Loss
 from bench.traces import load_seconds
-from ollama_keepwarm.config import DaemonConfig
+from ollama_keepwarm.core.config import DaemonConfig
 
 __all__ = ["COLD_THRESHOLD_S", "CellMetrics", "measure", "percentile"]
 

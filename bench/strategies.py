@@ -7,7 +7,7 @@ start, not after a suspend or a crash), a cron job fires on wall-clock ticks (an
 ones that fall while the machine sleeps), and ollama-keepwarm runs for the whole trace.
 
 Every keeper duration is divided by the time scale, so "defaults" means the defaults of
-:mod:`ollama_keepwarm.config` on the compressed clock.
+:mod:`ollama_keepwarm.core.config` on the compressed clock.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Any, Protocol
 import aiohttp
 
 from bench.traces import CRON_PERIOD_S
-from ollama_keepwarm.config import (
+from ollama_keepwarm.commands.oneshot import warm_all
+from ollama_keepwarm.core.config import (
     DEFAULT_KEEP_ALIVE_S,
     Config,
     DaemonConfig,
     OllamaConfig,
     parse_config,
 )
-from ollama_keepwarm.keeper import Keeper
-from ollama_keepwarm.oneshot import warm_all
+from ollama_keepwarm.daemon.keeper import Keeper
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "scaled_config"]
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ollama_keepwarm.config import DaemonConfig
+from ollama_keepwarm.core.config import DaemonConfig
 
 __all__ = [
     "BIG_MODEL",

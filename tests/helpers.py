@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ollama_keepwarm.clocks import ManualClocks
-from ollama_keepwarm.config import Config, parse_config
-from ollama_keepwarm.keeper import Keeper
+from ollama_keepwarm.core.config import Config, parse_config
+from ollama_keepwarm.daemon.clocks import ManualClocks
+from ollama_keepwarm.daemon.keeper import Keeper
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ollama_keepwarm import __version__
-from ollama_keepwarm.config import (
+from ollama_keepwarm.core.config import (
     EX_CONFIG,
     Config,
     ConfigError,
@@ -63,8 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM."""
     config = _config_or_exit(args)
     _setup_logging(args)
-    from ollama_keepwarm.keeper import Keeper
-    from ollama_keepwarm.systemd import make_notifier
+    from ollama_keepwarm.daemon.keeper import Keeper
+    from ollama_keepwarm.daemon.systemd import make_notifier
 
     path = find_config(args.config)
     keeper = Keeper(config, notifier=make_notifier(), reload_config=lambda: load_config(path))
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_warm(args: argparse.Namespace) -> int:
     """Warm every model once and exit: the ExecStartPost companion."""
     config = _config_or_exit(args)
-    from ollama_keepwarm.oneshot import warm_all
+    from ollama_keepwarm.commands.oneshot import warm_all
 
     outcomes, reached = asyncio.run(warm_all(config, args.timeout, _say))
     failed = [o for o in outcomes if not o.ok]
@@ -90,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, reach Ollama, and print what the keeper would do now."""
     config = _config_or_exit(args)
     print(f"config {config.source}: ok, {len(config.models)} models")
-    from ollama_keepwarm.oneshot import check
+    from ollama_keepwarm.commands.oneshot import check
 
     reached, problems, lines = asyncio.run(check(config, args.timeout, _say))
     print("\n".join(lines))
@@ -101,8 +101,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the running daemon's view, or Ollama's own when no daemon answers."""
-    from ollama_keepwarm.status import render_table
-    from ollama_keepwarm.status_client import fetch_status
+    from ollama_keepwarm.commands.status_client import fetch_status
+    from ollama_keepwarm.daemon.status import render_table
 
     config: Config | None
     try:
@@ -126,7 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _socket_path(args: argparse.Namespace) -> Path:
     """The control socket: from the config when one is found, else the default location."""
-    from ollama_keepwarm.control import default_socket_path
+    from ollama_keepwarm.daemon.control import default_socket_path
 
     try:
         config = load_config(find_config(args.config))
@@ -141,7 +141,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 def cmd_control(args: argparse.Namespace) -> int:
     """Send pause/resume/refresh to the running daemon over its Unix socket."""
-    from ollama_keepwarm.control import ControlError, send_command
+    from ollama_keepwarm.daemon.control import ControlError, send_command
 
     request: dict[str, Any] = {"command": args.command, "model": getattr(args, "model", None)}
     if args.command == "pause":
@@ -161,7 +161,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the fake Ollama and the daemon together, narrated."""
-    from ollama_keepwarm.demo import run_demo
+    from ollama_keepwarm.commands.demo import run_demo
 
     status: int = asyncio.run(run_demo(duration_s=args.duration))
     return status
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fake_cli.add_parser(commands)
     try:
-        from ollama_keepwarm import install
+        from ollama_keepwarm.commands import install
     except ImportError:  # pragma: no cover - the systemd installer is optional in a slim build
         pass
     else:

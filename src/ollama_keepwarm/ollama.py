@@ -17,14 +17,14 @@ from typing import Any
 
 import aiohttp
 
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
+
 __all__ = [
     "LoadResult",
     "ModelInfo",
     "OllamaClient",
     "OllamaError",
     "OllamaUnreachableError",
-    "PsSnapshot",
-    "RunningModel",
     "parse_ps",
 ]
 
@@ -45,26 +45,6 @@ class OllamaUnreachableError(OllamaError):
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
-
-
-@dataclass(frozen=True, slots=True)
-class RunningModel:
-    """One row of ``GET /api/ps``."""
-
-    name: str
-    size_bytes: int
-    size_vram_bytes: int
-    digest: str
-    expires_at: datetime
-    context_length: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PsSnapshot:
-    """``/api/ps`` as seen at ``taken_at`` (our wall clock, timezone-aware)."""
-
-    taken_at: datetime
-    models: tuple[RunningModel, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

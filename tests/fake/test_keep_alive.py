@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fake_helpers import capture, eventually, parse_time, post, ps, ps_names
 
-from ollama_keepwarm.durations import INFINITE_NS
+from ollama_keepwarm.core.durations import INFINITE_NS
 from ollama_keepwarm.fake.wire import parse_env_keep_alive
 
 _S = 1_000_000_000

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from fake_helpers import eventually, post, ps, ps_names
 
-from ollama_keepwarm.durations import INFINITE_NS
+from ollama_keepwarm.core.durations import INFINITE_NS
 from ollama_keepwarm.fake import OOM_ERROR
 
 _BUSY = {"prompt": "x", "stream": False, "options": {"num_predict": 40}}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ollama_keepwarm.core.names import canonical_name
 from ollama_keepwarm.fake.catalog import CatalogModel, Manifest
 from ollama_keepwarm.fake.scheduler import Runner, SchedulerError
 from ollama_keepwarm.fake.wire import (
@@ -24,7 +25,6 @@ from ollama_keepwarm.fake.wire import (
     go_json,
     go_quote,
 )
-from ollama_keepwarm.names import canonical_name
 
 if TYPE_CHECKING:
     from ollama_keepwarm.fake.server import FakeOllama

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ollama_keepwarm.names import canonical_name, match_key
+from ollama_keepwarm.core.names import canonical_name, match_key
 
 __all__ = [
     "BLOB_DIR",

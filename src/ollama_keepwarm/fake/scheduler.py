@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ollama_keepwarm.durations import INFINITE_NS, NS_PER_SECOND
+from ollama_keepwarm.core.durations import INFINITE_NS, NS_PER_SECOND
 from ollama_keepwarm.fake.catalog import Manifest
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.records import (

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from ollama_keepwarm.durations import INFINITE_NS, NS_PER_SECOND, format_go_duration
+from ollama_keepwarm.core.durations import INFINITE_NS, NS_PER_SECOND, format_go_duration
 from ollama_keepwarm.fake.api import OllamaRoutes, json_response
 from ollama_keepwarm.fake.catalog import Catalog, Manifest, default_catalog
 from ollama_keepwarm.fake.clock import Clock

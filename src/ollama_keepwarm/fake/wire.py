@@ -11,7 +11,12 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from ollama_keepwarm.durations import INFINITE_NS, NS_PER_SECOND, DurationError, parse_go_duration
+from ollama_keepwarm.core.durations import (
+    INFINITE_NS,
+    NS_PER_SECOND,
+    DurationError,
+    parse_go_duration,
+)
 
 __all__ = [
     "DEFAULT_KEEP_ALIVE_NS",

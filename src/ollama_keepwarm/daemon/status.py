@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ollama_keepwarm import plan
-from ollama_keepwarm.ollama import RunningModel
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.ps import RunningModel
 
 if TYPE_CHECKING:
-    from ollama_keepwarm.host import HostKeeper
-    from ollama_keepwarm.keeper import Keeper
+    from ollama_keepwarm.daemon.host import HostKeeper
+    from ollama_keepwarm.daemon.keeper import Keeper
 
 __all__ = ["build_status", "model_entry", "processor", "render_table", "until_text"]
 

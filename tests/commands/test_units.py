@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from ollama_keepwarm.install import (
+from ollama_keepwarm.commands.install import (
     DROPIN_PATH,
     UNIT_NAME,
     UnitOptions,
@@ -19,7 +19,7 @@ from ollama_keepwarm.install import (
     render_units,
 )
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 MAX_EXPOSURE = 2.0
 
 needs_analyze = pytest.mark.skipif(
@@ -75,7 +75,7 @@ def test_deploy_files_are_the_rendering_for_usr_local_bin() -> None:
         shipped = (DEPLOY / rel).read_text(encoding="utf-8")
         assert shipped == text, (
             f"deploy/systemd/{rel} is stale; regenerate with: python -c 'from pathlib import Path; "
-            "from ollama_keepwarm.install import UnitOptions, render_units; "
+            "from ollama_keepwarm.commands.install import UnitOptions, render_units; "
             '[(Path("deploy/systemd") / r).write_text(t) for r, t in render_units('
             'UnitOptions(command=("/usr/local/bin/ollama-keepwarm",))).items()]\''
         )

@@ -21,10 +21,10 @@ from typing import Any
 import aiohttp
 import structlog
 
-from ollama_keepwarm.config import parse_config
+from ollama_keepwarm.core.config import parse_config
+from ollama_keepwarm.daemon.keeper import Keeper
+from ollama_keepwarm.daemon.status import render_table
 from ollama_keepwarm.fake import FakeOllama
-from ollama_keepwarm.keeper import Keeper
-from ollama_keepwarm.status import render_table
 
 __all__ = ["run_demo"]
 

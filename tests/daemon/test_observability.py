@@ -18,13 +18,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
-from ollama_keepwarm import plan
-from ollama_keepwarm.config import ModelConfig
-from ollama_keepwarm.control import ControlError, send_command
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.ps import RunningModel
+from ollama_keepwarm.daemon.control import ControlError, send_command
+from ollama_keepwarm.daemon.state import Pause, PauseStore
+from ollama_keepwarm.daemon.status import model_entry, render_table
 from ollama_keepwarm.fake import FakeOllama
-from ollama_keepwarm.ollama import RunningModel
-from ollama_keepwarm.state import Pause, PauseStore
-from ollama_keepwarm.status import model_entry, render_table
 
 LLAMA = {"name": "llama3.1:8b", "keep_alive": "1h", "priority": 10}
 EMBED = {"name": "nomic-embed-text", "keep_alive": -1}
@@ -337,8 +337,8 @@ def golden_document() -> dict[str, Any]:
             last_warm_ok_at=NOW - timedelta(seconds=30), last_warm_duration_s=0.3
         ),
     }
-    from ollama_keepwarm.config import DaemonConfig
-    from ollama_keepwarm.ollama import PsSnapshot
+    from ollama_keepwarm.core.config import DaemonConfig
+    from ollama_keepwarm.core.ps import PsSnapshot
 
     decisions = plan.decide(
         models, DaemonConfig(health_interval_s=3600), PsSnapshot(NOW, tuple(rows)), states, NOW

@@ -19,14 +19,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ollama_keepwarm.durations import (
+from ollama_keepwarm.core.durations import (
     INFINITE_NS,
     NS_PER_SECOND,
     DurationError,
     format_go_duration,
     parse_go_duration,
 )
-from ollama_keepwarm.names import is_cloud_model, match_key
+from ollama_keepwarm.core.names import is_cloud_model, match_key
 
 __all__ = [
     "DEFAULT_HOST",

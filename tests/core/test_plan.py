@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ollama_keepwarm import plan
-from ollama_keepwarm.config import DaemonConfig, ModelConfig
-from ollama_keepwarm.ollama import PsSnapshot, RunningModel
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 DAEMON = DaemonConfig(

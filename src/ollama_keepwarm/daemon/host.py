@@ -19,16 +19,16 @@ from datetime import datetime, timedelta
 import aiohttp
 import structlog
 
-from ollama_keepwarm import plan
-from ollama_keepwarm.clocks import Clocks
-from ollama_keepwarm.config import Config, ModelConfig
-from ollama_keepwarm.names import match_key
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import Config, ModelConfig
+from ollama_keepwarm.core.names import match_key
+from ollama_keepwarm.core.ps import PsSnapshot
+from ollama_keepwarm.daemon.clocks import Clocks
 from ollama_keepwarm.ollama import (
     ModelInfo,
     OllamaClient,
     OllamaError,
     OllamaUnreachableError,
-    PsSnapshot,
 )
 
 __all__ = ["Emit", "HostKeeper", "log_event"]

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
-from ollama_keepwarm.clocks import ManualClocks
+from ollama_keepwarm.daemon.clocks import ManualClocks
+from ollama_keepwarm.daemon.sleep_signal import LOGIN1_MANAGER, LOGIN1_PATH, SleepSignal
 from ollama_keepwarm.fake import FakeOllama
-from ollama_keepwarm.sleep_signal import LOGIN1_MANAGER, LOGIN1_PATH, SleepSignal
 
 dbus_fast = pytest.importorskip("dbus_fast")
 if shutil.which("dbus-daemon") is None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ollama_keepwarm.durations import (
+from ollama_keepwarm.core.durations import (
     INFINITE_NS,
     DurationError,
     format_go_duration,
     parse_go_duration,
 )
-from ollama_keepwarm.names import canonical_name, is_cloud_model, match_key
+from ollama_keepwarm.core.names import canonical_name, is_cloud_model, match_key
 
 S = 1_000_000_000
 

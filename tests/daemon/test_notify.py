@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_keepwarm.systemd import (
+from ollama_keepwarm.daemon.systemd import (
     NullNotifier,
     SdNotifier,
     make_notifier,

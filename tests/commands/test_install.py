@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from ollama_keepwarm import install
-from ollama_keepwarm.install import (
+from ollama_keepwarm.commands import install
+from ollama_keepwarm.commands.install import (
     CONFIG_PATH,
     DEFAULT_CONFIG,
     DROPIN_PATH,

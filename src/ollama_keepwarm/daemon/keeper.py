@@ -2,7 +2,7 @@
 
 :class:`Keeper` owns the process-wide pieces: the scheduler, signals, systemd notifications, the
 HTTP endpoint, the control socket, suspend detection and the pause file. The work per Ollama host
-is a :class:`~ollama_keepwarm.host.HostKeeper`; all judgement lives in ``plan.py``.
+is a :class:`~ollama_keepwarm.daemon.host.HostKeeper`; all judgement lives in ``plan.py``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from ollama_keepwarm import http_api, plan
-from ollama_keepwarm.clocks import Clocks, SuspendDetector, SystemClocks
-from ollama_keepwarm.config import Config, ModelConfig
-from ollama_keepwarm.control import ControlServer, default_socket_path
-from ollama_keepwarm.host import HostKeeper, log_event
-from ollama_keepwarm.metrics import Metrics
-from ollama_keepwarm.names import match_key
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import Config, ModelConfig
+from ollama_keepwarm.core.names import match_key
+from ollama_keepwarm.daemon import http_api
+from ollama_keepwarm.daemon.clocks import Clocks, SuspendDetector, SystemClocks
+from ollama_keepwarm.daemon.control import ControlServer, default_socket_path
+from ollama_keepwarm.daemon.host import HostKeeper, log_event
+from ollama_keepwarm.daemon.metrics import Metrics
+from ollama_keepwarm.daemon.sleep_signal import SleepSignal
+from ollama_keepwarm.daemon.state import Pause, PauseStore, default_state_dir
+from ollama_keepwarm.daemon.status import build_status
+from ollama_keepwarm.daemon.systemd import Notifier, NullNotifier, watchdog_interval_s
 from ollama_keepwarm.ollama import OllamaError
-from ollama_keepwarm.sleep_signal import SleepSignal
-from ollama_keepwarm.state import Pause, PauseStore, default_state_dir
-from ollama_keepwarm.status import build_status
-from ollama_keepwarm.systemd import Notifier, NullNotifier, watchdog_interval_s
 
 __all__ = ["Keeper"]
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import aiohttp
 
-from ollama_keepwarm import plan
-from ollama_keepwarm.config import Config, DaemonConfig, ModelConfig, parse_host
-from ollama_keepwarm.control import ControlError, default_socket_path, send_command
-from ollama_keepwarm.ollama import OllamaClient, OllamaError, PsSnapshot
-from ollama_keepwarm.status import model_entry
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import Config, DaemonConfig, ModelConfig, parse_host
+from ollama_keepwarm.core.ps import PsSnapshot
+from ollama_keepwarm.daemon.control import ControlError, default_socket_path, send_command
+from ollama_keepwarm.daemon.status import model_entry
+from ollama_keepwarm.ollama import OllamaClient, OllamaError
 
 __all__ = ["fetch_status"]
 

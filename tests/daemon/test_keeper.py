@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
-from ollama_keepwarm.clocks import ManualClocks
+from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.fake import FakeOllama
 
 LLAMA = {"name": "llama3.1:8b", "keep_alive": "30s", "priority": 10}
@@ -254,7 +254,7 @@ async def test_waits_for_ollama_at_start() -> None:
 
 async def test_reload_swaps_config_and_bad_reload_keeps_it(fake: FakeOllama) -> None:
     """A valid reload warms the new model; an invalid one keeps the running config."""
-    from ollama_keepwarm.config import ConfigError
+    from ollama_keepwarm.core.config import ConfigError
 
     configs = [make_config(fake.url, [LLAMA, EMBED])]
 

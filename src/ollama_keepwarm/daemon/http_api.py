@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
-from ollama_keepwarm.metrics import CONTENT_TYPE
+from ollama_keepwarm.daemon.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from ollama_keepwarm.keeper import Keeper
+    from ollama_keepwarm.daemon.keeper import Keeper
 
 __all__ = ["make_app", "serve"]
 

@@ -12,7 +12,7 @@ import aiohttp
 from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
-from ollama_keepwarm.clocks import ManualClocks
+from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.fake import FakeOllama
 
 LLAMA = {"name": "llama3.1:8b", "keep_alive": "1h", "priority": 10}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_keepwarm.config import (
+from ollama_keepwarm.core.config import (
     DEFAULT_HOST,
     ConfigError,
     find_config,
@@ -18,7 +18,7 @@ from ollama_keepwarm.config import (
     parse_host,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def parse(text: str, **environ: str) -> object:

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ollama_keepwarm.config import DaemonConfig, ModelConfig
-from ollama_keepwarm.names import match_key
-from ollama_keepwarm.ollama import PsSnapshot, RunningModel
+from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.names import match_key
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
 __all__ = [
     "Action",

@@ -17,9 +17,10 @@ from typing import TypeVar
 
 import aiohttp
 
-from ollama_keepwarm import plan
-from ollama_keepwarm.config import Config, ModelConfig
-from ollama_keepwarm.ollama import OllamaClient, OllamaError, OllamaUnreachableError, PsSnapshot
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import Config, ModelConfig
+from ollama_keepwarm.core.ps import PsSnapshot
+from ollama_keepwarm.ollama import OllamaClient, OllamaError, OllamaUnreachableError
 
 __all__ = ["WarmOutcome", "check", "wait_for_ollama", "warm_all"]
 

@@ -24,6 +24,7 @@ __all__ = [
     "ModelInfo",
     "OllamaClient",
     "OllamaError",
+    "OllamaTimeoutError",
     "OllamaUnreachableError",
     "parse_ps",
 ]
@@ -41,10 +42,24 @@ class OllamaError(Exception):
 
 
 class OllamaUnreachableError(OllamaError):
-    """Ollama could not be reached, or did not answer in time (status 0)."""
+    """Ollama could not be reached at all (status 0): refused, reset, no route."""
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
+
+
+class OllamaTimeoutError(OllamaError):
+    """Ollama took the connection but did not answer within ``limit_s`` (status 0).
+
+    Not an outage: for a load it means the load was slower than the limit, and giving up has
+    aborted it inside Ollama (reference §2.6), so the caller must wait longer next time, not
+    retry at once.
+    """
+
+    def __init__(self, message: str, *, limit_s: float, waited_s: float) -> None:
+        super().__init__(0, message)
+        self.limit_s = limit_s
+        self.waited_s = waited_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +142,35 @@ class OllamaClient:
         self._long = aiohttp.ClientTimeout(total=load_timeout_s)
 
     async def _request(
-        self, method: str, path: str, payload: object = None, *, limit: aiohttp.ClientTimeout
+        self,
+        method: str,
+        path: str,
+        payload: object = None,
+        *,
+        limit: aiohttp.ClientTimeout,
     ) -> object:
         url = self.base_url + path
+        started = time.monotonic()
         try:
             async with self._session.request(method, url, json=payload, timeout=limit) as resp:
                 text = await resp.text()
                 status = resp.status
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            raise OllamaUnreachableError(f"{method} {url}: {exc or type(exc).__name__}") from exc
-        except TimeoutError as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # Checked first: a connect timeout is also a TimeoutError, but it means "not there".
             raise OllamaUnreachableError(
-                f"{method} {url}: no answer within {limit.total}s"
+                f"cannot connect to {self.base_url}: {_reason(exc)}"
             ) from exc
+        except TimeoutError as exc:
+            # TimeoutError is an OSError: it must be told apart before the OSError branch, or a
+            # slow load reads as an outage with an empty message and is retried at once.
+            waited = time.monotonic() - started
+            raise OllamaTimeoutError(
+                f"{method} {path}: no answer within {limit.total:g}s",
+                limit_s=float(limit.total or 0.0),
+                waited_s=waited,
+            ) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise OllamaUnreachableError(f"{method} {url}: {_reason(exc)}") from exc
         body = _json_or_none(text)
         if status >= 400:
             message = body.get("error") if isinstance(body, Mapping) else None
@@ -186,21 +217,28 @@ class OllamaClient:
         self,
         name: str,
         *,
-        keep_alive: int | str,
+        keep_alive: int | str | None,
         options: Mapping[str, Any],
         embedding_only: bool,
+        timeout_s: float | None = None,
     ) -> LoadResult:
-        """Load (or renew) ``name``: empty generate, or empty embed for embedding-only models.
+        """Load (or renew, or just ping) ``name``: empty generate, or empty embed.
 
-        ``keep_alive`` is always explicit (a server with OLLAMA_KEEP_ALIVE=0 would otherwise drop
-        the model at once, §1.2) and ``options`` go out exactly as configured.
+        ``options`` go out exactly as configured. ``keep_alive`` is explicit on every load and
+        lease renewal (a server with OLLAMA_KEEP_ALIVE=0 would otherwise drop the model at once,
+        §1.2); ``None`` leaves it out, which leaves a loaded runner's duration as it is (§0 fact
+        2): a health ping that must not revive a runner Ollama is draining (§4.5).
+        ``timeout_s`` overrides ``load_timeout`` for this call.
         """
-        payload: dict[str, Any] = {"model": name, "keep_alive": keep_alive}
+        payload: dict[str, Any] = {"model": name}
+        if keep_alive is not None:
+            payload["keep_alive"] = keep_alive
         if options:
             payload["options"] = dict(options)
         path = "/api/embed" if embedding_only else "/api/generate"
+        limit = self._long if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
         started = time.monotonic()
-        body = await self._request("POST", path, payload, limit=self._long)
+        body = await self._request("POST", path, payload, limit=limit)
         if not isinstance(body, Mapping):
             raise OllamaError(200, f"malformed {path} answer")
         if "error" in body:
@@ -213,17 +251,40 @@ class OllamaClient:
         await self._request("POST", "/api/generate", payload, limit=self._short)
 
     async def generate_one_token(
-        self, name: str, *, keep_alive: int | str, options: Mapping[str, Any]
+        self,
+        name: str,
+        *,
+        keep_alive: int | str,
+        options: Mapping[str, Any],
+        embedding_only: bool = False,
     ) -> None:
-        """Run a 1-token generation: ps can list a runner that no longer works (§4.8)."""
-        payload: dict[str, Any] = {
-            "model": name,
-            "prompt": "ping",
-            "stream": False,
-            "keep_alive": keep_alive,
-            "options": {**options, "num_predict": 1},
-        }
+        """Make the model compute once: ps can list a runner that no longer works (§4.8).
+
+        A completion model generates one token; an embedding-only one embeds a word through
+        ``/api/embed`` (generate refuses it with 400, §2.1).
+        """
+        payload: dict[str, Any] = {"model": name, "keep_alive": keep_alive}
+        if embedding_only:
+            payload["input"] = "ping"
+            if options:
+                payload["options"] = dict(options)
+            await self._request("POST", "/api/embed", payload, limit=self._long)
+            return
+        payload.update(prompt="ping", stream=False, options={**options, "num_predict": 1})
         await self._request("POST", "/api/generate", payload, limit=self._long)
+
+
+def _reason(exc: BaseException) -> str:
+    """Say why a connection failed in words, not aiohttp's ``ssl:default [...]`` text."""
+    os_error = getattr(exc, "os_error", None)
+    cause = os_error if isinstance(os_error, OSError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, TimeoutError):
+        return "connect timed out"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 def _json_or_none(text: str) -> object:

@@ -2,32 +2,42 @@
 
 Everything here is a function of plain data: the configured models, the last ``/api/ps``
 snapshot, the per-model :class:`ModelState` the keeper carries between looks, and ``now``. No
-I/O, no clocks, no asyncio: the keeper (``host.py``) observes, calls these, and acts.
+I/O, no clocks, no asyncio: the keeper (``daemon/host.py``) observes, calls these, and acts.
 
 The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 
 * **Absent** and no warm of ours in flight: warm now. A model that is loading is invisible in
-  ``/api/ps`` (§3.5), so an absent model with our warm in flight is *loading*, not gone.
-* **Present**: refresh ``refresh_before`` ahead of ``expires_at`` (never later than half the
-  lease), and at least every ``health_interval``: a crashed runner stays listed until the next
-  request for it, which is what makes Ollama notice and reload it (§4.8).
-* **Frozen lease**: while a client's request is in flight, ``expires_at`` does not move, and after
-  a suspend it lies in the past while the model is still loaded (§1.5, §7.7). A refresh then
-  cannot move it, so after one refresh we wait a whole ``stale_interval`` before the next: at
-  most one refresh per interval, never a storm.
-* **Never fight**: Ollama evicts the model with the shortest keep-alive *setting* (§4.5), so two
-  kept models that do not fit together evict each other forever if re-warmed blindly. When our
-  load of one evicted the other twice, the lower-ranked of the pair is held back and reported.
-  Models evicted by other clients are re-warmed at once, but with growing delays if it keeps
-  happening, so a user's own big model is not thrashed out every minute.
-* **Errors** back a model off exponentially with jitter; the other models carry on.
+  ``/api/ps`` (§3.5), so an absent model with our warm in flight is *loading*, not gone. A
+  snapshot taken before our last warm ended cannot say either: wait for the next look.
+* **Present**: renew the lease ``refresh_before`` ahead of ``expires_at`` (never later than half
+  the lease, ours or one a client set), and ping it at least every ``health_interval``: a crashed
+  runner stays listed until the next request for it, which makes Ollama notice and reload it
+  (§4.8). A ping carries no ``keep_alive``, so it never revives a runner Ollama is draining for
+  an eviction (§4.5, §1.3); only a lease renewal carries it.
+* **Frozen lease**: while a client's request is in flight ``expires_at`` does not move, and after
+  a suspend it lies in the past (§1.5, §7.7). Only when it is the very value it had when we last
+  renewed is it frozen: then wait a whole ``stale_interval`` before the next renewal, never a
+  storm. A lease a client moved (a shorter ``keep_alive``) is renewed before it ends.
+* **Options mismatch**: a runner listed with another ``context_length`` than our warm gave, or
+  two renewals in a row that took as long as a load, was loaded with other load-time options
+  than ours; every call of ours would reload it (§4.6). Leave it alone while it is resident, say
+  once what to put in the config, and warm it again only when it is gone.
+* **Never fight**: Ollama evicts by keep-alive *setting*, not by our priorities (§4.5), so kept
+  models that do not fit together evict each other forever if re-warmed blindly. When our loads
+  evicted kept models twice, the lowest-ranked kept model is held (and unloaded if resident, so
+  the higher ones fit); it is tried again only when there is evidence of room: fewer models
+  listed than while it was held, a new config, or an operator's refresh. Never on a timer.
+* **Losses** to other clients are re-warmed at once, then with growing delays if they repeat,
+  so a user's own big model is not thrashed out every minute.
+* **Errors** back a model off exponentially with jitter; the other models carry on. A load that
+  timed out was aborted inside Ollama (§2.6): the next one waits longer, never at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -46,17 +56,22 @@ __all__ = [
     "classify_error",
     "decide",
     "describe_state",
+    "load_timeout_s",
     "match_rows",
     "observe",
     "ranked",
+    "record_release_sent",
     "record_warm_failed",
     "record_warm_finished",
     "record_warm_started",
+    "record_warm_timed_out",
+    "release_holds",
     "summarize",
 ]
 
 CONFLICT_STRIKES = 2
-"""How many times our load of one kept model may evict another before the pair is a conflict."""
+"""How many evictions of kept models by our own loads (within ``2 x conflict_retry``) make a
+capacity conflict. One alone may be a coincidence: an ``ollama stop`` during our load."""
 
 SUSPECT_RELOAD_FRACTION = 0.5
 """A refresh of a listed model taking this share of its cold load time probably reloaded it."""
@@ -64,61 +79,108 @@ SUSPECT_RELOAD_FRACTION = 0.5
 SUSPECT_RELOAD_FLOOR_S = 0.1
 """...and at least this long: a refresh of a loaded model answers in ~10-20 ms (§9)."""
 
+MISMATCH_RELOADS = 2
+"""Reloading renewals in a row that mean an options mismatch (one alone is a crash repair)."""
+
 EXPIRY_TOLERANCE = timedelta(seconds=1)
+"""A model gone this close to its ``expires_at`` (or later) expired; earlier, it was evicted."""
+
+REWARM_DELAY_CAP_S = 600.0
+"""The longest wait before re-warming a model other clients keep evicting."""
+
+FIRST_REWARM_DELAY_CAP_S = 60.0
+"""The first wait after a loss to another client is at most this long."""
+
+MAX_EXPONENT = 20
+"""Back-off exponents stop growing here: the caps bind long before, and floats never overflow."""
+
+MAX_LOAD_TIMEOUT_S = 6 * 3600.0
+"""A load's learnt time limit never grows past this (or past ``load_timeout``, if longer)."""
+
 SUMMARY_NAMES = 2
 """Up to this many models of one state are named in the STATUS line."""
 
 RESUMED = "resumed from suspend"
 """The reason given to refreshes after a resume (the keeper verifies those when asked to)."""
 
+MISMATCH = "options mismatch"
+"""The reason (prefix) of a model left alone because a client's runner has other options."""
+
+CAPACITY = "capacity conflict"
+"""The reason (prefix) of a model held because the kept set does not fit."""
+
 
 class Action(StrEnum):
     """What the keeper should do about one model now."""
 
     WARM = "warm"  # not loaded: load it
-    REFRESH = "refresh"  # loaded: renew its lease (cheap; also a health ping)
+    REFRESH = "refresh"  # loaded: renew its lease or ping it (cheap)
+    UNLOAD = "unload"  # held for capacity but resident: give its room to the higher ones
     WAIT = "wait"  # nothing to do before `at` (or before an in-flight call ends)
-    HOLD = "hold"  # deliberately left alone: paused, or a capacity conflict
+    HOLD = "hold"  # deliberately left alone: paused, a capacity conflict, an options mismatch
 
 
 @dataclass(frozen=True, slots=True)
 class ModelState:
     """What the keeper remembers about one model between looks at ``/api/ps``."""
 
+    # The call of ours in flight, if any.
     in_flight_since: datetime | None = None
     in_flight_was_listed: bool = False
     load_window: tuple[datetime, datetime | None] | None = None
+    # What our calls taught us.
     last_warm_ok_at: datetime | None = None
     last_warm_duration_s: float | None = None
     cold_load_s: float | None = None
+    renewed_expiry: datetime | None = None  # expires_at listed when our last renewal started
+    own_context: int | None = None  # context_length our own warm gives (same options, server)
+    warms: int = 0
+    reloads: int = 0
+    loaded_since_look: bool = False  # our load ended after the last snapshot was taken
+    # Errors.
     failures: int = 0
+    timeouts: int = 0
     backoff_until: datetime | None = None
     last_error: str | None = None
+    # What ps showed.
     last_row: RunningModel | None = None
+    lease_seen: tuple[datetime, datetime] | None = None  # (expires_at, when first listed so)
+    # Losses.
     rewarm_not_before: datetime | None = None
     vanishes: int = 0
     last_vanished_at: datetime | None = None
     vanish_reason: str | None = None
-    strikes: tuple[tuple[str, datetime], ...] = ()
-    held_until: datetime | None = None
+    strikes: tuple[datetime, ...] = ()  # when our own loads evicted this model
+    # A capacity hold: no timer, only evidence of room ends it.
+    held_since: datetime | None = None
     held_reason: str | None = None
+    held_room: int = 0  # the most other models listed beside the kept set since the hold
+    release_sent: bool = False
+    # The operator.
     paused_until: datetime | None = None
     refresh_requested_at: datetime | None = None
+    # Options mismatch.
+    foreign_context: int | None = None
+    foreign: bool = False  # a runner with other load options is resident: leave it alone
     mismatch_reported: bool = False
-    own_context: int | None = None
-    warms: int = 0
-    reloads: int = 0
+    reload_streak: int = 0
+    expect_reload: bool = False  # a runner may have died: a reloading refresh is a repair
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The verdict for one model: an action, when, and why (shown in logs, status, STATUS=)."""
+    """The verdict for one model: an action, when, and why (shown in logs, status, STATUS=).
+
+    ``renew`` says whether a REFRESH sends our ``keep_alive`` (a lease renewal) or leaves it
+    out (a health ping that must not revive a runner Ollama is draining).
+    """
 
     model: ModelConfig
     action: Action
     reason: str
     at: datetime | None = None
     row: RunningModel | None = None
+    renew: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +231,20 @@ def match_rows(
     return found
 
 
-def _margin(model: ModelConfig, daemon: DaemonConfig) -> timedelta:
-    lease = model.keep_alive_s
-    return timedelta(seconds=min(daemon.refresh_before_s, lease / 2))
-
-
 def stale_interval(daemon: DaemonConfig) -> timedelta:
-    """The least time between two refreshes that could not move ``expires_at``."""
+    """The least time between two renewals that could not move ``expires_at``."""
     return timedelta(seconds=max(daemon.poll_interval_s, daemon.refresh_before_s))
+
+
+def _is_held(st: ModelState) -> bool:
+    return st.held_since is not None
+
+
+def _is_paused(st: ModelState, now: datetime) -> bool:
+    return st.paused_until is not None and now < st.paused_until
+
+
+# -- decide -----------------------------------------------------------------------------------
 
 
 def decide(
@@ -188,8 +256,14 @@ def decide(
     *,
     blobs: Mapping[str, str] | None = None,
     resumed_at: datetime | None = None,
+    unconfirmed: Collection[str] = (),
 ) -> list[Decision]:
-    """Decide, for every configured model in rank order, what to do at ``now``."""
+    """Decide, for every configured model in rank order, what to do at ``now``.
+
+    ``unconfirmed`` names the models (by key) whose last call of ours ended after
+    ``snapshot`` was asked for: for them "absent" may mean "was loading", so acting on it
+    would load twice; the look that follows every call decides instead.
+    """
     rows = match_rows(models, snapshot, blobs)
     return [
         _decide_one(
@@ -201,6 +275,8 @@ def decide(
             now,
             resumed_at,
         )
+        if model.key not in unconfirmed or snapshot is None
+        else Decision(model, Action.WAIT, "confirming", None, rows[model.key])
         for model in ranked(models)
     ]
 
@@ -214,17 +290,21 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     now: datetime,
     resumed_at: datetime | None,
 ) -> Decision:
-    def verdict(action: Action, reason: str, at: datetime | None = None) -> Decision:
-        return Decision(model, action, reason, at, row)
+    def verdict(
+        action: Action, reason: str, at: datetime | None = None, *, renew: bool = True
+    ) -> Decision:
+        return Decision(model, action, reason, at, row, renew)
 
-    if st.paused_until is not None and now < st.paused_until:
+    if _is_paused(st, now):
         return verdict(Action.HOLD, "paused", st.paused_until)
     if st.in_flight_since is not None:
         return verdict(Action.WAIT, "refreshing" if st.in_flight_was_listed else "loading")
     if snapshot is None:
         return verdict(Action.WAIT, "waiting for Ollama")
-    if st.held_until is not None and now < st.held_until:
-        return verdict(Action.HOLD, st.held_reason or "capacity conflict", st.held_until)
+    if _is_held(st):
+        if row is not None and not st.release_sent:
+            return verdict(Action.UNLOAD, st.held_reason or CAPACITY)
+        return verdict(Action.HOLD, st.held_reason or CAPACITY)
     if st.backoff_until is not None and now < st.backoff_until:
         return verdict(Action.WAIT, f"backing off after error: {st.last_error}", st.backoff_until)
 
@@ -232,13 +312,15 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
         if st.rewarm_not_before is not None and now < st.rewarm_not_before:
             return verdict(
                 Action.WAIT,
-                f"evicted {st.vanishes} times by other loads; waiting before re-warming",
+                f"lost {st.vanishes} times in a row; waiting before re-warming",
                 st.rewarm_not_before,
             )
         if st.last_warm_ok_at is None:
             return verdict(Action.WARM, "not loaded")
         return verdict(Action.WARM, f"vanished ({st.vanish_reason or 'unloaded'})")
 
+    if st.foreign:
+        return verdict(Action.HOLD, _mismatch_reason(st))
     if st.last_warm_ok_at is None:
         return verdict(Action.REFRESH, "claim the lease")
     if resumed_at is not None and st.last_warm_ok_at < resumed_at:
@@ -246,17 +328,50 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     if st.refresh_requested_at is not None and st.last_warm_ok_at < st.refresh_requested_at:
         return verdict(Action.REFRESH, "refresh requested")
 
-    due, reason = row.expires_at - _margin(model, daemon), "lease ending"
+    due, reason, renew = row.expires_at - _margin(model, daemon, st, row), "lease ending", True
     health_due = st.last_warm_ok_at + timedelta(seconds=daemon.health_interval_s)
     if health_due < due:
-        due, reason = health_due, "health check"
-    if st.last_warm_ok_at >= due:
-        # We already renewed, yet expires_at did not move: the model is busy (or we were
-        # suspended). Ollama restarts the full lease when its requests end (§1.3).
-        due, reason = st.last_warm_ok_at + stale_interval(daemon), "lease frozen while busy"
+        due, reason, renew = health_due, "health check", False
+    frozen = st.renewed_expiry is not None and row.expires_at == st.renewed_expiry
+    if frozen and st.last_warm_ok_at >= due:
+        # We renewed, yet expires_at is the very value it had then: the model is busy (or we
+        # were suspended). Ollama restarts the full lease when its requests end (§1.3).
+        due, reason, renew = (
+            st.last_warm_ok_at + stale_interval(daemon),
+            "lease frozen while busy",
+            True,
+        )
     if due <= now:
-        return verdict(Action.REFRESH, reason)
-    return verdict(Action.WAIT, reason, due)
+        return verdict(Action.REFRESH, reason, renew=renew)
+    return verdict(Action.WAIT, reason, due, renew=renew)
+
+
+def _margin(
+    model: ModelConfig, daemon: DaemonConfig, st: ModelState, row: RunningModel
+) -> timedelta:
+    """How long before ``expires_at`` to renew: ``refresh_before``, at most half the lease.
+
+    The lease is ours, or a shorter one a client set (§1.3, last writer wins): its length is
+    at least the time from when ps first showed this ``expires_at`` to that time.
+    """
+    margin = min(daemon.refresh_before_s, model.keep_alive_s / 2)
+    if st.lease_seen is not None and st.lease_seen[0] == row.expires_at:
+        seen = (row.expires_at - st.lease_seen[1]).total_seconds()
+        if seen > 0:
+            margin = min(margin, seen / 2)
+    return timedelta(seconds=margin)
+
+
+def _mismatch_reason(st: ModelState) -> str:
+    if st.foreign_context is not None:
+        return (
+            f"{MISMATCH}: a client's runner (context {st.foreign_context}) is resident; "
+            "not touching it"
+        )
+    return f"{MISMATCH}: a client's runner with other load options is resident; not touching it"
+
+
+# -- observe ----------------------------------------------------------------------------------
 
 
 def observe(
@@ -268,107 +383,205 @@ def observe(
     *,
     blobs: Mapping[str, str] | None = None,
     outage: bool = False,
+    runtime_oom_expires_all: bool = False,
 ) -> Observation:
     """Compare two snapshots: who vanished and why, who lost its GPU, who is in conflict.
 
     ``outage`` says Ollama was unreachable between the two looks: a restart loses every model
-    (§7.8), which is repair work, not a capacity problem.
+    (§7.8), which is repair work, not a capacity problem. ``runtime_oom_expires_all`` says the
+    server expires every model after a runtime out-of-memory error (v0.30+, §4.4).
     """
     now = current.taken_at
     before = match_rows(models, previous, blobs) if previous else {}
     after = match_rows(models, current, blobs)
-    rank = {m.key: i for i, m in enumerate(ranked(models))}
     new_states = {m.key: states.get(m.key, ModelState()) for m in models}
     events: list[Event] = []
-    # Several models gone at once with nothing else listed: a restart we did not see (or a
-    # runtime OOM, §4.4). One model alone going away says nothing of the kind.
+    # Several models gone at once with nothing else listed: a restart we did not see, or an
+    # out-of-memory error that made Ollama drop everything (§4.4). One alone says neither.
     everything_gone = bool(previous and len(previous.models) > 1) and not current.models
+    struck = False
 
     for model in models:
         st = new_states[model.key]
         row, old = after[model.key], before.get(model.key)
+        loaded_since_look = st.loaded_since_look
+        st = replace(st, loaded_since_look=False)
+        new_states[model.key] = st
         if row is not None:
-            if st.last_row and st.last_row.size_vram_bytes > 0 and row.size_vram_bytes == 0:
-                events.append(
-                    Event(
-                        "gpu_lost",
-                        model.name,
-                        {"size_vram_before": st.last_row.size_vram_bytes, "size": row.size_bytes},
-                    )
-                )
-            st = replace(st, last_row=row)
-            new_states[model.key], mismatch = _check_context(model, st, row, previous)
-            events.extend(mismatch)
+            st, seen = _seen_listed(model, st, row, previous, now)
+            new_states[model.key] = st
+            events.extend(seen)
             continue
-        if old is None or st.in_flight_since is not None or previous is None:
+        # Gone: listed before, or loaded by us since (a client reloading it with its own
+        # options makes it vanish again right after each of our loads).
+        if (old is None and not loaded_since_look) or st.in_flight_since is not None:
+            continue
+        if previous is None:
+            continue
+        if _is_held(st) or _is_paused(st, now):
+            # We asked for this (a capacity hold or an operator's pause --unload): no repair.
+            new_states[model.key] = replace(st, last_row=None, foreign=False, foreign_context=None)
+            events.append(Event("model_released", model.name, {"held": _is_held(st)}))
             continue
         culprit = _culprit(models, new_states, model, previous.taken_at, now)
-        if outage:
-            cause, culprit = "restart", None
-        elif old.expires_at <= now + EXPIRY_TOLERANCE:
-            cause, culprit = "expired", None
-        elif culprit is not None:
-            cause = f"evicted by our load of {culprit.name}"
-        elif everything_gone:
-            cause = "restart"
-        else:
-            cause = "evicted"
-        fields: dict[str, object] = {
-            "cause": cause.split(" ")[0],
-            "expires_at": old.expires_at.isoformat(),
-        }
-        st = replace(st, last_row=None, last_vanished_at=now, vanish_reason=cause)
-        if culprit is not None:
-            fields["evicted_by"] = culprit.name
-        elif cause == "evicted":
-            st = _note_external_eviction(st, daemon, now, previous.taken_at)
-            fields["rewarm_delay_s"] = (
-                round((st.rewarm_not_before - now).total_seconds(), 3)
-                if st.rewarm_not_before
-                else 0.0
-            )
+        st, event = _vanished(
+            model,
+            st,
+            daemon,
+            old,
+            culprit,
+            now,
+            previous.taken_at,
+            outage=outage,
+            everything_gone=everything_gone,
+            oom_rule=runtime_oom_expires_all,
+        )
+        struck = struck or "during_load_of" in event.fields
         new_states[model.key] = st
-        events.append(Event("model_vanished", model.name, fields))
-        if culprit is not None:
-            events.extend(_strike(new_states, rank, daemon, model, culprit, now))
+        events.append(event)
+    if struck:
+        events.extend(_settle_conflict(models, new_states, daemon, now))
+    events.extend(_look_for_room(models, new_states, current, after, now))
     return Observation(new_states, events)
+
+
+def _vanished(
+    model: ModelConfig,
+    st: ModelState,
+    daemon: DaemonConfig,
+    old: RunningModel | None,
+    culprit: ModelConfig | None,
+    now: datetime,
+    seen_at: datetime,
+    *,
+    outage: bool,
+    everything_gone: bool,
+    oom_rule: bool,
+) -> tuple[ModelState, Event]:
+    """Name why a kept model is gone, and note what that means for the next warm."""
+    if outage:
+        cause, culprit = "restart", None
+    elif old is not None and old.expires_at <= now + EXPIRY_TOLERANCE:
+        cause, culprit = "expired", None
+    elif everything_gone and (culprit is not None or oom_rule):
+        cause = "oom"
+    elif everything_gone:
+        cause = "restart"
+    else:
+        cause = "evicted"
+    fields: dict[str, object] = {
+        "cause": cause,
+        "expires_at": old.expires_at.isoformat() if old is not None else None,
+    }
+    st = replace(
+        st,
+        last_row=None,
+        last_vanished_at=now,
+        vanish_reason=cause,
+        foreign=False,
+        foreign_context=None,
+    )
+    if culprit is not None:
+        fields["during_load_of"] = culprit.name
+        st = replace(st, strikes=(*st.strikes, now))
+    elif cause in {"evicted", "oom"}:
+        st = _note_repeated_loss(st, daemon, now, seen_at)
+        wait = st.rewarm_not_before
+        fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
+    return st, Event("model_vanished", model.name, fields)
+
+
+def _seen_listed(
+    model: ModelConfig,
+    st: ModelState,
+    row: RunningModel,
+    previous: PsSnapshot | None,
+    now: datetime,
+) -> tuple[ModelState, list[Event]]:
+    """Update what a listed row tells: its GPU, its lease, whose options its runner has."""
+    events: list[Event] = []
+    if st.last_row and st.last_row.size_vram_bytes > 0 and row.size_vram_bytes == 0:
+        events.append(
+            Event(
+                "gpu_lost",
+                model.name,
+                {"size_vram_before": st.last_row.size_vram_bytes, "size": row.size_bytes},
+            )
+        )
+    seen = st.lease_seen
+    if seen is None or seen[0] != row.expires_at:
+        seen = (row.expires_at, now)
+    st = replace(st, last_row=row, lease_seen=seen)
+    st, mismatch = _check_context(model, st, row, previous)
+    return st, events + mismatch
 
 
 def _check_context(
     model: ModelConfig, st: ModelState, row: RunningModel, previous: PsSnapshot | None
 ) -> tuple[ModelState, list[Event]]:
-    """Learn the context length our own warm gives; a different one means a client reloaded it.
+    """Learn the context length our own warm gives; another one means a client's runner.
 
-    ``context_length`` in ps is the runner's ``num_ctx`` (clamped, §3.1). If a client's request
-    changed it, that client sends other load-time options than ours, and every alternation
-    between us and it reloads the model (§4.6): the operator must make them agree.
+    ``context_length`` in ps is the runner's ``num_ctx`` after clamping (§3.1), so it differs
+    only when the load options really differ, on every version (§4.6, §9, §10). We never copy
+    it into our options (§9): we say what to configure, and leave the runner alone.
     """
     ours_just_finished = (
         st.last_warm_ok_at is not None
         and st.in_flight_since is None
+        and not st.foreign
         and (previous is None or st.last_warm_ok_at > previous.taken_at)
     )
     if ours_just_finished:
         return replace(st, own_context=row.context_length), []
-    if (
-        st.own_context is None
-        or row.context_length is None
-        or row.context_length == st.own_context
-        or st.mismatch_reported
-    ):
+    if st.own_context is None or row.context_length is None:
         return st, []
-    event = Event(
-        "options_mismatch_suspected",
-        model.name,
-        {
-            "context_length": row.context_length,
-            "ours": st.own_context,
-            "hint": "a client loaded this model with another num_ctx than the configured options; "
-            "each switch between it and the keeper reloads the model. Make [[models]] "
-            "options equal to what the clients send (num_ctx, num_batch, num_gpu, ...).",
-        },
+    if row.context_length == st.own_context:
+        if st.foreign and st.foreign_context is not None:
+            # Someone loaded it again with our options: it is ours to keep once more.
+            return replace(st, foreign=False, foreign_context=None), []
+        return st, []
+    if st.foreign and st.foreign_context == row.context_length:
+        return st, []
+    st = replace(st, foreign=True, foreign_context=row.context_length)
+    return _report_mismatch(
+        model, st, {"context_length": row.context_length, "ours": st.own_context}
     )
-    return replace(st, mismatch_reported=True), [event]
+
+
+def _report_mismatch(
+    model: ModelConfig, st: ModelState, seen: Mapping[str, object]
+) -> tuple[ModelState, list[Event]]:
+    """Warn once, with the exact fix; later episodes only change the state."""
+    if st.mismatch_reported:
+        return st, []
+    context = seen.get("context_length")
+    if isinstance(context, int):
+        options = {**model.options, "num_ctx": context}
+        line = "options = { " + ", ".join(f"{k} = {_toml(v)}" for k, v in options.items()) + " }"
+        fix = (
+            f"a client runs {model.name} with num_ctx {context}; every call of ours with the "
+            f"configured options would reload it. To agree with it, write under its "
+            f"[[models]] entry: {line} (or set OLLAMA_CONTEXT_LENGTH / a Modelfile num_ctx so "
+            "everyone agrees). Until then the keeper leaves that runner alone."
+        )
+    else:
+        fix = (
+            f"two renewals in a row reloaded {model.name}: its clients send other load-time "
+            "options (num_ctx, num_batch, num_gpu, num_thread, use_mmap, shift) than its "
+            "[[models]] options; make them identical. Until then the keeper leaves the runner "
+            "alone while it is loaded."
+        )
+    return replace(st, mismatch_reported=True), [
+        Event("options_mismatch", model.name, {**seen, "fix": fix})
+    ]
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
 
 
 def _culprit(
@@ -391,126 +604,215 @@ def _culprit(
     return None
 
 
-def _note_external_eviction(
+def _note_repeated_loss(
     st: ModelState, daemon: DaemonConfig, now: datetime, seen_at: datetime
 ) -> ModelState:
-    """Count evictions by other clients; past the second in a row, wait longer each time."""
-    recent = st.last_vanished_at is not None and (seen_at - st.last_vanished_at).total_seconds() < (
-        daemon.conflict_retry_s
+    """Wait before re-warming a model another client took away; longer each time in a row.
+
+    The first wait is a poll, or one and a half measured cold loads if longer (at most a
+    minute): whatever took the room is still loading then (loads are invisible, §3.5), and a
+    load of ours would queue behind it and evict again (§4.3). A client that reloads the model
+    with other options is then seen with them (an options mismatch) instead of being fought.
+    """
+    recent = st.last_vanished_at is not None and (
+        (seen_at - st.last_vanished_at).total_seconds() < daemon.conflict_retry_s
     )
     count = st.vanishes + 1 if recent else 1
-    delay = 0.0 if count <= 2 else min(600.0, daemon.poll_interval_s * 2 ** (count - 2))
-    return replace(
-        st, vanishes=count, rewarm_not_before=now + timedelta(seconds=delay) if delay else None
+    settle = min(
+        FIRST_REWARM_DELAY_CAP_S, max(daemon.poll_interval_s, 1.5 * (st.cold_load_s or 0.0))
     )
+    delay = min(REWARM_DELAY_CAP_S, settle * 2 ** min(count - 1, MAX_EXPONENT))
+    return replace(st, vanishes=count, rewarm_not_before=now + timedelta(seconds=delay))
 
 
-def _strike(
+def _settle_conflict(
+    models: Sequence[ModelConfig],
     states: dict[str, ModelState],
-    rank: Mapping[str, int],
     daemon: DaemonConfig,
-    victim: ModelConfig,
-    loader: ModelConfig,
     now: datetime,
 ) -> list[Event]:
-    """Record that our load of ``loader`` evicted ``victim``; hold the weaker one on a repeat."""
-    weaker, stronger = (loader, victim) if rank[loader.key] > rank[victim.key] else (victim, loader)
-    st = states[weaker.key]
+    """On the second eviction by our own loads, hold the lowest-ranked kept model.
+
+    Priorities decide for the whole kept set, not for the pair that collided: the model held
+    is always the lowest-ranked one still kept, so a higher one never waits while a lower one
+    stays. Holding it repeats, one model at a time, while the rest still does not fit.
+    """
     window = timedelta(seconds=daemon.conflict_retry_s * 2)
-    strikes = (*(s for s in st.strikes if now - s[1] < window), (stronger.key, now))
-    st = replace(st, strikes=strikes)
-    events: list[Event] = []
-    if sum(1 for key, _ in strikes if key == stronger.key) >= CONFLICT_STRIKES:
-        reason = (
-            f"capacity conflict: does not fit beside {stronger.name} "
-            f"(priority {stronger.priority}); not re-warming"
+    recent = {t for st in states.values() for t in st.strikes if now - t < window}
+    if len(recent) < CONFLICT_STRIKES:
+        return []
+    kept = [
+        m
+        for m in ranked(models)
+        if not _is_held(states[m.key]) and not _is_paused(states[m.key], now)
+    ]
+    if len(kept) < 2:
+        return []
+    weakest = kept[-1]
+    stronger = ", ".join(m.name for m in kept[:-1])
+    reason = f"{CAPACITY}: does not fit beside {stronger}; held until there is room"
+    for key, st in states.items():
+        states[key] = replace(st, strikes=())
+    states[weakest.key] = replace(
+        states[weakest.key],
+        held_since=now,
+        held_reason=reason,
+        held_room=0,
+        release_sent=False,
+        rewarm_not_before=None,
+    )
+    return [
+        Event(
+            "capacity_conflict",
+            weakest.name,
+            {
+                "keeps": [m.name for m in kept[:-1]],
+                "priority": weakest.priority,
+                "hint": "not every kept model fits: it is held (and unloaded) until fewer models "
+                "are loaded, the config changes or `ollama-keepwarm refresh` asks; raise "
+                "OLLAMA_MAX_LOADED_MODELS, free VRAM, or remove a model from the config",
+            },
         )
-        st = replace(
-            st, held_until=now + timedelta(seconds=daemon.conflict_retry_s), held_reason=reason
-        )
-        events.append(
-            Event(
-                "capacity_conflict",
-                weaker.name,
-                {
-                    "keeps": stronger.name,
-                    "retry_in_s": daemon.conflict_retry_s,
-                    "hint": "not every kept model fits: raise OLLAMA_MAX_LOADED_MODELS, free VRAM, "
-                    "or remove a model from the config",
-                },
-            )
-        )
-    states[weaker.key] = st
-    return events
+    ]
 
 
-def record_warm_started(st: ModelState, now: datetime, *, listed: bool) -> ModelState:
+def _look_for_room(
+    models: Sequence[ModelConfig],
+    states: dict[str, ModelState],
+    current: PsSnapshot,
+    rows: Mapping[str, RunningModel | None],
+    now: datetime,
+) -> list[Event]:
+    """Release the highest-ranked held model once fewer models are listed than while it waited.
+
+    Evidence of room is the loaded set shrinking while every other kept model is warm: a
+    model of another client expired or was stopped. A timer is no evidence.
+    """
+    held = [m for m in ranked(models) if _is_held(states[m.key])]
+    if not held:
+        return []
+    held_rows = {id(rows[m.key]) for m in held if rows[m.key] is not None}
+    others = sum(1 for r in current.models if id(r) not in held_rows)
+    for model in held:
+        st = states[model.key]
+        states[model.key] = replace(st, held_room=max(st.held_room, others))
+    settled = all(
+        rows[m.key] is not None or _is_paused(states[m.key], now) or states[m.key].failures
+        for m in models
+        if not _is_held(states[m.key])
+    ) and not any(st.in_flight_since for st in states.values())
+    first = states[held[0].key]
+    if not settled or others >= first.held_room:
+        return []
+    states[held[0].key] = _unheld(first)
+    return [Event("capacity_retry", held[0].name, {"listed": others, "was": first.held_room})]
+
+
+def _unheld(st: ModelState) -> ModelState:
+    return replace(st, held_since=None, held_reason=None, held_room=0, release_sent=False)
+
+
+def release_holds(states: Mapping[str, ModelState]) -> dict[str, ModelState]:
+    """End every capacity hold: a new config or an operator's refresh is a reason to try."""
+    return {key: _unheld(st) if _is_held(st) else st for key, st in states.items()}
+
+
+def record_release_sent(st: ModelState) -> ModelState:
+    """Note that we asked Ollama to unload a held model (once per hold)."""
+    return replace(st, release_sent=True)
+
+
+# -- our own calls ----------------------------------------------------------------------------
+
+
+def record_warm_started(
+    st: ModelState, now: datetime, *, listed: bool, row: RunningModel | None = None
+) -> ModelState:
     """Note that a warm call for this model is in flight (absent then means loading)."""
     window = (now, None) if not listed else st.load_window
-    return replace(st, in_flight_since=now, in_flight_was_listed=listed, load_window=window)
+    return replace(
+        st,
+        in_flight_since=now,
+        in_flight_was_listed=listed,
+        load_window=window,
+        renewed_expiry=row.expires_at if row is not None else st.renewed_expiry,
+    )
 
 
 def record_warm_finished(
     model: ModelConfig, st: ModelState, now: datetime, duration_s: float
 ) -> tuple[ModelState, list[Event]]:
-    """Note a successful warm; spot a refresh that was really a reload (options mismatch)."""
+    """Note a successful warm; spot a refresh that was really a reload."""
     listed = st.in_flight_was_listed
-    events: list[Event] = []
     new = replace(
         st,
         in_flight_since=None,
         last_warm_ok_at=now,
         last_warm_duration_s=duration_s,
         failures=0,
+        timeouts=0,
         backoff_until=None,
         last_error=None,
         warms=st.warms + 1,
+        expect_reload=False,
         load_window=(st.load_window[0], now) if st.load_window and not listed else st.load_window,
     )
     if not listed:
-        new = replace(new, cold_load_s=duration_s)
+        # A runner of ours now: whatever a client had loaded before is gone.
+        new = replace(
+            new,
+            cold_load_s=duration_s,
+            reload_streak=0,
+            foreign=False,
+            foreign_context=None,
+            loaded_since_look=True,
+        )
         return new, [
             Event("model_warmed", model.name, {"duration_s": round(duration_s, 3), "loaded": True})
         ]
+    events = [Event("model_refreshed", model.name, {"duration_s": round(duration_s, 3)})]
     threshold = SUSPECT_RELOAD_FLOOR_S
     if st.cold_load_s is not None:
         threshold = max(threshold, SUSPECT_RELOAD_FRACTION * st.cold_load_s)
-    if duration_s >= threshold:
-        new = replace(new, reloads=st.reloads + 1, load_window=(st.in_flight_since or now, now))
-        events.append(
-            Event(
-                "runner_reloaded",
-                model.name,
-                {"duration_s": round(duration_s, 3), "cold_load_s": st.cold_load_s},
-            )
+    if duration_s < threshold:
+        return replace(new, reload_streak=0), events
+    # The runner was started again: a crashed one repaired, or options that differ (§4.6).
+    new = replace(new, reloads=st.reloads + 1, load_window=(st.in_flight_since or now, now))
+    events.append(
+        Event(
+            "runner_reloaded",
+            model.name,
+            {
+                "duration_s": round(duration_s, 3),
+                "cold_load_s": st.cold_load_s,
+                "expected": st.expect_reload,
+            },
         )
-        if not st.mismatch_reported:
-            new = replace(new, mismatch_reported=True)
-            events.append(
-                Event(
-                    "options_mismatch_suspected",
-                    model.name,
-                    {
-                        "duration_s": round(duration_s, 3),
-                        "hint": "a refresh of a loaded model took as long as a load: "
-                        "Ollama reloaded it. "
-                        "If this repeats, the configured options differ from what its clients "
-                        "send (num_ctx, num_batch, num_gpu, ...); make them identical. "
-                        "A one-off is a crashed runner being repaired.",
-                    },
-                )
-            )
-    events.append(Event("model_refreshed", model.name, {"duration_s": round(duration_s, 3)}))
-    return new, events
+    )
+    if st.expect_reload:
+        return replace(new, reload_streak=0), events
+    streak = st.reload_streak + 1
+    new = replace(new, reload_streak=streak)
+    if streak < MISMATCH_RELOADS and not st.mismatch_reported:
+        return new, events
+    new, warning = _report_mismatch(
+        model,
+        replace(new, foreign=True, foreign_context=None),
+        {
+            "reloads_in_a_row": streak,
+            "duration_s": round(duration_s, 3),
+        },
+    )
+    return new, events + warning
 
 
-def classify_error(status: int, message: str) -> tuple[str, str]:
+def classify_error(status: int, message: str, name: str = "") -> tuple[str, str]:
     """Name an error's kind and a hint for the operator, from Ollama's status and text."""
     text = message.lower()
     if status == 0:
         return "unreachable", "Ollama is not answering"
     if status == 404:
-        return "not_found", "the model is not pulled: run `ollama pull <name>`"
+        return "not_found", f"the model is not pulled: run `ollama pull {name or '<name>'}`"
     if status == 400:
         return "bad_request", "Ollama rejected the request: check this model's options"
     if "memory" in text or "oom" in text:
@@ -524,6 +826,7 @@ _BACKOFF = {  # kind: (first delay, cap) in seconds
     "not_found": (30.0, 900.0),
     "bad_request": (60.0, 1800.0),
     "out_of_memory": (15.0, 600.0),
+    "timed_out": (10.0, 600.0),
     "busy": (5.0, 120.0),
     "server_error": (5.0, 300.0),
 }
@@ -532,30 +835,46 @@ _BACKOFF = {  # kind: (first delay, cap) in seconds
 def backoff_delay_s(kind: str, failures: int, name: str) -> float:
     """Exponential backoff with ±25 % jitter, deterministic per (model, attempt) for testing."""
     first, cap = _BACKOFF.get(kind, (5.0, 300.0))
-    base = min(cap, first * 2 ** max(0, failures - 1))
+    base = min(cap, first * 2 ** min(max(0, failures - 1), MAX_EXPONENT))
     digest = hashlib.sha256(f"{name}:{failures}".encode()).digest()
     jitter = 0.75 + 0.5 * (int.from_bytes(digest[:4], "big") / 2**32)
     return float(base * jitter)
+
+
+def load_timeout_s(st: ModelState, configured_s: float) -> float:
+    """The time limit for this model's next load: ``load_timeout``, or longer if it must be.
+
+    Giving up aborts the load inside Ollama (§2.6), so a limit shorter than the load would
+    waste every attempt. Learn from the measured cold load (three times it), and double the
+    limit after each timeout, up to :data:`MAX_LOAD_TIMEOUT_S`.
+    """
+    limit = configured_s
+    if st.cold_load_s:
+        limit = max(limit, 3 * st.cold_load_s)
+    if st.timeouts:
+        limit = max(limit, configured_s * 2 ** min(st.timeouts, MAX_EXPONENT))
+    return min(limit, max(configured_s, MAX_LOAD_TIMEOUT_S))
+
+
+def _close_window(st: ModelState, now: datetime) -> tuple[datetime, datetime | None] | None:
+    if st.load_window and st.load_window[1] is None:
+        return (st.load_window[0], now)
+    return st.load_window
 
 
 def record_warm_failed(
     model: ModelConfig, st: ModelState, now: datetime, status: int, message: str
 ) -> tuple[ModelState, list[Event]]:
     """Note a failed warm: back this model off; an unreachable Ollama is not its fault."""
-    kind, hint = classify_error(status, message)
-    window = (
-        (st.load_window[0], now)
-        if st.load_window and st.load_window[1] is None
-        else (st.load_window)
-    )
+    kind, hint = classify_error(status, message, model.name)
     if kind == "unreachable":
-        return replace(st, in_flight_since=None, load_window=window), []
+        return replace(st, in_flight_since=None, load_window=_close_window(st, now)), []
     failures = st.failures + 1
     delay = backoff_delay_s(kind, failures, model.name)
     new = replace(
         st,
         in_flight_since=None,
-        load_window=window,
+        load_window=_close_window(st, now),
         failures=failures,
         backoff_until=now + timedelta(seconds=delay),
         last_error=f"{kind}: {message}",
@@ -576,10 +895,60 @@ def record_warm_failed(
     ]
 
 
+def record_warm_timed_out(
+    model: ModelConfig,
+    st: ModelState,
+    now: datetime,
+    *,
+    limit_s: float,
+    waited_s: float,
+    configured_s: float,
+) -> tuple[ModelState, list[Event]]:
+    """Note a warm call that got no answer in time: Ollama aborted that load (§2.6).
+
+    Back off like any failure, and give the next attempt a longer limit: retrying at once with
+    the same limit would abort the same load forever.
+    """
+    failures = st.failures + 1
+    delay = backoff_delay_s("timed_out", failures, model.name)
+    new = replace(
+        st,
+        in_flight_since=None,
+        load_window=_close_window(st, now),
+        failures=failures,
+        timeouts=st.timeouts + 1,
+        backoff_until=now + timedelta(seconds=delay),
+        last_error=f"timed_out: no answer within {limit_s:g}s",
+    )
+    next_limit = load_timeout_s(new, configured_s)
+    return new, [
+        Event(
+            "warm_timed_out",
+            model.name,
+            {
+                "load_timeout_s": round(limit_s, 3),
+                "waited_s": round(waited_s, 3),
+                "next_timeout_s": round(next_limit, 3),
+                "attempt": failures,
+                "retry_in_s": round(delay, 1),
+                "hint": "the load took longer than [ollama] load_timeout and Ollama aborted it; "
+                "the next attempt waits longer. Raise load_timeout if loads are this slow.",
+            },
+        )
+    ]
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
 def describe_state(decision: Decision) -> str:
     """One word for a model's state, as the status table shows it."""
-    if decision.action is Action.HOLD:
-        return "paused" if decision.reason == "paused" else "conflict"
+    if decision.action is Action.HOLD and decision.reason == "paused":
+        return "paused"
+    if decision.reason.startswith(CAPACITY):
+        return "conflict"
+    if decision.reason.startswith(MISMATCH):
+        return "mismatch"
     if decision.reason == "loading":
         return "loading"
     if decision.row is not None:
@@ -608,7 +977,7 @@ def summarize(
     states = [describe_state(d) for d in decisions]
     wanted = [s for s in states if s != "paused"]
     parts = [f"{states.count('warm')}/{len(wanted)} warm"]
-    for word in ("loading", "cold", "error", "conflict", "paused"):
+    for word in ("loading", "cold", "error", "conflict", "mismatch", "paused"):
         names = [d.model.name for d, state in zip(decisions, states, strict=True) if state == word]
         if names:
             # Name them while the line stays short: "1 loading (llama3.3:70b)".

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -28,17 +29,19 @@ from ollama_keepwarm.ollama import (
     ModelInfo,
     OllamaClient,
     OllamaError,
+    OllamaTimeoutError,
     OllamaUnreachableError,
 )
 
-__all__ = ["Emit", "HostKeeper", "log_event"]
+__all__ = ["Emit", "HostKeeper", "log_event", "version_at_least"]
 
 _log = structlog.get_logger("ollama_keepwarm")
 
 _WARNINGS = {
     "warm_failed",
     "capacity_conflict",
-    "options_mismatch_suspected",
+    "options_mismatch",
+    "warm_timed_out",
     "poll_failed",
     "verify_failed",
 }
@@ -69,9 +72,11 @@ class HostKeeper:
         clocks: Clocks,
         on_change: Callable[[], None],
         emit: Emit = log_event,
+        on_cold_load: Callable[[ModelConfig, float], None] = lambda _m, _s: None,
     ) -> None:
         self.host = host
         self._emit_to = emit
+        self._on_cold_load = on_cold_load
         self.models = models
         self.config = config
         self.client = OllamaClient(
@@ -92,13 +97,18 @@ class HostKeeper:
         self.version: str | None = None
         self.resumed_at: datetime | None = None
         self.poll_errors = 0
+        self.looks = 0
+        """Finished looks: tests wait on it before asserting that nothing happened."""
         self._outage = False
         self._down_polls = 0
         self._look_lock = asyncio.Lock()
+        self._look_again = False
+        self._snapshot_asked = -math.inf  # monotonic time the current snapshot was asked for
+        self._call_ended: dict[str, float] = {}  # monotonic end of our last call, per model
         self._queued: set[str] = set()
         self._loads: asyncio.Queue[plan.Decision] = asyncio.Queue()
-        self._refreshes: asyncio.Queue[plan.Decision] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
+        self._calls: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -108,70 +118,106 @@ class HostKeeper:
         self._emit_to(event, self.host)
 
     def start(self, wake: Callable[[datetime], None]) -> None:
-        """Start the two warm lanes; ``wake(at)`` asks the keeper to look again at ``at``."""
+        """Start the load lane; ``wake(at)`` asks the keeper to look again at ``at``."""
         self._wake = wake
-        self._workers = [
-            asyncio.create_task(self._lane(self._loads), name=f"loads {self.host}"),
-            asyncio.create_task(self._lane(self._refreshes), name=f"refreshes {self.host}"),
-        ]
+        self._workers = [asyncio.create_task(self._load_lane(), name=f"loads {self.host}")]
 
     async def stop(self, grace_s: float) -> None:
         """Let in-flight warm calls finish for ``grace_s``, then abandon them."""
-        busy = [w for w in self._workers if not w.done()]
-        for queue in (self._loads, self._refreshes):
-            while not queue.empty():
-                queue.get_nowait()
-        if busy and not self._idle.is_set():
+        while not self._loads.empty():
+            self._loads.get_nowait()
+        if not self._idle.is_set():
             _log.info("waiting_for_warm_calls", host=self.host, grace_s=grace_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        tasks = [*self._workers, *self._calls]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def update_models(self, models: tuple[ModelConfig, ...], config: Config) -> None:
-        """Adopt a reloaded config: keep what we learnt about models that stay, re-plan."""
+        """Adopt a reloaded config: keep what we learnt about models that stay, re-plan.
+
+        A new config is a reason to try held models again: the set or the room may differ.
+        """
+        before = {m.key: m for m in self.models}
         self.models, self.config = models, config
-        self.states = {
-            m.key: replace(
-                self.states.get(m.key, plan.ModelState()),
-                held_until=None,
-                held_reason=None,
-                strikes=(),
-            )
-            for m in models
-        }
+        kept = plan.release_holds(self.states)
+        self.states = {m.key: kept.get(m.key, plan.ModelState()) for m in models}
+        for m in models:
+            old = before.get(m.key)
+            if old is not None and old.options != m.options:
+                # Other options give another context: learn ours again, forget the mismatch.
+                self.states[m.key] = replace(
+                    self.states[m.key], own_context=None, foreign=False, mismatch_reported=False
+                )
+
+    def request_refresh(self, model: ModelConfig, now: datetime) -> None:
+        """An operator asked: refresh ``model`` now, and try held models again."""
+        self.states = plan.release_holds(self.states)
+        self.states[model.key] = replace(self.states[model.key], refresh_requested_at=now)
+
+    async def unload_and_confirm(self, model: ModelConfig, within_s: float = 5.0) -> bool:
+        """Unload ``model`` (§1.4) and look until ps no longer lists it, for ``within_s`` at most.
+
+        The unload is asynchronous inside Ollama (the row can stay ~0.1-0.2 s, §9): waiting for
+        it makes the status shown right after ``pause --unload`` true.
+        """
+        await self.client.unload(model.name)
+        deadline = self._clocks.monotonic() + within_s
+        while True:
+            await self.look()
+            if not any(d.model.key == model.key and d.row is not None for d in self.decisions):
+                return True
+            if self._clocks.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
 
     @property
     def first_pass_done(self) -> bool:
-        """True once every model has been tried (or deliberately left alone)."""
-        held = {d.model.key for d in self.decisions if d.action is plan.Action.HOLD}
-        # The decisions must post-date the last warm too, so READY goes out with a true STATUS.
-        in_flight = any(d.reason in {"loading", "refreshing"} for d in self.decisions)
+        """True once every model is warm or deliberately left alone, or has failed.
+
+        A cold model that is still going to be warmed (a higher-ranked one a lower one
+        evicted, say) keeps it false, so READY=1 never goes out while it is cold.
+        """
+        settled = {"warm", "paused", "conflict", "mismatch", "error"}
         return (
             self.ollama_up
-            and not in_flight
-            and all(st.warms or st.failures or key in held for key, st in self.states.items())
-        )
+            and bool(self.decisions)
+            and all(plan.describe_state(d) in settled for d in self.decisions)
+        ) or (self.ollama_up and not self.models)
 
     @property
     def all_warm(self) -> bool:
         """True when every model that is not paused or held is listed in ``/api/ps``."""
         return self.ollama_up and all(
-            d.row is not None for d in self.decisions if d.action is not plan.Action.HOLD
+            d.row is not None
+            for d in self.decisions
+            if plan.describe_state(d) not in {"paused", "conflict"}
         )
 
     # -- observe ------------------------------------------------------------------------------
 
     async def look(self) -> None:
-        """Poll ``/api/ps``, update what we know, decide, and queue the warm calls due now."""
+        """Poll ``/api/ps``, update what we know, decide, and queue the warm calls due now.
+
+        A look asked for while one runs is not dropped: it runs right after, on a fresh
+        snapshot, so a call that ended meanwhile is judged on what Ollama says now.
+        """
         if self._look_lock.locked():
+            self._look_again = True
             return
         async with self._look_lock:
-            await self._observe()
-            self._plan_and_act()
+            while True:
+                self._look_again = False
+                await self._observe()
+                self._plan_and_act()
+                self.looks += 1
+                if not self._look_again:
+                    break
 
     async def _observe(self) -> None:
+        asked = self._clocks.monotonic()
         try:
             if not self.ollama_up:
                 self.version = await self.client.version()
@@ -180,7 +226,7 @@ class HostKeeper:
             self._went_down(str(exc))
             return
         except OllamaError as exc:
-            # A malformed or failing answer: keep the last snapshot, retry with backoff.
+            # A malformed, failing or hung answer: keep the last snapshot, retry with backoff.
             self.poll_errors += 1
             self._down_polls += 1
             self._emit(plan.Event("poll_failed", "", {"error": str(exc)}))
@@ -204,13 +250,14 @@ class HostKeeper:
             self.states,
             blobs=self.blobs,
             outage=self._outage,
+            runtime_oom_expires_all=version_at_least(self.version, 0, 30),
         )
         self.states = observation.states
         for event in observation.events:
             self._emit(event)
         if any(event.name == "gpu_lost" for event in observation.events):
             self._on_gpu_lost()  # once per loss, however many models it hit
-        self.snapshot, self._outage = snapshot, False
+        self.snapshot, self._outage, self._snapshot_asked = snapshot, False, asked
 
     def _went_down(self, error: str) -> None:
         if self.ollama_up or self._down_polls == 0:
@@ -225,7 +272,7 @@ class HostKeeper:
 
     def _retry_soon(self) -> None:
         # Fast, bounded cadence while Ollama is away or answering garbage: 0.25 s doubling up to
-        # down_poll_max (the regular poll job keeps its own cadence beside it).
+        # down_poll_max (the regular poll keeps its own cadence beside it).
         delay = min(self.config.daemon.down_poll_max_s, 0.125 * 2 ** min(self._down_polls, 8))
         self._wake(self._clocks.wall() + timedelta(seconds=delay))
 
@@ -256,6 +303,7 @@ class HostKeeper:
 
     def _plan_and_act(self) -> None:
         now = self._clocks.wall()
+        unconfirmed = {k for k, t in self._call_ended.items() if t > self._snapshot_asked}
         self.decisions = plan.decide(
             self.models,
             self.config.daemon,
@@ -264,52 +312,110 @@ class HostKeeper:
             now,
             blobs=self.blobs,
             resumed_at=self.resumed_at,
+            unconfirmed=unconfirmed,
         )
-        for decision in self.decisions:
+        # Releases first: the load lane is FIFO, so a held model's room is given back before a
+        # higher-ranked model's load needs it.
+        for decision in sorted(self.decisions, key=lambda d: d.action is not plan.Action.UNLOAD):
             key = decision.model.key
-            if decision.action is plan.Action.WARM and key not in self._queued:
+            if key in self._queued:
+                continue
+            if decision.action in {plan.Action.WARM, plan.Action.UNLOAD}:
                 self._queued.add(key)
                 self._loads.put_nowait(decision)
-                _log.info("warm_queued", model=decision.model.name, reason=decision.reason)
-            elif decision.action is plan.Action.REFRESH and key not in self._queued:
+                _log.info(
+                    "warm_queued" if decision.action is plan.Action.WARM else "release_queued",
+                    model=decision.model.name,
+                    reason=decision.reason,
+                )
+            elif decision.action is plan.Action.REFRESH:
+                # Refreshes run side by side: Ollama serves a loaded model at once (§4.2), and
+                # one slow repair (a 70B reload) must not hold back other leases.
                 self._queued.add(key)
-                self._refreshes.put_nowait(decision)
                 _log.debug("refresh_queued", model=decision.model.name, reason=decision.reason)
+                task = asyncio.get_running_loop().create_task(self._call(decision))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
         upcoming = [d.at for d in self.decisions if d.at is not None and d.at > now]
         if upcoming:
             self._wake(min(upcoming))
         self._on_change()
 
-    async def _lane(self, queue: asyncio.Queue[plan.Decision]) -> None:
+    async def _load_lane(self) -> None:
         while True:
-            decision = await queue.get()
-            model = decision.model
-            self._in_flight += 1
-            self._idle.clear()
-            try:
-                if model.key in self.states:  # still configured after a reload?
-                    await self._warm(model, decision.reason)
-            finally:
-                self._queued.discard(model.key)
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._idle.set()
-            await self.look()
+            await self._call(await self._loads.get())
 
-    async def _warm(self, model: ModelConfig, reason: str) -> None:
-        listed = any(d.row is not None for d in self.decisions if d.model.key == model.key)
+    async def _call(self, decision: plan.Decision) -> None:
+        """Make one decided call; whatever it raises is logged, never the end of a lane."""
+        model = decision.model
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            if self._still_wanted(decision):
+                if decision.action is plan.Action.UNLOAD:
+                    await self._release(model)
+                else:
+                    await self._warm(decision)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug of ours must not stop the keeping of every other model
+            _log.exception("call_crashed", model=model.name, host=self.host)
+            if model.key in self.states:
+                self.states[model.key] = replace(self.states[model.key], in_flight_since=None)
+        finally:
+            self._call_ended[model.key] = self._clocks.monotonic()
+            self._queued.discard(model.key)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+        await self.look()
+
+    def _still_wanted(self, decision: plan.Decision) -> bool:
+        """A queued call is made only if the latest plan still asks for it (and the model is
+        still configured): a look meanwhile may have seen a client's runner to leave alone."""
+        if decision.model.key not in self.states:
+            return False
+        latest = next((d for d in self.decisions if d.model.key == decision.model.key), None)
+        return latest is None or latest.action is decision.action or latest.reason == "confirming"
+
+    async def _release(self, model: ModelConfig) -> None:
+        """Unload a model held for capacity, so the higher-ranked ones fit (§1.4)."""
+        self.states[model.key] = plan.record_release_sent(self.states[model.key])
+        try:
+            await self.client.unload(model.name)
+        except OllamaError as exc:
+            _log.warning("release_failed", model=model.name, host=self.host, error=exc.message)
+        else:
+            _log.info("model_released_for_room", model=model.name, host=self.host)
+
+    async def _warm(self, decision: plan.Decision) -> None:
+        model, reason = decision.model, decision.reason
+        listed = decision.row is not None
         started = self._clocks.wall()
+        st = self.states[model.key]
+        limit_s = plan.load_timeout_s(st, self.config.ollama.load_timeout_s)
         self.states[model.key] = plan.record_warm_started(
-            self.states[model.key], started, listed=listed
+            st, started, listed=listed, row=decision.row if decision.renew else None
         )
         self._on_change()
+        events: list[plan.Event]
         try:
             info = await self._info(model)
             result = await self.client.load(
                 model.name,
-                keep_alive=model.keep_alive_wire,
+                keep_alive=model.keep_alive_wire if decision.renew else None,
                 options=model.options,
                 embedding_only=info.embedding_only,
+                timeout_s=limit_s,
+            )
+        except OllamaTimeoutError as exc:
+            st, events = plan.record_warm_timed_out(
+                model,
+                self.states[model.key],
+                self._clocks.wall(),
+                limit_s=exc.limit_s,
+                waited_s=exc.waited_s,
+                configured_s=self.config.ollama.load_timeout_s,
             )
         except OllamaError as exc:
             if isinstance(exc, OllamaUnreachableError):
@@ -321,6 +427,8 @@ class HostKeeper:
             st, events = plan.record_warm_finished(
                 model, self.states[model.key], self._clocks.wall(), result.duration_s
             )
+            if not listed:
+                self._on_cold_load(model, result.duration_s)
         if model.key in self.states:
             self.states[model.key] = st
         for event in events:
@@ -331,17 +439,23 @@ class HostKeeper:
                 await self._verify(model)
 
     async def _verify(self, model: ModelConfig) -> None:
-        """Generate one token: after a resume ps can list a runner whose GPU is gone (§7.7)."""
+        """Compute once: after a resume ps can list a runner whose GPU is gone (§7.7)."""
         try:
+            info = await self._info(model)
             await self.client.generate_one_token(
-                model.name, keep_alive=model.keep_alive_wire, options=model.options
+                model.name,
+                keep_alive=model.keep_alive_wire,
+                options=model.options,
+                embedding_only=info.embedding_only,
             )
         except OllamaError as exc:
             # Ollama notices the dead runner on the next request and reloads it: ask for one.
             self._emit(plan.Event("verify_failed", model.name, {"error": exc.message}))
             if model.key in self.states:
                 self.states[model.key] = replace(
-                    self.states[model.key], refresh_requested_at=self._clocks.wall()
+                    self.states[model.key],
+                    refresh_requested_at=self._clocks.wall(),
+                    expect_reload=True,
                 )
         else:
             _log.info("model_verified", model=model.name, host=self.host)
@@ -354,6 +468,17 @@ class HostKeeper:
             if info.blob:
                 self.blobs[model.key] = info.blob
         return info
+
+
+def version_at_least(version: str | None, major: int, minor: int) -> bool:
+    """Compare Ollama's ``major.minor`` (dev builds say ``0.0.0``: they are treated as old)."""
+    if not version:
+        return False
+    parts = version.split("-")[0].split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
 
 
 async def _run_hook(command: tuple[str, ...], host: str) -> None:

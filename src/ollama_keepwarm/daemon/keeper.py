@@ -30,9 +30,10 @@ from ollama_keepwarm.daemon.control import ControlServer, default_socket_path
 from ollama_keepwarm.daemon.host import HostKeeper, log_event
 from ollama_keepwarm.daemon.metrics import Metrics
 from ollama_keepwarm.daemon.sleep_signal import SleepSignal
-from ollama_keepwarm.daemon.state import Pause, PauseStore, default_state_dir
+from ollama_keepwarm.daemon.state import LoadTimeStore, Pause, PauseStore, default_state_dir
 from ollama_keepwarm.daemon.status import DaemonView, build_status
 from ollama_keepwarm.daemon.systemd import Notifier, NullNotifier, watchdog_interval_s
+from ollama_keepwarm.daemon.timers import Alarm, Every
 from ollama_keepwarm.ollama import OllamaError
 
 __all__ = ["Keeper"]
@@ -78,9 +79,13 @@ class Keeper:
         self.metrics = Metrics(self.status)
         self._last_resume = -RESUME_DEDUP_S
         self._sleep_signal = SleepSignal(self._resumed_by_logind, bus_address=dbus_address)
-        self._store = PauseStore(
+        state_dir = (
             Path(config.daemon.state_dir) if config.daemon.state_dir else default_state_dir()
         )
+        self._store = PauseStore(state_dir)
+        self._load_times = LoadTimeStore(state_dir)
+        self._timers: dict[str, Every] = {}
+        self._alarms: dict[str, Alarm] = {}
         self.pauses: dict[str, Pause] = {}
         self._control = ControlServer(
             Path(config.daemon.control_socket)
@@ -109,6 +114,7 @@ class Keeper:
             hosts=list(self.config.hosts),
             config=str(self.config.source or ""),
         )
+        # Calendar jobs only; the cadence (polls, tick, watchdog) is on the monotonic clock.
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler.start()
         self.pauses = self._store.load()
@@ -136,6 +142,10 @@ class Keeper:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         self._scheduler.shutdown(wait=False)
+        for timer in self._timers.values():
+            timer.cancel()
+        for alarm in self._alarms.values():
+            alarm.cancel()
         await asyncio.gather(*(k.stop(STOP_GRACE_S) for k in self.hosts.values()))
         for task in list(self._tasks):
             task.cancel()
@@ -168,7 +178,8 @@ class Keeper:
         wanted = self.config.hosts
         for host in list(self.hosts):
             if host not in wanted:
-                self._scheduler.remove_job(f"poll {host}")
+                self._timers.pop(f"poll {host}").cancel()
+                self._alarms.pop(host).cancel()
                 self._spawn(self.hosts.pop(host).stop(0))
         for host in wanted:
             models = tuple(m for m in self.config.models if m.host == host)
@@ -176,48 +187,39 @@ class Keeper:
                 self.hosts[host].update_models(models, self.config)
                 continue
             keeper = HostKeeper(
-                host, models, self.config, self._session, self._clocks, self._publish, self._emit
+                host,
+                models,
+                self.config,
+                self._session,
+                self._clocks,
+                self._publish,
+                self._emit,
+                on_cold_load=functools.partial(self._remember_load_time, host),
             )
+            self._alarms[host] = Alarm(functools.partial(self._look_host, host))
             keeper.start(functools.partial(self._wake_at, keeper))
             self.hosts[host] = keeper
         self._apply_pauses()
 
     def _schedule_jobs(self) -> None:
+        """(Re)start the cadence: a poll per host, the 1 s tick, the watchdog (monotonic)."""
         daemon = self.config.daemon
-        for host in self.hosts:
-            self._scheduler.add_job(
-                self._look_job,
-                "interval",
-                args=[host],
-                seconds=daemon.poll_interval_s,
-                id=f"poll {host}",
-                replace_existing=True,
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=None,
-            )
-        self._scheduler.add_job(
-            self._tick,
-            "interval",
-            seconds=1.0,
-            id="tick",
-            replace_existing=True,
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=None,
-        )
+        wanted: dict[str, tuple[float, Callable[[], None]]] = {
+            f"poll {host}": (daemon.poll_interval_s, functools.partial(self._look_host, host))
+            for host in self.hosts
+        }
+        wanted["tick"] = (1.0, lambda: self._spawn(self._tick()))
         interval = watchdog_interval_s()
         if interval:
-            self._scheduler.add_job(
-                self._watchdog_job,
-                "interval",
-                seconds=interval,
-                id="watchdog",
-                replace_existing=True,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
+            wanted["watchdog"] = (interval, self._notifier.watchdog)
             self._notifier.watchdog()
+        for name, timer in list(self._timers.items()):
+            if name not in wanted or timer.interval_s != wanted[name][0]:
+                self._timers.pop(name).cancel()
+        for name, (seconds, callback) in wanted.items():
+            if name not in self._timers:
+                self._timers[name] = Every(seconds, callback, name)
+                self._timers[name].start()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task we keep track of, so shutdown can end it cleanly."""
@@ -233,34 +235,25 @@ class Keeper:
         for keeper in self.hosts.values():
             self._look_now(keeper)
 
-    # APScheduler runs coroutine functions on the event loop (plain functions would go to a
-    # thread pool), and these only spawn tracked tasks, so a stop never leaves a job half-done.
-    async def _look_job(self, host: str) -> None:
+    def _look_host(self, host: str) -> None:
         keeper = self.hosts.get(host)
-        if keeper is not None:
+        if keeper is not None and not self._should_exit.is_set():
             self._look_now(keeper)
 
-    async def _watchdog_job(self) -> None:
-        # From inside the loop: a wedged loop stops pinging and systemd restarts us.
-        self._notifier.watchdog()
-
     def _wake_at(self, keeper: HostKeeper, at: datetime) -> None:
-        """Look at ``keeper``'s host again at ``at`` (the exact refresh time, not the next poll)."""
-        if self._should_exit.is_set():
+        """Look at ``keeper``'s host again at ``at`` (the exact refresh time, not the next poll).
+
+        ``at`` is a wall time (leases are); the wait is turned into a monotonic delay now, so a
+        wall-clock step afterwards does not move it.
+        """
+        alarm = self._alarms.get(keeper.host)
+        if alarm is None or self._should_exit.is_set():
             return
-        job_id = f"wake {keeper.host}"
-        job = self._scheduler.get_job(job_id)
-        if job is not None and job.next_run_time is not None and job.next_run_time <= at:
-            return
-        self._scheduler.add_job(
-            self._look_job,
-            "date",
-            args=[keeper.host],
-            run_date=at,
-            id=job_id,
-            replace_existing=True,
-            misfire_grace_time=None,
-        )
+        alarm.ring_in((at - self._clocks.wall()).total_seconds())
+
+    def _remember_load_time(self, host: str, model: ModelConfig, seconds: float) -> None:
+        """Keep each cold load's time for the ExecStartPost one-shot (``warm --timeout``)."""
+        self._load_times.record(LoadTimeStore.key(host, model.key), seconds)
 
     def _emit(self, event: plan.Event, host: str) -> None:
         log_event(event, host)
@@ -373,7 +366,7 @@ class Keeper:
         )
         if unload:
             for model in models:
-                await self.hosts[model.host].client.unload(model.name)
+                await self.hosts[model.host].unload_and_confirm(model)
         how_long = f"until {until:%Y-%m-%d %H:%M:%S %Z}" if until else "until resumed"
         return f"paused {models[0].name} {how_long}" + (" and unloaded it" if unload else "")
 
@@ -397,8 +390,7 @@ class Keeper:
             raise LookupError(f"{name} is not a configured model")
         now = self._clocks.wall()
         for model in models:
-            keeper = self.hosts[model.host]
-            keeper.states[model.key] = replace(keeper.states[model.key], refresh_requested_at=now)
+            self.hosts[model.host].request_refresh(model, now)
         self._look_all()
         return "refreshing " + ", ".join(m.name for m in models)
 

@@ -1,9 +1,13 @@
-"""Operator state that must outlive the process: which models are paused, and until when.
+"""State that must outlive the process: pauses, and how long each model takes to load.
 
 An admin who paused a model to give its VRAM to another job must not find it loaded again after
-a config reload or a restart of the daemon. The file is small JSON, written atomically (temporary
-file, fsync, rename); a corrupt file is reported and ignored, never fatal: the worst outcome is a
-model warmed that someone wanted paused, which the next ``pause`` fixes.
+a config reload or a restart of the daemon. The measured cold-load times let the ExecStartPost
+one-shot (``warm --timeout``) start only the loads it can finish inside its bound: a load cut
+short by ``timeout(1)`` is aborted inside Ollama and wasted (reference §2.6).
+
+The files are small JSON, written atomically (temporary file, fsync, rename); a corrupt file is
+reported and ignored, never fatal: the worst outcome is a model warmed that someone wanted
+paused, which the next ``pause`` fixes, or a load time not known yet.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["Pause", "PauseStore", "default_state_dir"]
+__all__ = ["LoadTimeStore", "Pause", "PauseStore", "default_state_dir"]
 
 _log = structlog.get_logger("ollama_keepwarm")
 FILENAME = "pauses.json"
+LOAD_TIMES = "load-times.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +81,52 @@ class PauseStore:
                 for key, p in pauses.items()
             }
         }
+        write_json_atomically(self.path, document)
+
+
+class LoadTimeStore:
+    """The last measured cold-load time of each model, by ``host model-key``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOAD_TIMES
+
+    def load(self) -> dict[str, float]:
+        """Return the saved times; an unreadable or corrupt file gives none."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".pauses-")
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(document, handle, indent=2)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                Path(temporary).replace(self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    Path(temporary).unlink()
-                raise
-        except OSError as exc:
-            _log.warning("state_file_write_failed", path=str(self.path), error=str(exc))
+            raw = json.loads(self.path.read_text())
+            return {str(k): float(v) for k, v in raw["cold_load_s"].items() if float(v) >= 0}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            _log.warning("state_file_ignored", path=str(self.path), error=str(exc))
+            return {}
+
+    def record(self, key: str, seconds: float) -> None:
+        """Remember one measurement (read, update, write: the file is a few lines)."""
+        times = self.load()
+        times[key] = round(seconds, 3)
+        write_json_atomically(self.path, {"cold_load_s": times})
+
+    @staticmethod
+    def key(host: str, model_key: str) -> str:
+        """The entry of one model on one host."""
+        return f"{host} {model_key}"
+
+
+def write_json_atomically(path: Path, document: object) -> None:
+    """Write ``document`` to ``path`` via a temporary file, fsync and rename; log a failure."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(document, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            Path(temporary).replace(path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Path(temporary).unlink()
+            raise
+    except OSError as exc:
+        _log.warning("state_file_write_failed", path=str(path), error=str(exc))

@@ -1,0 +1,427 @@
+"""The keeper against Ollama's scheduler: no feedback loop that causes the cold starts it prevents.
+
+Each test is one of the loops issue 10 saw on a real Ollama, reproduced against the fake over real
+sockets: a client's other ``num_ctx``, a client's short lease, a load slower than ``load_timeout``,
+two kept models that do not fit, and the races and pings around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from ollama_keepwarm.daemon.host import HostKeeper
+from ollama_keepwarm.fake import FakeOllama
+
+LLAMA = "llama3.1:8b"
+
+
+def listed(fake: FakeOllama) -> set[str]:
+    return {r.name for r in fake.runners()}
+
+
+def keeper_calls(fake: FakeOllama, model: str) -> list[Any]:
+    """The keeper's load/renew/ping calls: empty prompt, no messages, no input."""
+    return [
+        r
+        for r in fake.requests
+        if r.path in {"/api/generate", "/api/embed"}
+        and isinstance(r.body, dict)
+        and r.body.get("model") == model
+        and not r.body.get("prompt")
+        and not r.body.get("input")
+    ]
+
+
+async def post(fake: FakeOllama, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.post(fake.url + path, json=body) as r:
+        result: dict[str, Any] = await r.json()
+        return result
+
+
+def host_of(keeper: Any) -> HostKeeper:
+    host: HostKeeper = next(iter(keeper.hosts.values()))
+    return host
+
+
+async def more_looks(keeper: Any, count: int, within: float = 15.0) -> None:
+    """Wait until the keeper has finished ``count`` more looks: the positive signal that a
+    'nothing happened' assertion needs, so it cannot pass merely because the bad event is slow."""
+    host = host_of(keeper)
+    target = host.looks + count
+    await eventually(lambda: host.looks >= target, within=within, what=f"{count} more looks")
+
+
+def state_of(keeper: Any, name: str) -> dict[str, Any]:
+    models = [m for h in keeper.status()["hosts"] for m in h["models"] if m["name"] == name]
+    return models[0] if models else {"state": None}
+
+
+async def test_client_with_other_num_ctx_is_left_alone_once_seen() -> None:
+    """A client loading the model with num_ctx 1024 while the config has no options: after the
+    keeper sees it, the keeper causes no more runner starts however long the client goes on."""
+    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.1}) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                request = {"model": LLAMA, "prompt": "hi", "options": {"num_ctx": 1024}}
+                seen = False
+                for _ in range(60):  # the client's own pace: one request every ~0.1 s
+                    await post(fake, "/api/generate", {**request, "stream": False})
+                    seen = seen or any(e["event"] == "options_mismatch" for e in logs)
+                    if seen:
+                        break
+                    await asyncio.sleep(0.1)
+                assert seen, "the mismatch was never seen"
+                loads_at_detection = len(fake.loads)
+                for _ in range(20):
+                    await post(fake, "/api/generate", {**request, "stream": False})
+                await more_looks(keeper, 10)
+                assert len(fake.loads) == loads_at_detection  # keeper-caused reloads: 0
+                assert state_of(keeper, LLAMA)["state"] == "mismatch"
+                assert any(r.options.get("num_ctx") == 1024 for r in fake.runners())
+    warnings = [e for e in logs if e["event"] == "options_mismatch"]
+    assert len(warnings) == 1
+    assert warnings[0]["context_length"] == 1024
+    assert "options = { num_ctx = 1024 }" in warnings[0]["fix"]
+
+
+async def test_mismatched_runner_gone_is_warmed_again_with_our_options() -> None:
+    """Left alone while the client's runner is resident; warmed with ours once it is gone."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            ours = fake.runners()[0].options.get("num_ctx")
+            await post(
+                fake,
+                "/api/generate",
+                {"model": LLAMA, "prompt": "hi", "stream": False, "options": {"num_ctx": 1024}},
+            )
+            await eventually(
+                lambda: state_of(keeper, LLAMA)["state"] == "mismatch", what="mismatch seen"
+            )
+            await fake.unload(LLAMA)  # the client's runner goes away
+            await eventually(
+                lambda: any(r.options.get("num_ctx") == ours for r in fake.runners()),
+                what="our runner back",
+            )
+            await eventually(lambda: state_of(keeper, LLAMA)["state"] == "warm", what="warm")
+
+
+async def test_short_client_lease_is_renewed_before_it_ends() -> None:
+    """A client's keep_alive shorter than refresh_before, right after our renewal: the keeper
+    renews before that lease ends (the frozen-lease rule only holds when nothing moved)."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}], refresh_before="2s")
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            renewals = len(keeper_calls(fake, LLAMA))
+            await post(
+                fake,
+                "/api/generate",
+                {"model": LLAMA, "prompt": "hi", "stream": False, "keep_alive": "1s"},
+            )
+            client_at = datetime.now(UTC)
+            await eventually(
+                lambda: len(keeper_calls(fake, LLAMA)) > renewals, within=5, what="a renewal"
+            )
+            renewal = keeper_calls(fake, LLAMA)[renewals]
+            assert renewal.body["keep_alive"] == "1h0m0s"
+            assert (renewal.time - client_at).total_seconds() < 1.0  # before the 1 s lease ended
+            await more_looks(keeper, 5)
+            assert LLAMA in listed(fake)
+            assert not fake.evictions
+
+
+async def test_load_slower_than_load_timeout_backs_off_and_waits_longer() -> None:
+    """A load longer than load_timeout: a timeout, not an outage; the next attempt waits longer
+    and after a back-off, so the load is never aborted in a loop and finally succeeds."""
+    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.3}) as fake:  # ~1.5 s
+        config = make_config(
+            fake.url,
+            [{"name": LLAMA, "keep_alive": "1h"}, {"name": "tiny", "keep_alive": "1h"}],
+        )
+        config = config.__class__(
+            ollama=config.ollama.__class__(**{**_fields(config.ollama), "load_timeout_s": 0.4}),
+            daemon=config.daemon,
+            http=config.http,
+            models=config.models,
+            source=config.source,
+        )
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(e["event"] == "warm_timed_out" for e in logs), what="a timeout"
+                )
+                assert "tiny:latest" in listed(fake) or await eventually(
+                    lambda: "tiny:latest" in listed(fake), what="the other model carries on"
+                )
+                first = next(e for e in logs if e["event"] == "warm_timed_out")
+                assert first["load_timeout_s"] == 0.4
+                assert first["next_timeout_s"] > 0.4
+                assert first["retry_in_s"] >= 7.5  # 10 s ±25 %: never retried at once
+                assert not any(e["event"] == "ollama_down" for e in logs)
+                await more_looks(keeper, 10)
+                llama_loads = [ld for ld in fake.loads if ld.model == LLAMA]
+                assert len(llama_loads) == 1  # one aborted load, then waiting, not a loop
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+async def test_top_priority_model_is_never_evicted_for_a_held_one() -> None:
+    """OLLAMA_MAX_LOADED_MODELS=1, priorities 10 and 0: once the low one is held, it is not
+    tried again on a timer, so the priority-10 model is never evicted again."""
+    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+        models = [
+            {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 0},
+            {"name": LLAMA, "keep_alive": "1h", "priority": 10},
+        ]
+        config = make_config(fake.url, models, conflict_retry="300ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, notifier):
+                await eventually(
+                    lambda: any(e["event"] == "capacity_conflict" for e in logs), what="conflict"
+                )
+                await eventually(lambda: listed(fake) == {LLAMA}, what="llama kept")
+                evictions = len(fake.evictions)
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                await more_looks(keeper, 30)  # ten conflict_retry periods and more
+                assert len(fake.evictions) == evictions
+                assert listed(fake) == {LLAMA}
+                assert state_of(keeper, "qwen2.5-coder:7b")["state"] == "conflict"
+                assert "READY=1" in notifier.messages
+    conflict = next(e for e in logs if e["event"] == "capacity_conflict")
+    assert (conflict["model"], conflict["keeps"]) == ("qwen2.5-coder:7b", [LLAMA])
+
+
+async def test_three_kept_models_room_for_two_hold_the_lowest() -> None:
+    """Whole-set priorities: with room for two of three, the lowest-ranked is held, whichever
+    pair happened to collide; the other two stay loaded."""
+    async with FakeOllama(**FAST_FAKE, max_loaded=2) as fake:
+        models = [
+            {"name": "llama3.2:3b", "keep_alive": "1h", "priority": 0},
+            {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 5},
+            {"name": LLAMA, "keep_alive": "1h", "priority": 10},
+        ]
+        config = make_config(fake.url, models)
+        async with running_keeper(config) as (keeper, _):
+            await eventually(
+                lambda: (
+                    listed(fake) == {LLAMA, "qwen2.5-coder:7b"}
+                    and state_of(keeper, "llama3.2:3b")["state"] == "conflict"
+                ),
+                what="the two higher ones loaded, the lowest held",
+            )
+            loads = len(fake.loads)
+            await more_looks(keeper, 20)
+            assert len(fake.loads) == loads
+            assert state_of(keeper, LLAMA)["state"] == "warm"
+            assert state_of(keeper, "qwen2.5-coder:7b")["state"] == "warm"
+
+
+async def test_held_model_comes_back_when_room_appears() -> None:
+    """Evidence of room (another client's model gone) ends a hold; a timer never does."""
+    async with FakeOllama(**FAST_FAKE, max_loaded=2, memory_bytes=128 * 2**30) as fake:
+        # Another client's model, never the first victim (an infinite lease sorts last, §4.5).
+        await post(fake, "/api/generate", {"model": "llama3.3:70b", "keep_alive": -1})
+        models = [
+            {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 0},
+            {"name": LLAMA, "keep_alive": "1h", "priority": 10},
+        ]
+        config = make_config(fake.url, models, conflict_retry="200ms")
+        async with running_keeper(config) as (keeper, _):
+            await eventually(
+                lambda: state_of(keeper, "qwen2.5-coder:7b")["state"] == "conflict",
+                what="the low one held",
+            )
+            await more_looks(keeper, 10)
+            assert state_of(keeper, "qwen2.5-coder:7b")["state"] == "conflict"
+            await fake.unload("llama3.3:70b")  # the other client's model goes away
+            await eventually(
+                lambda: listed(fake) == {LLAMA, "qwen2.5-coder:7b"}, what="both kept now"
+            )
+
+
+async def test_health_ping_carries_no_keep_alive() -> None:
+    """A health ping leaves the duration as it is (§0 fact 2); a lease renewal sets ours."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(
+            fake.url, [{"name": LLAMA, "keep_alive": "1h"}], health_interval="300ms"
+        )
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            await eventually(lambda: len(keeper_calls(fake, LLAMA)) >= 3, what="two pings")
+            first, *pings = keeper_calls(fake, LLAMA)
+            assert first.body["keep_alive"] == "1h0m0s"
+            assert pings
+            assert all("keep_alive" not in p.body for p in pings)
+
+
+async def test_health_ping_does_not_revive_a_draining_victim() -> None:
+    """Our busy model chosen for eviction drains; our pings meanwhile do not revive it, so the
+    other client's load goes ahead when the generation ends (§4.5)."""
+    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+        config = make_config(
+            fake.url, [{"name": LLAMA, "keep_alive": "1h"}], health_interval="100ms"
+        )
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            generation = {"model": LLAMA, "prompt": "x", "stream": False}
+            busy = asyncio.create_task(
+                post(fake, "/api/generate", {**generation, "options": {"num_predict": 1500}})
+            )
+            await eventually(lambda: any(r.busy for r in fake.runners()), what="busy")
+            other = asyncio.create_task(post(fake, "/api/generate", {"model": "tiny"}))
+            await eventually(lambda: fake.evictions, what="ours chosen to make room")
+            pings = len(keeper_calls(fake, LLAMA))
+            await eventually(lambda: len(keeper_calls(fake, LLAMA)) > pings, what="a ping")
+            await busy
+            reply = await asyncio.wait_for(other, 10)
+            assert reply["done_reason"] == "load"
+
+
+async def test_one_slow_repair_does_not_delay_other_renewals() -> None:
+    """A 70B reload in flight; a small model's 1 s lease is still renewed in time."""
+    big = {**FAST_FAKE, "load_seconds_per_gb": 0.06, "memory_bytes": 128 * 2**30}
+    async with FakeOllama(**big) as fake:  # the 70B reload: ~2.5 s
+        models = [
+            {"name": "llama3.3:70b", "keep_alive": "1h", "priority": 10},
+            {"name": "tiny", "keep_alive": "1s"},
+        ]
+        config = make_config(fake.url, models)
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 20)
+            fake.crash("llama3.3:70b")
+            keeper.refresh("llama3.3:70b")  # the repair: a reload of ~2.5 s
+            await eventually(
+                lambda: any(
+                    ld.model == "llama3.3:70b" and ld.finished is None for ld in fake.loads
+                ),
+                what="the repair under way",
+            )
+            while any(ld.finished is None for ld in fake.loads):
+                assert "tiny:latest" in listed(fake)
+                await asyncio.sleep(0.05)
+            assert [ld.model for ld in fake.loads if ld.model == "tiny:latest"] == ["tiny:latest"]
+
+
+async def test_verify_on_an_embedding_model_embeds() -> None:
+    """verify = true after a resume: an embedding-only model is checked through /api/embed."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(
+            fake.url, [{"name": "nomic-embed-text", "keep_alive": -1, "verify": True}]
+        )
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                keeper.note_resume(3600)
+                await eventually(
+                    lambda: any(e["event"] in {"model_verified", "verify_failed"} for e in logs),
+                    what="the verification",
+                )
+    assert any(e["event"] == "model_verified" for e in logs)
+    checks = [r for r in fake.requests if r.path == "/api/embed" and r.body.get("input")]
+    assert checks
+    assert checks[0].body["input"] == "ping"
+
+
+async def test_crash_repairs_are_not_options_mismatches() -> None:
+    """Runners killed, then refreshed: each refresh reloads once; that is no mismatch."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        models = [
+            {"name": LLAMA, "keep_alive": "1h"},
+            {"name": "qwen2.5-coder:7b", "keep_alive": "1h"},
+        ]
+        config = make_config(fake.url, models)
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                for name in (LLAMA, "qwen2.5-coder:7b"):
+                    fake.crash(name)
+                keeper.refresh(None)
+                await eventually(
+                    lambda: len([e for e in logs if e["event"] == "runner_reloaded"]) == 2,
+                    what="both repaired",
+                )
+                await more_looks(keeper, 5)
+    assert not [e for e in logs if e["event"] == "options_mismatch"]
+
+
+async def test_pause_unload_is_no_eviction_and_status_says_not_loaded() -> None:
+    """pause --unload: the model is shown not loaded at once, and no repair is counted."""
+    async with FakeOllama(**{**FAST_FAKE, "unload_delay_s": 0.3}) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            await keeper.pause(LLAMA, None, unload=True)
+            entry = state_of(keeper, LLAMA)
+            assert (entry["state"], entry["listed_as"]) == ("paused", None)
+            await more_looks(keeper, 3)
+            text = keeper.metrics.exposition().decode()
+            assert 'cause="evicted"' not in text
+
+
+async def test_a_look_during_a_warm_never_loads_twice() -> None:
+    """A slow /api/ps answer straddles the end of our load: the stale snapshot must not send a
+    second load, nor overwrite the measured cold load time with a ~10 ms renewal."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        fake.set_delay("/api/ps", 0.3)
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 15)
+            await more_looks(keeper, 5)
+            calls = keeper_calls(fake, LLAMA)
+            assert len(calls) == 1
+            st = host_of(keeper).states[next(iter(host_of(keeper).states))]
+            assert st.cold_load_s is not None
+            assert st.cold_load_s > 0.1
+
+
+async def test_ollama_stop_during_our_load_holds_nothing() -> None:
+    """A kept model stopped by a user while we load another (room for both): re-warmed, and
+    nothing is held for a capacity conflict that was not there."""
+    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.2}) as fake:
+        models = [
+            {"name": "tiny", "keep_alive": "1h", "priority": 10},
+            {"name": LLAMA, "keep_alive": "1h", "priority": 0},
+        ]
+        config = make_config(fake.url, models)
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(ld.model == LLAMA and ld.finished is None for ld in fake.loads),
+                    what="our long load under way",
+                )
+                await fake.unload("tiny")
+                await asyncio.wait_for(keeper.ready.wait(), 15)
+                await eventually(lambda: listed(fake) == {"tiny:latest", LLAMA}, what="both")
+                await more_looks(keeper, 5)
+    assert not [e for e in logs if e["event"] == "capacity_conflict"]
+
+
+@pytest.mark.parametrize("failures", [1030, 5000])
+async def test_a_model_failing_for_ever_does_not_kill_the_lane(failures: int) -> None:
+    """Back-off exponents are capped: thousands of failures in a row stay a back-off."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [{"name": "no-such-model"}, {"name": LLAMA}])
+        async with running_keeper(config) as (keeper, _):
+            await eventually(lambda: keeper.hosts, what="the host loop")
+            host = host_of(keeper)
+            key = next(k for k in host.states if k.startswith("no-such"))
+            host.states[key] = replace(host.states[key], failures=failures)
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            assert state_of(keeper, "no-such-model")["state"] == "error"
+            keeper.refresh(LLAMA)
+            await more_looks(keeper, 3)
+            assert all(not w.done() for w in host._workers)

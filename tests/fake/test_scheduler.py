@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -117,7 +119,8 @@ async def test_eviction_tie_breaks_on_blob_path_and_prefers_idle(make_fake, clie
     names = ["tiny:latest", "llama3.2:3b"]
     blobs = {name: fake.catalog.resolve(name).model.blob_path for name in names}
     first = min(names, key=blobs.__getitem__)
-    for name in names:
+    # Loaded in reverse blob order, so neither load order nor map order picks `first`.
+    for name in sorted(names, key=blobs.__getitem__, reverse=True):
         await post(session, "/api/generate", {"model": name, "keep_alive": "10m"})
     await post(session, "/api/generate", {"model": "llama3.1"})
     assert fake.evictions[-1].victim == first
@@ -264,3 +267,43 @@ async def test_client_disconnect_aborts_load_and_skips_queued(make_fake, client_
     assert await ps(session) == []
     assert isinstance(session, aiohttp.ClientSession)
 
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_negative_num_gpu_never_reloads(make_fake, client_for, version) -> None:
+    """A request's num_gpu -1 (the default) is ignored, even against a runner at num_gpu 10."""
+    fake = await make_fake(ollama_version=version)
+    session = client_for(fake)
+    await post(session, "/api/generate", {"model": "tiny", "options": {"num_gpu": 10}})
+    await post(session, "/api/generate", {"model": "tiny", "options": {"num_gpu": -1}})
+    await post(session, "/api/generate", {"model": "tiny"})
+    assert [load.reason for load in fake.loads] == ["cold"]
+    assert fake.runners()[0].options["num_gpu"] == 10
+    await post(session, "/api/generate", {"model": "tiny", "options": {"num_gpu": 0}})
+    assert [load.reason for load in fake.loads] == ["cold", "reload"]
+    assert fake.loads[-1].changed == "num_gpu 10 -> 0"
+
+
+async def test_timer_starts_when_the_last_of_overlapping_requests_ends(fake, session) -> None:
+    """Two overlapping requests: the one ending first starts no timer; the later end does.
+
+    expires_at stays frozen while the long request runs, and the model unloads d after the
+    long request ends, not d after the short one (which would be earlier, as here d is longer
+    than what is left of the long request).
+    """
+    fake.seconds_per_token = 1.0  # 10 ms a token at the tests' scale
+    await post(session, "/api/generate", {"model": "tiny", "keep_alive": "50s"})  # 0.5 s real
+    frozen = fake.runners()[0].expires_at
+    long = {"model": "tiny", "prompt": "x", "stream": False, "options": {"num_predict": 30}}
+    task = asyncio.create_task(post(session, "/api/generate", long))
+    await eventually(lambda: fake.runners()[0].busy == 1)
+    assert (await post(session, "/api/generate", {"model": "tiny"}))[0] == 200  # overlaps
+    [runner] = fake.runners()
+    assert (runner.busy, runner.expires_at) == (1, frozen)  # no timer while one is in flight
+    assert not task.done()
+    assert (await task)[0] == 200
+    ended = time.monotonic()
+    [runner] = fake.runners()
+    expected = datetime.now(UTC) + timedelta(seconds=0.5)
+    assert abs(runner.expires_at - expected) < timedelta(milliseconds=100)
+    await eventually(lambda: not fake.runners())
+    assert time.monotonic() - ended > 0.4  # unloaded ~0.5 s after the *later* end

@@ -103,10 +103,12 @@ async def test_control_routes_over_http(fake, session) -> None:
     assert status == 200
     [runner] = state["runners"]
     assert (runner["name"], runner["crashed"], runner["busy"]) == ("tiny:latest", True, 0)
-    assert runner["options"]["num_ctx"] == 4096
+    assert runner["options"]["num_ctx"] == 2048  # v0.30+ keeps the clamped context
+    assert state["version"] == "0.32.15"
     assert state["loads"][0]["reason"] == "cold"
     assert (await post(session, "/_fake/fail_next_load", {"error": "boom"}))[0] == 200
     assert await post(session, "/api/generate", {"model": "tiny"}) == (500, {"error": "boom"})
+    assert await post(session, "/_fake/runtime_oom", {}) == (200, {"expired": 0})  # none idle
     assert (await post(session, "/_fake/delay", {"path_prefix": "/api/ps", "seconds": 1}))[0] == 200
     assert fake._delays == {"/api/ps": 1.0}
     assert all(not r.path.startswith("/_fake") for r in fake.requests)

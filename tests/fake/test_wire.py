@@ -16,7 +16,7 @@ _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?(Z|[+-]\d
 
 async def test_root_and_version(make_fake, client_for) -> None:
     """GET/HEAD / answer text/plain `Ollama is running`; /api/version answers the version."""
-    fake = await make_fake(version="0.24.0")
+    fake = await make_fake(ollama_version="0.24.0")
     session = client_for(fake)
     async with session.get("/") as response:
         assert response.status == 200
@@ -200,7 +200,7 @@ async def test_unknown_model_errors(session, path, body, status, error) -> None:
 
 async def test_show_404_before_v030_uses_name_as_sent(make_fake, client_for) -> None:
     """Emulating v0.24, /api/show's 404 names the model as sent, without a tag."""
-    session = client_for(await make_fake(version="0.24.0"))
+    session = client_for(await make_fake(ollama_version="0.24.0"))
     assert await post(session, "/api/show", {"model": "x"}) == (
         404,
         {"error": "model 'x' not found"},

@@ -6,13 +6,51 @@ texts, last-writer-wins durations, timers that start when the last request ends,
 race (``unload_delay_s`` widens its window), the unload command, serialised FIFO loads that are
 invisible in ``/api/ps`` and aborted by a client disconnect, eviction by shortest keep-alive
 setting then blob path (not LRU) with revival of a draining victim, reloads on load-time option
-differences compared as requested (v0.24, §9), aliases sharing one runner, and ``/api/ps``
-byte-for-byte as a real server prints it.
+differences, aliases sharing one runner, and ``/api/ps`` byte-for-byte as a real server prints it.
 
-Modules: ``wire`` (Go JSON, times, errors, ``keep_alive`` parsing), ``catalog`` (models and
+Modules: ``versions`` (which Ollama it imitates), ``options`` (load-time options and the reload
+rule, pure), ``wire`` (Go JSON, times, errors, ``keep_alive`` parsing), ``catalog`` (models and
 manifests), ``clock`` (scaled, suspendable waits), ``scheduler`` (``server/sched.go``), ``api``
 (the Ollama routes), ``control`` (``/_fake/`` fault routes), ``server`` (:class:`FakeOllama`),
 ``records`` (what tests inspect), ``cli`` (``ollama-keepwarm fake-ollama``).
+
+**Versions.** ``FakeOllama(ollama_version=...)`` and ``fake-ollama --ollama-version`` (default
+0.32.15, the current stable) set what ``/api/version`` says and which rules apply. Everything
+that differs changed in v0.30.0 (the llama-server architecture); the ≤ 0.29 column was checked
+against a real v0.24.0 (reference §9), the ≥ 0.30 one against a real v0.32.15 (§10), both
+against ``server/sched.go`` at those tags. A dev build's ``0.0.0`` counts as the newest.
+
+======================================================  =================  =================
+behaviour                                               up to 0.29         0.30 and later
+======================================================  =================  =================
+``num_ctx`` compared (§4.6)                             as requested       clamped to the
+                                                                           training context
+runner keeps ``num_ctx``                                as requested       as clamped
+both automatic ``num_ctx`` / ``num_batch`` are equal    no                 yes
+automatic ``num_batch``                                 512                512/1024/2048 by
+                                                                           context
+embedding model's default ``num_batch``                 512                min(2048, ctx),
+                                                                           explicit
+``use_mmap`` unset matches the runner's automatic one   (none is chosen)   yes (off on CPU)
+``shift`` must match the runner's (default on,          no (ignored)       yes
+off for deepseek2)
+``main_gpu`` unset differs from 0                       no                 yes
+``draft_num_predict`` is a load option                  no                 yes
+a negative ``num_gpu`` is ignored                       yes                yes
+sampling options, ``keep_alive`` reload                 never              never
+additional model must fit in (§4.4)                     all its layers in  80 % of free VRAM;
+                                                        free VRAM          explicit partial
+                                                                           ``num_gpu`` skips
+out-of-memory load                                      500 at once        evict all others
+                                                                           (lower automatic
+                                                                           ``num_ctx``), retry
+                                                                           once
+runtime OOM (``runtime_oom()``)                         nothing else       every model expires
+loading model absent from ``/api/ps`` (§3.5, §9)        yes (seen: 0.24)   yes
+``/api/show`` 404 names                                 ``x``              ``x:latest``
+``/api/tags`` ``capabilities``, trained lengths         absent             present
+load error texts name the runner                        ``llama runner``   ``llama-server``
+======================================================  =================  =================
 
 **Time.** ``time_scale`` (default 1.0, real time, so any client can use the fake as an Ollama)
 divides every duration the fake *waits for*: keep-alive timers, the default keep-alive, loads
@@ -26,19 +64,16 @@ it is real now + 2^63-1 ns (year ~2318), as Ollama prints it. Measured durations
 
 - 4 (overflowing numeric ``keep_alive``) is implemented as on amd64 (wraps negative, so the model
   unloads when idle) but not separately tested.
-- 30, second half: an OOM during a load with others loaded does evict all and retry once; the
-  automatic ``num_ctx`` lowering on that retry is not modelled (the fake has no KV-cache maths).
-- 31: context-shift, adapters and projectors are not modelled (no ``shift`` field, no LoRA,
-  no vision); v0.30's clamp-before-compare and automatic carry-over are not either: options are
-  compared as requested, which is what the v0.24 server in §9 did.
+- 31: adapters and projectors are not modelled (no LoRA, no vision models).
 - 33: ``OLLAMA_CONTEXT_LENGTH`` is not read; the tiered default follows ``memory_bytes``.
 - 39 (``/api/pull`` streaming): the fake has a fixed catalogue; ``/api/pull`` answers 404.
 - 41 (cloud models): nothing is proxied; cloud names are simply unknown (404), so never listed.
-- 44 (old-version mode): only ``/api/tags`` capabilities and the ``/api/show`` 404 text follow
-  ``version``; no ps stalls, no listing while loading, no pre-v0.2.0 keep-alive reset.
+- 44 (old-version mode): the rules in the table above follow the version; ps stalls and crashes
+  during unloads (before v0.32.4), listing loading models (which §9 did not see on v0.24.0) and
+  the pre-v0.2.0 keep-alive reset are not modelled.
 - MLX models (ps blocking during their load) and image-generation models are not modelled.
-- The memory model is the weights size only (no KV cache for ``num_ctx`` * parallel), and an
-  explicit partial ``num_gpu`` does not skip the 80 % check.
+- The memory model is the weights size only (no KV cache for ``num_ctx`` * parallel, no batch
+  surcharge), and the automatic ``num_batch`` is not lowered to fit memory.
 - One generation slot per runner (``OLLAMA_NUM_PARALLEL`` = 1, the current default).
 """
 
@@ -57,13 +92,16 @@ from ollama_keepwarm.fake.catalog import (
     parse_size,
 )
 from ollama_keepwarm.fake.records import EvictionRecord, LoadRecord, RecordedRequest, RunnerInfo
+from ollama_keepwarm.fake.versions import CURRENT_STABLE, Behaviour, VersionError
 
 if TYPE_CHECKING:
     from ollama_keepwarm.fake.scheduler import OOM_ERROR
     from ollama_keepwarm.fake.server import FakeOllama
 
 __all__ = [
+    "CURRENT_STABLE",
     "OOM_ERROR",
+    "Behaviour",
     "Catalog",
     "CatalogError",
     "CatalogModel",
@@ -73,6 +111,7 @@ __all__ = [
     "Manifest",
     "RecordedRequest",
     "RunnerInfo",
+    "VersionError",
     "default_catalog",
     "load_catalog",
     "parse_size",

@@ -18,6 +18,7 @@ from ollama_keepwarm.core.names import canonical_name
 from ollama_keepwarm.fake.catalog import Catalog, CatalogModel, Manifest
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.scheduler import Runner, Scheduler, SchedulerError
+from ollama_keepwarm.fake.versions import Behaviour
 from ollama_keepwarm.fake.wire import (
     RequestError,
     decode_body,
@@ -41,6 +42,7 @@ _GENERATE_FIELDS: dict[str, tuple[type, ...]] = {
     "options": (dict,),
     "images": (list,),
     "context": (list,),
+    "shift": (bool,),
 }
 _CHAT_FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -48,6 +50,7 @@ _CHAT_FIELDS: dict[str, tuple[type, ...]] = {
     "stream": (bool,),
     "options": (dict,),
     "tools": (list,),
+    "shift": (bool,),
 }
 _EMBED_FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -71,7 +74,10 @@ _WORDS = (
     " The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".",
     " Models", " stay", " warm", " when", " kept", " busy",
 )  # fmt: skip
-_RUNNER_DIED = "llama-server process has terminated: signal: killed"
+_RUNNER_DIED = (
+    "model runner has unexpectedly stopped, this may be due to resource limitations or an "
+    "internal error, check ollama server logs for details"
+)  # what a request in flight gets when its runner dies, in v0.24 and v0.32 alike
 _EMBEDDING_DIMENSIONS = 8
 
 
@@ -120,8 +126,7 @@ class ServerState(Protocol):
     @property
     def seconds_per_token(self) -> float: ...
     @property
-    def version(self) -> str: ...
-    def version_at_least(self, major: int, minor: int) -> bool: ...
+    def behaviour(self) -> Behaviour: ...
 
 
 class OllamaRoutes:
@@ -184,11 +189,11 @@ class OllamaRoutes:
 
     async def version(self, _request: web.Request) -> web.Response:
         """``GET /api/version``."""
-        return json_response(200, {"version": self.fake.version})
+        return json_response(200, {"version": self.fake.behaviour.version})
 
     async def tags(self, _request: web.Request) -> web.Response:
         """``GET /api/tags``: every manifest, newest first; capabilities from v0.30 (§5.3)."""
-        modern = self.fake.version_at_least(0, 30)
+        modern = self.fake.behaviour.tags_capabilities
         models = []
         for manifest in self.fake.catalog.manifests():
             model = manifest.model
@@ -231,7 +236,7 @@ class OllamaRoutes:
         """``POST /api/show``: capabilities, model_info, modelfile with the blob path (§2.5)."""
         body = decode_body(await request.read(), "api.ShowRequest", _SHOW_FIELDS)
         name = body.get("model") or body.get("name") or ""
-        shown = canonical_name(name) if self.fake.version_at_least(0, 30) else name
+        shown = canonical_name(name) if self.fake.behaviour.show_404_normalised else name
         manifest = self._resolve(
             name, RequestError(400, "model is required"), f"model '{shown}' not found"
         )
@@ -317,7 +322,9 @@ class OllamaRoutes:
             )
         if body.get("think") is True and "thinking" not in manifest.model.capabilities:
             raise RequestError(400, f"{go_quote(name)} does not support thinking")
-        runner = await scheduler.acquire(manifest, body.get("options"), keep_alive, request.path)
+        runner = await scheduler.acquire(
+            manifest, body.get("options"), keep_alive, request.path, shift=body.get("shift")
+        )
         load_ns = self._elapsed_ns(started_ns)
         try:
             if not has_input:

@@ -83,7 +83,9 @@ class CatalogModel:
 
     ``size`` is bytes; ``context_length`` is the *training* context (what ``num_ctx`` is clamped
     to); ``parameters`` are the Modelfile ``PARAMETER`` defaults (``num_ctx`` here makes the
-    context explicit, reference §4.6); ``aliases`` are other names over the same weights.
+    context explicit, reference §4.6); ``aliases`` are other names over the same weights;
+    ``block_count`` is the number of transformer layers (a ``num_gpu`` below it + 1 is a partial
+    offload, §4.4).
     """
 
     name: str
@@ -97,6 +99,7 @@ class CatalogModel:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     embedding_length: int = 4096
     template: str = "{{ .Prompt }}"
+    block_count: int = 32
     digest: str = ""
     """Manifest digest of ``name``; empty means sha256 of the canonical name."""
 
@@ -192,6 +195,7 @@ def default_catalog() -> Catalog:
                 "Q4_K_M",
                 aliases=("llama3.1",),
                 parameters=_STOP_LLAMA3,
+                block_count=32,
             ),
             CatalogModel(
                 "qwen2.5-coder:7b",
@@ -203,6 +207,7 @@ def default_catalog() -> Catalog:
                 "Q4_K_M",
                 parameters={"stop": ["<|im_start|>", "<|im_end|>"]},
                 embedding_length=3584,
+                block_count=28,
             ),
             CatalogModel(
                 "nomic-embed-text",
@@ -215,6 +220,7 @@ def default_catalog() -> Catalog:
                 parameters={"num_ctx": 8192},
                 embedding_length=768,
                 template="",
+                block_count=12,
             ),
             CatalogModel(
                 "llama3.2:3b",
@@ -227,6 +233,7 @@ def default_catalog() -> Catalog:
                 aliases=("llama3.2",),
                 parameters=_STOP_LLAMA3,
                 embedding_length=3072,
+                block_count=28,
             ),
             CatalogModel(
                 "llama3.3:70b",
@@ -239,6 +246,7 @@ def default_catalog() -> Catalog:
                 aliases=("llama3.3",),
                 parameters=_STOP_LLAMA3,
                 embedding_length=8192,
+                block_count=80,
             ),
             CatalogModel(
                 "tiny",
@@ -251,6 +259,18 @@ def default_catalog() -> Catalog:
                 embedding_length=256,
                 # The real manifest digest of the model in /work/shared/ollama-captures.
                 digest="fc92edf79514f22aa74ac1e6e20c1b855929874dc89b07a469be823cd4ee60f8",
+            ),
+            # The captures' second model (711M parameters, "1.4 GB", training context 2048).
+            # Not captured, so made up: the size (711M F16 weights), the digest, the embedding
+            # length and the block count (the defaults).
+            CatalogModel(
+                "medium",
+                1_422_000_000,
+                ("completion",),
+                2048,
+                "llama",
+                "711M",
+                "F16",
             ),
         ]
     )
@@ -281,6 +301,7 @@ def _model_from_toml(entry: Mapping[str, Any]) -> CatalogModel:
         "parameters",
         "embedding_length",
         "template",
+        "block_count",
         "digest",
     }
     unknown = sorted(set(entry) - known)
@@ -301,6 +322,7 @@ def _model_from_toml(entry: Mapping[str, Any]) -> CatalogModel:
         parameters=parameters,
         embedding_length=int(entry.get("embedding_length", 4096)),
         template=str(entry.get("template", "{{ .Prompt }}")),
+        block_count=int(entry.get("block_count", 32)),
         digest=str(entry.get("digest", "")),
     )
 

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ollama_keepwarm.fake.catalog import CatalogError, default_catalog, load_catalog, parse_size
+from ollama_keepwarm.fake.versions import CURRENT_STABLE, VersionError, parse_version
 
 if TYPE_CHECKING:
     from ollama_keepwarm.fake.server import FakeOllama
@@ -52,7 +53,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--time-scale", type=float, default=1.0, metavar="X", help="divide every wait by X"
     )
-    parser.add_argument("--ollama-version", default="0.33.0", help="what /api/version reports")
+    parser.add_argument(
+        "--ollama-version",
+        default=CURRENT_STABLE,
+        metavar="X.Y.Z",
+        help=f"the Ollama to imitate: its /api/version and its rules ({CURRENT_STABLE}; "
+        "before 0.30.0 the old reload, memory and OOM rules)",
+    )
     parser.add_argument("--unload-delay", type=float, default=0.0, metavar="S")
     parser.add_argument("--seconds-per-token", type=float, default=0.01, metavar="S")
     parser.set_defaults(run=run)
@@ -74,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         catalog = load_catalog(args.catalog) if args.catalog else default_catalog()
         memory_bytes = parse_size(args.memory)
-    except (OSError, CatalogError, ValueError) as error:
+        parse_version(args.ollama_version)
+    except (OSError, CatalogError, VersionError, ValueError) as error:
         print(f"fake-ollama: {error}", file=sys.stderr)
         return 2
     keep_alive = args.default_keep_alive
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         default_keep_alive=keep_alive,
         load_seconds_per_gb=args.load_seconds_per_gb,
         time_scale=args.time_scale,
-        version=args.ollama_version,
+        ollama_version=args.ollama_version,
         unload_delay_s=args.unload_delay,
         seconds_per_token=args.seconds_per_token,
     )
@@ -109,7 +117,7 @@ async def _serve(fake: FakeOllama, host: str, port: int) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await fake.start(host=host, port=port)
-    log.info("fake ollama %s listening on %s", fake.version, fake.url)
+    log.info("fake ollama %s listening on %s", fake.ollama_version, fake.url)
     try:
         await stop.wait()
     finally:

@@ -71,7 +71,7 @@ class FaultTarget(Protocol):
     async def suspend(self, seconds: float, gpu_lost: bool = False) -> None: ...
     def fail_next_load(self, error: str | None = None, times: int = 1) -> None: ...
     def set_delay(self, path_prefix: str, seconds: float | None) -> None: ...
-    def runtime_oom(self) -> None: ...
+    def runtime_oom(self) -> int: ...
     async def unload(self, name: str) -> bool: ...
 
 
@@ -145,9 +145,8 @@ class ControlRoutes:
         return json_response(200, {"path_prefix": prefix, "seconds": body.get("seconds")})
 
     async def runtime_oom(self, _request: web.Request) -> web.Response:
-        """Expire every runner."""
-        self.fake.runtime_oom()
-        return json_response(200, {"status": "expired"})
+        """A generation ran out of memory: v0.30+ expires every runner; say how many."""
+        return json_response(200, {"expired": self.fake.runtime_oom()})
 
     async def unload(self, request: web.Request) -> web.Response:
         """Send the unload command for one model."""

@@ -41,11 +41,15 @@ class RunnerInfo:
     size: int
     digest: str
     context_length: int
+    context_shift: bool = True
 
 
 @dataclass
 class LoadRecord:
-    """One load attempt. ``finished`` is ``None`` while it runs; ``ok`` tells how it ended."""
+    """One load attempt. ``finished`` is ``None`` while it runs; ``ok`` tells how it ended.
+
+    ``changed`` says what made a reload, e.g. ``num_ctx 2048 -> 1024`` (empty for cold loads).
+    """
 
     model: str
     reason: LoadReason
@@ -54,6 +58,7 @@ class LoadRecord:
     finished: datetime | None = None
     ok: bool = False
     error: str = ""
+    changed: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The rules are the reference's (§1.3, §4), including the awkward ones a keep-warm daemon must
 survive: last-writer-wins ``keep_alive``, a timer that only starts when the last request ends,
 the stale-expiry race, eviction by shortest keep-alive *setting* then blob path (not LRU),
-revival of a draining victim, and reloads when load-time options differ as requested (v0.24).
+revival of a draining victim. Where versions differ (reload rules, memory fitting, OOM paths) it
+asks its :class:`~ollama_keepwarm.fake.versions.Behaviour`; the option rules are in ``options``.
 
 Two tasks do the work, like Go's two goroutines: :meth:`Scheduler._process_pending` takes queued
 requests one at a time (so loads are serialised, FIFO), and :meth:`Scheduler._process_expired`
@@ -19,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollama_keepwarm.core.durations import INFINITE_NS, NS_PER_SECOND
-from ollama_keepwarm.fake.catalog import Manifest
+from ollama_keepwarm.fake import options as load_options
+from ollama_keepwarm.fake.catalog import CatalogModel, Manifest
 from ollama_keepwarm.fake.clock import Clock
+from ollama_keepwarm.fake.options import LoadOptions
 from ollama_keepwarm.fake.records import (
     EvictionRecord,
     LoadReason,
@@ -28,9 +31,9 @@ from ollama_keepwarm.fake.records import (
     RunnerInfo,
     wall_datetime,
 )
+from ollama_keepwarm.fake.versions import CURRENT_STABLE, Behaviour
 
 __all__ = [
-    "LOAD_OPTION_KEYS",
     "OOM_ERROR",
     "LoadFailure",
     "Runner",
@@ -38,19 +41,8 @@ __all__ = [
     "SchedulerError",
 ]
 
-LOAD_OPTION_KEYS = (
-    "num_ctx",
-    "num_batch",
-    "num_gpu",
-    "main_gpu",
-    "use_mmap",
-    "num_thread",
-    "draft_num_predict",
-)
-"""The ``api.Runner`` fields whose difference forces a reload (§4.6)."""
-
-OOM_ERROR = "llama-server reported out-of-memory during startup: cudaMalloc failed: out of memory"
-"""What a failed load says when the GPU ran out of memory (§2.6)."""
+OOM_ERROR = Behaviour.for_version(CURRENT_STABLE).oom_error
+"""What a load that ran out of GPU memory says in the current stable version (§2.6)."""
 
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 _UNLOAD_RETRY_S = 0.01  # Go retries an expired-but-busy runner every 10 ms (real time)
@@ -68,10 +60,22 @@ class SchedulerError(Exception):
 
 @dataclass(frozen=True)
 class LoadFailure:
-    """An injected load failure; ``oom`` ones trigger Ollama's evict-all-and-retry-once (§4.4)."""
+    """An injected load failure; ``None`` is the version's out-of-memory text.
 
-    message: str = OOM_ERROR
-    oom: bool = True
+    From v0.30 an out-of-memory one (its text says so, as ``llm.IsOutOfMemory`` checks) makes
+    Ollama evict all other models and retry once (§4.4).
+    """
+
+    message: str | None = None
+
+    def text(self, behaviour: Behaviour) -> str:
+        """Return the error the client gets."""
+        return behaviour.oom_error if self.message is None else self.message
+
+    @property
+    def oom(self) -> bool:
+        """Tell whether Ollama would take this for an out-of-memory error."""
+        return self.message is None or "out of memory" in self.message.lower()
 
 
 @dataclass(eq=False)
@@ -79,10 +83,9 @@ class Runner:
     """One loaded model: the child process Ollama would run, keyed by weights blob."""
 
     manifest: Manifest
-    options: dict[str, Any]
+    options: LoadOptions
     keep_alive_ns: int
     size_vram: int
-    context_length: int
     ref_count: int = 1
     expires_at_ns: int | None = None
     """``None`` is Go's zero ``expiresAt``: ps shows now + d until the first request ends."""
@@ -101,15 +104,33 @@ class Runner:
         """The name the runner was loaded under; ``/api/ps`` keeps showing it."""
         return self.manifest.name
 
+    @property
+    def context_length(self) -> int:
+        """What ps shows: the runner's ``num_ctx`` clamped to the training context (§3.1)."""
+        return min(self.options.num_ctx, self.manifest.model.context_length)
+
 
 @dataclass(eq=False)
 class _Pending:
     manifest: Manifest
-    options: dict[str, Any]
+    options: LoadOptions
     keep_alive_ns: int | None
     path: str
     future: asyncio.Future[Runner]
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _offloaded_bytes(options: LoadOptions, model: CatalogModel) -> int:
+    """The weights a load puts on the GPU: all for ``num_gpu`` < 0, else that many layers."""
+    layers = model.block_count + 1  # the output layer counts as one, as in Ollama
+    if options.num_gpu < 0 or options.num_gpu >= layers:
+        return model.size
+    return model.size * options.num_gpu // layers
+
+
+def _partial_offload(options: LoadOptions, model: CatalogModel) -> bool:
+    """``explicitPartialGPUOffload``: 0 < ``num_gpu`` < the model's layers + 1."""
+    return 0 < options.num_gpu < model.block_count + 1
 
 
 def default_num_ctx(memory_bytes: int) -> int:
@@ -119,14 +140,6 @@ def default_num_ctx(memory_bytes: int) -> int:
     if memory_bytes >= 23 * _GIB:
         return 32768
     return 4096
-
-
-def _coerce_option(key: str, value: Any) -> Any:
-    if key == "use_mmap":
-        return bool(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    return value
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> int:
@@ -147,6 +160,7 @@ class Scheduler:
     def __init__(
         self,
         *,
+        behaviour: Behaviour,
         clock: Clock,
         max_loaded: int,
         memory_bytes: int,
@@ -158,6 +172,7 @@ class Scheduler:
         evictions: list[EvictionRecord],
         load_failures: deque[LoadFailure],
     ) -> None:
+        self.behaviour = behaviour
         self.clock = clock
         self.max_loaded = max_loaded
         self.memory_bytes = memory_bytes
@@ -202,23 +217,22 @@ class Scheduler:
     # --- requests -------------------------------------------------------------------------
 
     def options_for(
-        self, manifest: Manifest, requested: Mapping[str, Any] | None
-    ) -> dict[str, Any]:
+        self,
+        manifest: Manifest,
+        requested: Mapping[str, Any] | None,
+        shift: bool | None = None,
+    ) -> LoadOptions:
         """Return the load-time options a request asks for: defaults, Modelfile, then request."""
-        options: dict[str, Any] = {
-            "num_ctx": self.default_num_ctx,
-            "num_batch": 512,
-            "num_gpu": -1,
-            "main_gpu": 0,
-            "use_mmap": None,
-            "num_thread": 0,
-            "draft_num_predict": 0,
-        }
-        for source in (manifest.model.parameters, requested or {}):
-            for key in LOAD_OPTION_KEYS:
-                if source.get(key) is not None:
-                    options[key] = _coerce_option(key, source[key])
-        return options
+        model = manifest.model
+        return load_options.requested(
+            self.behaviour,
+            default_num_ctx=self.default_num_ctx,
+            modelfile=model.parameters,
+            options=requested,
+            shift=shift,
+            family=model.family,
+            embedding="embedding" in model.capabilities,
+        )
 
     async def acquire(
         self,
@@ -226,16 +240,18 @@ class Scheduler:
         requested_options: Mapping[str, Any] | None,
         keep_alive_ns: int | None,
         path: str,
+        shift: bool | None = None,
     ) -> Runner:
         """Return a runner for ``manifest`` with one more reference; load it if needed.
 
         A loaded runner with matching options is used at once (no queue, no 503, §4.2).
         Otherwise the request joins the FIFO queue; cancelling the caller aborts its load (§2.6).
+        ``shift`` is the request's context-shift field (generate and chat only).
 
         Raises:
             SchedulerError: 503 when the queue is full, 500 when the load fails.
         """
-        options = self.options_for(manifest, requested_options)
+        options = self.options_for(manifest, requested_options, shift)
         runner = self.loaded.get(manifest.model.blob)
         if runner is not None and self._reload_reason(runner, options) is None:
             self._use(runner, keep_alive_ns)
@@ -278,10 +294,18 @@ class Scheduler:
         self._mark_for_unload(runner)
         return True
 
-    def expire_all(self) -> None:
-        """Expire every runner once idle, as after a runtime OOM (§4.4 item 5)."""
-        for runner in list(self.loaded.values()):
+    def runtime_oom(self) -> int:
+        """A generation ran out of memory: from v0.30 expire every runner once idle (§4.4).
+
+        Returns how many runners were expired (none before v0.30, where only the failing
+        request saw the error).
+        """
+        if not self.behaviour.runtime_oom_expires_all:
+            return 0
+        runners = list(self.loaded.values())
+        for runner in runners:
             self._mark_for_unload(runner)
+        return len(runners)
 
     def crash(self, manifest: Manifest) -> bool:
         """Kill a runner's process: it stays listed, unchanged, until its next request (§4.8)."""
@@ -322,7 +346,8 @@ class Scheduler:
         return [
             RunnerInfo(
                 name=runner.name,
-                options=dict(runner.options),
+                options=runner.options.as_dict(),
+                context_shift=runner.options.context_shift,
                 keep_alive_ns=runner.keep_alive_ns,
                 expires_at=wall_datetime(expires),
                 busy=runner.ref_count,
@@ -359,17 +384,14 @@ class Scheduler:
         if runner.ref_count <= 0:
             self._expired.put_nowait(runner)
 
-    def _reload_reason(self, runner: Runner, options: Mapping[str, Any]) -> LoadReason | None:
-        """Return why ``runner`` cannot serve ``options`` (``needsReload``), or ``None``."""
+    def _reload_reason(self, runner: Runner, options: LoadOptions) -> tuple[LoadReason, str] | None:
+        """Return why ``runner`` cannot serve ``options`` (``needsReload``) and what differs."""
         if runner.crashed:
-            return "repair"  # the health ping fails
-        for key in LOAD_OPTION_KEYS:
-            new = options.get(key)
-            if key == "num_gpu" and isinstance(new, int) and new < 0:
-                continue
-            if new != runner.options.get(key):
-                return "reload"
-        return None
+            return "repair", "runner not responding"  # the health ping fails
+        changed = load_options.reload_reason(
+            self.behaviour, runner.options, options, train_ctx=runner.manifest.model.context_length
+        )
+        return None if changed is None else ("reload", changed)
 
     async def _expire_after(self, runner: Runner, duration_ns: int) -> None:
         await self.clock.sleep(duration_ns / NS_PER_SECOND)
@@ -381,12 +403,29 @@ class Scheduler:
         ordered = sorted(candidates, key=lambda r: (r.keep_alive_ns, r.manifest.model.blob_path))
         return next((r for r in ordered if r.ref_count <= 0), ordered[0])
 
+    def _on_cpu(self, options: LoadOptions) -> bool:
+        """No GPU for this load: a CPU-only host, a lost GPU, or ``num_gpu`` 0 (§4.4)."""
+        return self.memory_bytes <= 0 or self.gpu_lost or options.num_gpu == 0
+
+    def _free_vram(self) -> int:
+        return max(0, self.memory_bytes - sum(r.size_vram for r in self.loaded.values()))
+
     def _fits(self, pending: _Pending) -> bool:
-        """Apply the 80 % rule for an additional model; CPU-only hosts have no pre-check."""
-        if not self.loaded or self.memory_bytes <= 0 or self.gpu_lost:
+        """Tell whether an additional model may load beside the others without an eviction.
+
+        From v0.30 the pre-flight check wants the prediction (here: the weights) within 80 % of
+        the free VRAM, and an explicit partial ``num_gpu`` skips it; before, the layers asked for
+        (all of them for ``num_gpu`` < 0) had to fit in the free VRAM. The first model and
+        CPU loads always go ahead.
+        """
+        if not self.loaded or self._on_cpu(pending.options):
             return True
-        used = sum(runner.size_vram for runner in self.loaded.values())
-        return pending.manifest.model.size <= 0.8 * (self.memory_bytes - used)
+        model = pending.manifest.model
+        if self.behaviour.preflight_80_percent:
+            if _partial_offload(pending.options, model):
+                return True
+            return model.size <= 0.8 * self._free_vram()
+        return _offloaded_bytes(pending.options, model) <= self._free_vram()
 
     def _record_eviction(self, victim: Runner, pending: _Pending, reason: Any) -> None:
         self._evictions.append(
@@ -414,6 +453,7 @@ class Scheduler:
 
     async def _serve(self, pending: _Pending) -> None:
         reason: LoadReason = "cold"
+        changed = ""
         while not pending.future.done():
             runner = self.loaded.get(pending.manifest.model.blob)
             if runner is not None:
@@ -422,12 +462,12 @@ class Scheduler:
                     self._use(runner, pending.keep_alive_ns)
                     pending.future.set_result(runner)
                     return
-                reason, victim = why, runner
+                (reason, changed), victim = why, runner
             elif len(self.loaded) >= self.max_loaded:
                 victim = self._find_victim(self.loaded.values())
                 self._record_eviction(victim, pending, "count")
             elif self._fits(pending):
-                await self._load(pending, reason)
+                await self._load(pending, reason, changed)
                 return
             else:
                 victim = self._find_victim(self.loaded.values())
@@ -436,8 +476,12 @@ class Scheduler:
             self._mark_for_unload(victim)
             await self._wait_for_unload(pending)
 
-    async def _load(self, pending: _Pending, reason: LoadReason) -> None:
-        """Load one model, taking size times ``load_seconds_per_gb``; abort if the client leaves."""
+    async def _load(self, pending: _Pending, reason: LoadReason, changed: str) -> None:
+        """Load one model, taking size times ``load_seconds_per_gb``; abort if the client leaves.
+
+        An out-of-memory failure is retried once from v0.30: with a lower automatic
+        ``num_ctx`` if there is one, after evicting every other model if any is loaded (§4.4).
+        """
         self.loading = pending
         model = pending.manifest.model
         record = LoadRecord(
@@ -445,6 +489,7 @@ class Scheduler:
             reason=reason,
             requested_by=pending.path,
             started=wall_datetime(self.clock.wall_ns()),
+            changed=changed,
         )
         self._loads.append(record)
         retried = False
@@ -456,15 +501,21 @@ class Scheduler:
             failure = self._load_failures.popleft() if self._load_failures else None
             if failure is None:
                 break
-            if failure.oom and self.loaded and not retried:
-                retried = True
-                await self._evict_all(pending)
-                if pending.gone.is_set():
-                    self._finish(record, "context canceled")
-                    return
-                continue
-            self._finish(record, failure.message)
-            pending.future.set_exception(SchedulerError(500, failure.message))
+            if failure.oom and self.behaviour.oom_load_evicts_all and not retried:
+                lowered = load_options.lower_automatic_context(
+                    pending.options, model.context_length
+                )
+                if lowered is not None or self.loaded:
+                    retried = True
+                    pending.options = lowered or pending.options
+                    await self._evict_all(pending)
+                    if pending.gone.is_set():
+                        self._finish(record, "context canceled")
+                        return
+                    continue
+            message = failure.text(self.behaviour)
+            self._finish(record, message)
+            pending.future.set_exception(SchedulerError(500, message))
             return
         self._place(pending)
         self._finish(record, "")
@@ -479,19 +530,23 @@ class Scheduler:
 
     def _place(self, pending: _Pending) -> None:
         model = pending.manifest.model
-        if self.memory_bytes <= 0 or self.gpu_lost:
-            size_vram = 0
-        elif not self.loaded:
-            size_vram = min(model.size, self.memory_bytes)  # best fit: the rest on the CPU
-        else:
-            size_vram = model.size
+        on_cpu = self._on_cpu(pending.options)
+        # Best fit: the layers asked for, as many as the free VRAM holds; the rest on the CPU.
+        wanted = _offloaded_bytes(pending.options, model)
+        size_vram = 0 if on_cpu else min(wanted, self._free_vram())
         keep_alive = pending.keep_alive_ns
+        kept = load_options.at_load(
+            self.behaviour,
+            pending.options,
+            train_ctx=model.context_length,
+            completion=not model.is_embedding_only,
+            on_cpu=on_cpu,
+        )
         runner = Runner(
             manifest=pending.manifest,
-            options=pending.options,
+            options=kept,
             keep_alive_ns=self.default_keep_alive_ns if keep_alive is None else keep_alive,
             size_vram=size_vram,
-            context_length=max(4, min(int(pending.options["num_ctx"]), model.context_length)),
         )
         self.loaded[runner.key] = runner
         pending.future.set_result(runner)

@@ -29,12 +29,8 @@ from ollama_keepwarm.fake.records import (
     RunnerInfo,
     wall_datetime,
 )
-from ollama_keepwarm.fake.scheduler import (
-    OOM_ERROR,
-    LoadFailure,
-    Scheduler,
-    SchedulerError,
-)
+from ollama_keepwarm.fake.scheduler import LoadFailure, Scheduler, SchedulerError
+from ollama_keepwarm.fake.versions import CURRENT_STABLE, Behaviour
 from ollama_keepwarm.fake.wire import RequestError, format_local_time, parse_env_keep_alive
 
 __all__ = ["FakeOllama"]
@@ -55,15 +51,6 @@ def _keep_alive_ns(value: str | float) -> int:
     return int(value * NS_PER_SECOND)
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for part in version.lstrip("v").split("-")[0].split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
-
-
 def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text, content_type="text/plain", charset="utf-8")
 
@@ -72,7 +59,11 @@ class FakeOllama:
     """An in-process Ollama stand-in; see the package docstring for what it models.
 
     Every duration it waits for (model time) is divided by ``time_scale``; the times it
-    reports are real wall clock.
+    reports are real wall clock. ``ollama_version`` is what ``/api/version`` says and decides
+    every version-dependent rule (:class:`~ollama_keepwarm.fake.versions.Behaviour`).
+
+    Raises:
+        VersionError: ``ollama_version`` is not MAJOR.MINOR.PATCH.
     """
 
     def __init__(
@@ -83,7 +74,7 @@ class FakeOllama:
         default_keep_alive: str | float = "5m",
         load_seconds_per_gb: float = 1.0,
         time_scale: float = 1.0,
-        version: str = "0.33.0",
+        ollama_version: str = CURRENT_STABLE,
         unload_delay_s: float = 0.0,
         seconds_per_token: float = 0.01,
         max_queue: int = 512,
@@ -94,7 +85,7 @@ class FakeOllama:
         self.default_keep_alive_ns = _keep_alive_ns(default_keep_alive)
         self.load_seconds_per_gb = load_seconds_per_gb
         self.clock = Clock(time_scale)
-        self.version = version
+        self.behaviour = Behaviour.for_version(ollama_version)
         self.unload_delay_s = unload_delay_s
         self.seconds_per_token = seconds_per_token
         self.max_queue = max_queue
@@ -153,9 +144,10 @@ class FakeOllama:
     ) -> None:
         await self.stop()
 
-    def version_at_least(self, major: int, minor: int) -> bool:
-        """Tell whether the emulated version is at least ``major.minor`` (dev builds are 0.0.0)."""
-        return _version_tuple(self.version) >= (major, minor)
+    @property
+    def ollama_version(self) -> str:
+        """The version the fake reports and imitates."""
+        return self.behaviour.version
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -214,11 +206,11 @@ class FakeOllama:
     def fail_next_load(self, error: str | None = None, times: int = 1) -> None:
         """Make the next ``times`` load attempts fail with 500.
 
-        ``None`` is Ollama's out-of-memory text; like Ollama, an OOM with other models loaded
-        evicts them all and retries once (§4.4), so use ``times=2`` to see the 500 then.
+        ``None`` is the version's out-of-memory text. From v0.30 an out-of-memory failure (any
+        text containing "out of memory") is retried once after evicting every other model, or
+        with a lower automatic ``num_ctx`` (§4.4), so use ``times=2`` to see the 500 then.
         """
-        failure = LoadFailure() if error is None else LoadFailure(error, oom=error == OOM_ERROR)
-        self._load_failures.extend([failure] * times)
+        self._load_failures.extend([LoadFailure(error)] * times)
 
     def set_delay(self, path_prefix: str, seconds: float | None) -> None:
         """Delay requests whose path starts with ``path_prefix``; ``inf`` hangs, ``None`` clears."""
@@ -227,9 +219,12 @@ class FakeOllama:
         else:
             self._delays[path_prefix] = seconds
 
-    def runtime_oom(self) -> None:
-        """Expire every runner once idle, as after an OOM during generation (§4.4)."""
-        self.scheduler.expire_all()
+    def runtime_oom(self) -> int:
+        """A generation ran out of memory: from v0.30 every runner expires once idle (§4.4).
+
+        Returns how many runners were expired (0 before v0.30).
+        """
+        return self.scheduler.runtime_oom()
 
     async def unload(self, name: str) -> bool:
         """Send the unload command for ``name`` (another client's ``keep_alive: 0``).
@@ -255,7 +250,8 @@ class FakeOllama:
             runners.append(
                 {
                     "name": runner.name,
-                    "options": runner.options,
+                    "options": runner.options.as_dict(),
+                    "context_shift": runner.options.context_shift,
                     "keep_alive": format_go_duration(runner.keep_alive_ns),
                     "keep_alive_ns": runner.keep_alive_ns,
                     "expires_at": format_local_time(expires_ns),
@@ -267,6 +263,7 @@ class FakeOllama:
         loading = self.scheduler.loading
         return {
             "now": format_local_time(now),
+            "version": self.ollama_version,
             "phase": self.phase,
             "runners": runners,
             "loading": loading.manifest.name if loading is not None else None,
@@ -279,6 +276,7 @@ class FakeOllama:
                     "finished": r.finished.isoformat() if r.finished else None,
                     "ok": r.ok,
                     "error": r.error,
+                    "changed": r.changed,
                 }
                 for r in self.loads
             ],
@@ -313,6 +311,7 @@ class FakeOllama:
 
     def _new_scheduler(self) -> Scheduler:
         return Scheduler(
+            behaviour=self.behaviour,
             clock=self.clock,
             max_loaded=self.max_loaded,
             memory_bytes=self.memory_bytes,

@@ -89,7 +89,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, reach Ollama, and print what the keeper would do now."""
     config = _config_or_exit(args)
-    print(f"config {config.source}: ok, {len(config.models)} models")
+    print(f"config {config.source or 'from the environment'}: ok, {len(config.models)} models")
     from ollama_keepwarm.commands.oneshot import check
 
     reached, problems, lines = asyncio.run(check(config, args.timeout, _say))

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ollama_keepwarm.core import envconfig
 from ollama_keepwarm.core.durations import (
     INFINITE_NS,
     NS_PER_SECOND,
@@ -449,27 +450,44 @@ def parse_config(
     return Config(ollama=ollama, daemon=daemon, http=http, models=models, source=source)
 
 
-def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate ``path``.
+def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate ``path`` laid over the ``OLLAMA_KEEPWARM_*`` environment.
+
+    ``path`` None means the environment alone (a container). The file wins key by key, and
+    its ``[[models]]`` as a whole; an error in a value from the environment names the variable
+    (``core/envconfig.py``).
 
     Raises:
         ConfigError: unreadable file, TOML syntax error, or an invalid value.
     """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                raw = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
-    return parse_config(raw, source=path, environ=environ)
+        merged, layer = envconfig.read_env(env).beneath(raw)
+    except envconfig.EnvError as exc:
+        raise ConfigError(exc.variable, exc.reason) from None
+    try:
+        return parse_config(merged, source=path, environ=env)
+    except ConfigError as exc:
+        raise ConfigError(*layer.explain(exc.key, exc.reason)) from None
 
 
-def find_config(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+def find_config(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
     """Pick the config file: ``-c``, then ``$OLLAMA_KEEPWARM_CONFIG``, then the search path.
 
+    None when no file is named or found but ``$OLLAMA_KEEPWARM_MODELS`` is set: the
+    environment alone is the configuration (a container).
+
     Raises:
-        ConfigError: when nothing was named and no file exists on the search path.
+        ConfigError: when nothing was named, no file exists and the environment names no model.
     """
     env = os.environ if environ is None else environ
     named = explicit or env.get("OLLAMA_KEEPWARM_CONFIG")
@@ -478,5 +496,11 @@ def find_config(explicit: str | None, environ: Mapping[str, str] | None = None) 
     for candidate in SEARCH_PATH:
         if candidate.is_file():
             return candidate
+    if env.get(envconfig.MODELS_VAR, "").strip():
+        return None
     searched = ", ".join(str(p) for p in SEARCH_PATH)
-    raise ConfigError("", f"no config file found (looked for {searched}); pass -c FILE")
+    raise ConfigError(
+        "",
+        f"no config file found (looked for {searched}) and ${envconfig.MODELS_VAR} is not set;"
+        f" pass -c FILE or set {envconfig.MODELS_VAR}",
+    )

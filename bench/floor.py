@@ -10,10 +10,12 @@ loaded again, less the cold threshold:
 
 *Fastest detection* is 0 s for every kind: an ``ExecStartPost=`` runs as Ollama starts,
 logind announces a resume, a watcher could see an eviction at once. The loads that must come
-first are the 70B's, for the other client's load (Ollama loads one model at a time, §4.3 of the
-reference); a keeper's own other models are not counted, as if each request's model were the
-only one kept. Both choices make the floor as low as it can honestly be, so ``cold >= floor``
-for every strategy, and ``cold - floor`` is what a strategy could still have saved.
+first are the 70B's, for the other client's load, and the kept models loaded before this one:
+Ollama loads one model at a time (§4.3 of the reference), so after each loss the kept models
+come back one after the other, and the floor takes whichever order leaves the fewest cold
+requests in that window. These choices make the floor as low as it can honestly be, so
+``cold >= floor`` for every strategy, and ``cold - floor`` is what a strategy could still have
+saved.
 
 A request that arrives while Ollama is down is always in the floor (the bench's client retries
 it until Ollama answers, and counts it cold: its user waited for a start-up).
@@ -25,7 +27,8 @@ others" column counts that side).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.traces import BIG_MODEL, Disruption, DisruptionKind, Request, Trace, load_seconds
@@ -36,6 +39,8 @@ COLD_THRESHOLD_S = 1.5
 """A request is cold when it waited longer than this (trace seconds) for a load. The smallest
 kept model loads in 2.0 s; a warm reply reports ~0.01 s, but an OS scheduling stall inside the
 fake's handler counts too, and 10 ms of real time is 1.2 trace seconds at x120."""
+
+_MAX_PERMUTED = 6
 
 DETECTION_S: Mapping[str, float] = {"start": 0.0, "restart": 0.0, "suspend": 0.0, "eviction": 0.0}
 """The fastest any keeper could notice each kind of loss, in trace seconds (see above)."""
@@ -56,17 +61,32 @@ class Window:
     ahead_s: float = 0.0
     down: bool = False
 
-    def closes_s(self, model: str) -> float:
-        """Return when a request for ``model`` can first be warm (within the threshold)."""
-        ready = self.lost_s + DETECTION_S[self.kind] + self.ahead_s + load_seconds(model)
+    def closes_s(self, model: str, order: Sequence[str] | None = None) -> float:
+        """Return when a request for ``model`` can first be warm (within the threshold).
+
+        ``order`` is the order the kept models are loaded again in (default: ``models``).
+        """
+        order = self.models if order is None else order
+        loads = sum(load_seconds(m) for m in order[: order.index(model) + 1])
+        ready = self.lost_s + DETECTION_S[self.kind] + self.ahead_s + loads
         closes = ready - COLD_THRESHOLD_S
         return max(closes, self.lost_s) if self.down else closes
 
-    def holds(self, request: Request) -> bool:
-        """Tell whether ``request`` is unavoidably cold because of this window."""
+    def holds(self, request: Request, order: Sequence[str] | None = None) -> bool:
+        """Tell whether ``request`` is unavoidably cold here, with models loaded in ``order``."""
         return request.model in self.models and self.opens_s <= request.at_s < self.closes_s(
-            request.model
+            request.model, order
         )
+
+    def unavoidable(self, requests: Sequence[Request]) -> tuple[Request, ...]:
+        """Return the requests cold here whatever order a keeper loads its models in."""
+        if len(self.models) > _MAX_PERMUTED:  # too many orders: each model as if loaded first
+            return tuple(r for r in requests if self.holds(r, (r.model,)))
+        options = [
+            tuple(r for r in requests if self.holds(r, order))
+            for order in itertools.permutations(self.models)
+        ]
+        return min(options, key=len)
 
 
 def _restart(d: Disruption, models: tuple[str, ...]) -> Window:
@@ -106,5 +126,6 @@ def windows(trace: Trace) -> tuple[Window, ...]:
 
 def floor(trace: Trace) -> tuple[Request, ...]:
     """Return the main requests of ``trace`` that no keeper could have served warm."""
-    found = windows(trace)
-    return tuple(r for r in trace.main_requests if any(w.holds(r) for w in found))
+    main = trace.main_requests
+    held = {id(r) for w in windows(trace) for r in w.unavoidable(main)}
+    return tuple(r for r in main if id(r) in held)

@@ -12,16 +12,23 @@ from bench.floor import floor, windows
 from bench.traces import BIG_MODEL, Disruption, Request, Trace
 
 M = "llama3.1:8b"
+S = "llama3.2:3b"  # 2.02 s
 
 
-def _trace(at: list[float], disruptions: list[Disruption], other: list[float]) -> Trace:
+def _trace(
+    at: list[float],
+    disruptions: list[Disruption],
+    other: list[float],
+    small: tuple[float, ...] = (),
+) -> Trace:
     requests = [Request(t, M, 1) for t in at] + [Request(t, BIG_MODEL, 5, "other") for t in other]
+    requests += [Request(t, S, 1) for t in small]
     return Trace(
         "t",
         "test",
         0,
         10_000.0,
-        (M,),
+        (M, S) if small else (M,),
         tuple(sorted(requests, key=lambda r: r.at_s)),
         tuple(disruptions),
     )
@@ -47,6 +54,12 @@ def test_floor(
 ) -> None:
     """A request is in the floor when it came before loss + loads ahead + its load - 1.5 s."""
     assert [r.at_s for r in floor(_trace(at, disruptions, other))] == expected
+
+
+def test_two_kept_models_load_one_after_the_other_in_the_kindest_order() -> None:
+    """Back at 120 s: 8B first spares the 8B request, 3B first spares both 3B ones: it wins."""
+    trace = _trace([124.0], [RESTART], [], small=(121.0, 122.0))
+    assert [(r.at_s, r.model) for r in floor(trace)] == [(124.0, M)]
 
 
 def test_windows_name_every_loss_in_time_order() -> None:

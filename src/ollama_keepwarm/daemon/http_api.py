@@ -7,32 +7,30 @@ every kept model that is not paused or held back is resident.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
 
-from ollama_keepwarm.daemon.metrics import CONTENT_TYPE
+from ollama_keepwarm.daemon.metrics import CONTENT_TYPE, StatusSource
 
-if TYPE_CHECKING:
-    from ollama_keepwarm.daemon.keeper import Keeper
-
-__all__ = ["make_app", "serve"]
+__all__ = ["Exposition", "make_app", "serve"]
 
 _log = structlog.get_logger("ollama_keepwarm")
-KEEPER = web.AppKey("keeper", object)
+
+Exposition = Callable[[], bytes]
+"""The Prometheus text of the keeper's metrics."""
 
 
-def make_app(keeper: Keeper) -> web.Application:
-    """Build the aiohttp application over a running keeper."""
+def make_app(read_status: StatusSource, read_metrics: Exposition) -> web.Application:
+    """Build the aiohttp application over the two readers a running keeper hands it."""
     app = web.Application()
-    app[KEEPER] = keeper
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
     async def readyz(_request: web.Request) -> web.Response:
-        document = keeper.status()
+        document = read_status()
         cold = [
             {"name": m["name"], "state": m["state"], "reason": m["reason"]}
             for host in document["hosts"]
@@ -47,10 +45,10 @@ def make_app(keeper: Keeper) -> web.Application:
         return web.json_response({"ready": True, "cold": []})
 
     async def status(_request: web.Request) -> web.Response:
-        return web.json_response(keeper.status())
+        return web.json_response(read_status())
 
     async def metrics(_request: web.Request) -> web.Response:
-        response = web.Response(body=keeper.metrics.exposition())
+        response = web.Response(body=read_metrics())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
 
@@ -61,9 +59,13 @@ def make_app(keeper: Keeper) -> web.Application:
     return app
 
 
-async def serve(keeper: Keeper, host: str, port: int) -> web.AppRunner | None:
+async def serve(
+    read_status: StatusSource, read_metrics: Exposition, host: str, port: int
+) -> web.AppRunner | None:
     """Start the endpoint; a busy port is logged, not fatal (the keeper matters more)."""
-    runner = web.AppRunner(make_app(keeper), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        make_app(read_status, read_metrics), access_log=None, handle_signals=False
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -31,7 +31,7 @@ from ollama_keepwarm.daemon.host import HostKeeper, log_event
 from ollama_keepwarm.daemon.metrics import Metrics
 from ollama_keepwarm.daemon.sleep_signal import SleepSignal
 from ollama_keepwarm.daemon.state import Pause, PauseStore, default_state_dir
-from ollama_keepwarm.daemon.status import build_status
+from ollama_keepwarm.daemon.status import DaemonView, build_status
 from ollama_keepwarm.daemon.systemd import Notifier, NullNotifier, watchdog_interval_s
 from ollama_keepwarm.ollama import OllamaError
 
@@ -120,7 +120,9 @@ class Keeper:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         if self.config.http.enabled:
-            self._http = await http_api.serve(self, self.config.http.host, self.config.http.port)
+            self._http = await http_api.serve(
+                self.status, self.metrics.exposition, self.config.http.host, self.config.http.port
+            )
         await self._control.start()
         await self._sleep_signal.start()
         self._notifier.status(f"waiting for Ollama at {', '.join(self.config.hosts) or '-'}")
@@ -427,4 +429,10 @@ class Keeper:
 
     def status(self) -> dict[str, Any]:
         """Return the daemon's view of every model, for ``status`` and ``/status``."""
-        return build_status(self, self._clocks.wall())
+        view = DaemonView(
+            hosts=tuple(self.hosts.values()),
+            ready=self.ready.is_set(),
+            resumes=self.resumes,
+            config_source=str(self.config.source or ""),
+        )
+        return build_status(view, self._clocks.wall())

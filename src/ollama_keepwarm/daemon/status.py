@@ -8,19 +8,56 @@ agree. Times in the table follow ``ollama ps``: ``Forever`` for leases over 20 y
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ollama_keepwarm.core import plan
-from ollama_keepwarm.core.ps import RunningModel
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
-if TYPE_CHECKING:
-    from ollama_keepwarm.daemon.host import HostKeeper
-    from ollama_keepwarm.daemon.keeper import Keeper
-
-__all__ = ["build_status", "model_entry", "processor", "render_table", "until_text"]
+__all__ = [
+    "DaemonView",
+    "HostView",
+    "build_status",
+    "model_entry",
+    "processor",
+    "render_table",
+    "until_text",
+]
 
 FOREVER_AFTER_S = 20 * 365 * 86400
+
+
+class HostView(Protocol):
+    """What the view reads of one host's loop (a :class:`~.host.HostKeeper` provides it)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def ollama_up(self) -> bool: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def poll_errors(self) -> int: ...
+    @property
+    def snapshot(self) -> PsSnapshot | None: ...
+    @property
+    def states(self) -> Mapping[str, plan.ModelState]: ...
+    @property
+    def decisions(self) -> Sequence[plan.Decision]: ...
+    @property
+    def all_warm(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonView:
+    """What the keeper hands the view: its hosts and a few facts, read-only, never itself."""
+
+    hosts: Sequence[HostView]
+    ready: bool
+    resumes: int
+    config_source: str
+
 
 _COLOURS = {
     "warm": "32",
@@ -104,7 +141,7 @@ def model_entry(decision: plan.Decision, state: plan.ModelState, now: datetime) 
     }
 
 
-def _host_entry(keeper: HostKeeper, now: datetime) -> dict[str, Any]:
+def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
     return {
         "host": keeper.host,
         "ollama_up": keeper.ollama_up,
@@ -118,20 +155,18 @@ def _host_entry(keeper: HostKeeper, now: datetime) -> dict[str, Any]:
     }
 
 
-def build_status(keeper: Keeper, now: datetime) -> dict[str, Any]:
-    """Build the whole status document from a running :class:`Keeper`."""
-    hosts = [_host_entry(k, now) for k in keeper.hosts.values()]
-    decisions = [d for k in keeper.hosts.values() for d in k.decisions]
+def build_status(view: DaemonView, now: datetime) -> dict[str, Any]:
+    """Build the whole status document from what a running keeper shows of itself."""
+    hosts = [_host_entry(k, now) for k in view.hosts]
+    decisions = [d for k in view.hosts for d in k.decisions]
     return {
         "source": "daemon",
         "now": now.isoformat(),
-        "ready": keeper.ready.is_set(),
-        "all_warm": all(k.all_warm for k in keeper.hosts.values()),
-        "summary": plan.summarize(
-            decisions, now, ollama_up=all(k.ollama_up for k in keeper.hosts.values())
-        ),
-        "resumes": keeper.resumes,
-        "config": str(keeper.config.source or ""),
+        "ready": view.ready,
+        "all_warm": all(k.all_warm for k in view.hosts),
+        "summary": plan.summarize(decisions, now, ollama_up=all(k.ollama_up for k in view.hosts)),
+        "resumes": view.resumes,
+        "config": view.config_source,
         "hosts": hosts,
     }
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ollama_keepwarm.core.names import canonical_name
-from ollama_keepwarm.fake.catalog import CatalogModel, Manifest
-from ollama_keepwarm.fake.scheduler import Runner, SchedulerError
+from ollama_keepwarm.fake.catalog import Catalog, CatalogModel, Manifest
+from ollama_keepwarm.fake.clock import Clock
+from ollama_keepwarm.fake.scheduler import Runner, Scheduler, SchedulerError
 from ollama_keepwarm.fake.wire import (
     RequestError,
     decode_body,
@@ -26,10 +27,7 @@ from ollama_keepwarm.fake.wire import (
     go_quote,
 )
 
-if TYPE_CHECKING:
-    from ollama_keepwarm.fake.server import FakeOllama
-
-__all__ = ["OllamaRoutes", "json_response"]
+__all__ = ["OllamaRoutes", "ServerState", "json_response"]
 
 _NUMBER = (int, float)
 _GENERATE_FIELDS: dict[str, tuple[type, ...]] = {
@@ -107,10 +105,29 @@ def _details(model: CatalogModel) -> dict[str, Any]:
     }
 
 
+class ServerState(Protocol):
+    """What the routes read of the server (a :class:`FakeOllama` provides it), at each request.
+
+    Read live, not copied: a restart replaces the scheduler, and tests turn the knobs mid-run.
+    """
+
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def scheduler(self) -> Scheduler: ...
+    @property
+    def seconds_per_token(self) -> float: ...
+    @property
+    def version(self) -> str: ...
+    def version_at_least(self, major: int, minor: int) -> bool: ...
+
+
 class OllamaRoutes:
     """Handlers for the Ollama API, reading the server's current scheduler and knobs."""
 
-    def __init__(self, fake: FakeOllama) -> None:
+    def __init__(self, fake: ServerState) -> None:
         self.fake = fake
 
     def register(self, app: web.Application) -> None:

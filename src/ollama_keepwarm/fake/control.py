@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ollama_keepwarm.fake.api import json_response
 from ollama_keepwarm.fake.wire import RequestError
 
-if TYPE_CHECKING:
-    from ollama_keepwarm.fake.server import FakeOllama
-
-__all__ = ["ControlRoutes"]
+__all__ = ["ControlRoutes", "FaultTarget"]
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -63,10 +61,24 @@ def _model(body: dict[str, Any]) -> str:
     return name
 
 
+class FaultTarget(Protocol):
+    """The fault methods these routes call (a :class:`FakeOllama` provides them)."""
+
+    def state(self) -> dict[str, Any]: ...
+    def spawn(self, coroutine: Awaitable[None]) -> None: ...
+    async def restart(self, down_s: float = 1.0, hang_s: float = 0.0) -> None: ...
+    def crash(self, name: str) -> bool: ...
+    async def suspend(self, seconds: float, gpu_lost: bool = False) -> None: ...
+    def fail_next_load(self, error: str | None = None, times: int = 1) -> None: ...
+    def set_delay(self, path_prefix: str, seconds: float | None) -> None: ...
+    def runtime_oom(self) -> None: ...
+    async def unload(self, name: str) -> bool: ...
+
+
 class ControlRoutes:
     """The ``/_fake/`` handlers of one :class:`FakeOllama`."""
 
-    def __init__(self, fake: FakeOllama) -> None:
+    def __init__(self, fake: FaultTarget) -> None:
         self.fake = fake
 
     def register(self, app: web.Application) -> None:

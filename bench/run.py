@@ -5,9 +5,9 @@
 
 from the repository root, in the project's virtualenv. It replays both traces (Slack bot, agent
 loop) against all six strategies, one fresh fake Ollama per cell, then measures the daemon's
-own idle cost with 10 models, prints the Markdown report and writes ``benchmarks.md``,
-``benchmarks.png`` (the chart needs matplotlib: ``pip install -e '.[bench]'``) and
-``readme-table.md`` (the README's table) to ``--out``. About 5 minutes on 2 cores. Options:
+own idle cost with 10 models, prints the Markdown report and writes ``benchmarks.md``
+and ``benchmarks.png`` (the chart needs matplotlib: ``pip install -e '.[bench]'``) to
+``--out``, and prints the README's table last. About 5 minutes on 2 cores. Options:
 ``--seed`` (7), ``--scale`` (one time scale for every trace instead of the defaults below),
 ``--jobs`` (cells at once, each in its own process), ``--no-cost``, ``--dump DIR`` (pickle the
 raw records, to dig into one).
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = markdown(run, chart(run, out / "benchmarks.png"))
     (out / "benchmarks.md").write_text(report)
-    (out / "readme-table.md").write_text(readme_table(run))
     print(report)
+    print("The README's table:\n\n" + readme_table(run))
     print(f"report written to {out}/benchmarks.md", file=sys.stderr)
     return 0
 

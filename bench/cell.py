@@ -13,21 +13,42 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
 from bench.strategies import Strategy, make_strategy
-from bench.traces import BIG_MODEL, LOAD_SECONDS_PER_GB, Disruption, Request, Trace
+from bench.traces import (
+    BIG_MODEL,
+    LOAD_SECONDS_PER_GB,
+    Disruption,
+    DisruptionKind,
+    Request,
+    Trace,
+)
 from ollama_keepwarm.fake import FakeOllama
 
-__all__ = ["CLIENT_PATH", "CellResult", "ClientResult", "LoadSpan", "Loss", "run_cell"]
+__all__ = [
+    "CLIENT_PATH",
+    "DISRUPTORS",
+    "CellResult",
+    "ClientResult",
+    "EvictionSpan",
+    "LoadSpan",
+    "Loss",
+    "run_cell",
+]
 
 CLIENT_PATH = "/api/chat"
 MEMORY_BYTES = 48 * 2**30
 """VRAM of the simulated box: both hot models of a trace fit beside the 70B, but the 70B only
 fits alone, so its load evicts everything (eviction pressure)."""
 MAX_LOADED = 3
+RETRY_S = 1.0
+"""A client whose connection is refused (Ollama down) tries again this often (trace seconds),
+as a bot with a retry wrapper does, for up to :data:`RETRY_FOR_S`."""
+RETRY_FOR_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +61,8 @@ class ClientResult:
     status: int
     wait_s: float
     load_s: float
+    retried: bool = False
+    """The first attempt met a downed Ollama (refused or cut off) and was sent again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +75,15 @@ class LoadSpan:
     started_s: float
     finished_s: float | None
     ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionSpan:
+    """The fake chose ``victim`` to make room for ``for_model`` at ``at_s``."""
+
+    victim: str
+    for_model: str
+    at_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +111,7 @@ class CellResult:
     clients: tuple[ClientResult, ...]
     loads: tuple[LoadSpan, ...]
     losses: tuple[Loss, ...]
+    evictions: tuple[EvictionSpan, ...]
     keeper_requests: int
     real_s: float
     cpu_s: float
@@ -107,7 +140,10 @@ class _TraceClock:
 async def _ask(
     session: aiohttp.ClientSession, url: str, request: Request, clock: _TraceClock
 ) -> ClientResult:
-    """Send one chat request; a reply's ``load_duration`` says how long it waited for a load."""
+    """Send one chat request; a reply's ``load_duration`` says how long it waited for a load.
+
+    A refused or cut connection (Ollama restarting) is retried every :data:`RETRY_S`.
+    """
     payload = {
         "model": request.model,
         "messages": [{"role": "user", "content": "Summarise the thread, please."}],
@@ -115,17 +151,29 @@ async def _ask(
         "options": {"num_predict": request.generate_s},
     }
     started = clock.now()
-    status, load_ns = 0, 0
-    try:
-        async with session.post(url + CLIENT_PATH, json=payload) as reply:
-            status = reply.status
-            body = await reply.json(content_type=None)
-            load_ns = int(body.get("load_duration", 0)) if status == 200 else 0
-    except (aiohttp.ClientError, OSError):
-        status = 0
+    status, load_ns, retried = 0, 0, False
+    while True:
+        try:
+            async with session.post(url + CLIENT_PATH, json=payload) as reply:
+                status = reply.status
+                body = await reply.json(content_type=None)
+                load_ns = int(body.get("load_duration", 0)) if status == 200 else 0
+            break
+        except (aiohttp.ClientError, OSError):
+            status = 0
+            if clock.now() - started > RETRY_FOR_S:
+                break
+            retried = True
+            await clock.until(clock.now() + RETRY_S)
     wait = clock.now() - started
     return ClientResult(
-        request.at_s, request.model, request.client, status, wait, load_ns / 1e9 * clock.scale
+        request.at_s,
+        request.model,
+        request.client,
+        status,
+        wait,
+        load_ns / 1e9 * clock.scale,
+        retried,
     )
 
 
@@ -133,27 +181,19 @@ def _healthy(fake: FakeOllama, models: tuple[str, ...]) -> list[str]:
     return [r.name for r in fake.runners() if not r.crashed and r.name in models]
 
 
-async def _disrupt(
-    fake: FakeOllama,
-    strategy: Strategy,
-    trace: Trace,
-    clock: _TraceClock,
-    losses: list[Loss],
-) -> None:
-    """Inject the trace's restarts and suspends at their times."""
-    for event in trace.disruptions:
-        await clock.until(event.at_s)
-        lost = _healthy(fake, trace.models)
-        if event.kind == "restart":
-            await fake.restart(event.length_s)
-            losses += [Loss("restart", m, clock.now()) for m in lost]
-            await strategy.server_started()
-        else:
-            await _suspend(fake, strategy, event)
-            losses += [Loss("suspend", m, clock.now()) for m in lost]
+async def _restart(
+    fake: FakeOllama, strategy: Strategy, event: Disruption, clock: _TraceClock
+) -> float:
+    """Stop Ollama for ``length_s``; every runner is gone when it answers again."""
+    await fake.restart(event.length_s)
+    at = clock.now()
+    await strategy.server_started()
+    return at
 
 
-async def _suspend(fake: FakeOllama, strategy: Strategy, event: Disruption) -> None:
+async def _suspend(
+    fake: FakeOllama, strategy: Strategy, event: Disruption, clock: _TraceClock
+) -> float:
     """Sleep the machine; on resume every runner is listed but fails on first use.
 
     That is the NVIDIA-on-Linux case of the reference (§7.7): the next request makes Ollama
@@ -164,7 +204,30 @@ async def _suspend(fake: FakeOllama, strategy: Strategy, event: Disruption) -> N
         fake.crash(runner.name)
     strategy.suspended()
     await fake.suspend(event.length_s)
+    at = clock.now()
     strategy.resumed(event.length_s)
+    return at
+
+
+Disruptor = Callable[[FakeOllama, Strategy, Disruption, _TraceClock], Awaitable[float]]
+DISRUPTORS: Mapping[DisruptionKind, Disruptor] = {"restart": _restart, "suspend": _suspend}
+"""How to inflict each kind of disruption; each returns when (trace s) the kept models were
+lost for the strategies' purposes (Ollama answering again, the resume)."""
+
+
+async def _disrupt(
+    fake: FakeOllama,
+    strategy: Strategy,
+    trace: Trace,
+    clock: _TraceClock,
+    losses: list[Loss],
+) -> None:
+    """Inject the trace's disruptions at their times; record what each took away."""
+    for event in trace.disruptions:
+        await clock.until(event.at_s)
+        lost = _healthy(fake, trace.models)
+        at = await DISRUPTORS[event.kind](fake, strategy, event, clock)
+        losses += [Loss(event.kind, m, at) for m in lost]
 
 
 async def _replay(url: str, trace: Trace, clock: _TraceClock, results: list[ClientResult]) -> None:
@@ -215,12 +278,19 @@ async def run_cell(trace: Trace, strategy_name: str, scale: float) -> CellResult
         )
         for r in fake.loads
     )
-    big_load = next((s for s in loads if s.model == BIG_MODEL and s.ok), None)
-    for eviction in fake.evictions:
+    evictions = tuple(
+        EvictionSpan(e.victim, e.for_model, clock.of_wall(e.time.timestamp()))
+        for e in fake.evictions
+    )
+    for eviction in evictions:
         if eviction.for_model == BIG_MODEL and eviction.victim in trace.models:
-            at = clock.of_wall(eviction.time.timestamp())
-            rest = big_load.finished_s - at if big_load and big_load.finished_s else 0.0
-            losses.append(Loss("eviction", eviction.victim, at, max(0.0, rest)))
+            big = [
+                s.finished_s
+                for s in loads
+                if s.model == BIG_MODEL and s.ok and s.finished_s and s.finished_s > eviction.at_s
+            ]
+            rest = min(big) - eviction.at_s if big else 0.0
+            losses.append(Loss("eviction", eviction.victim, eviction.at_s, rest))
     keeper_requests = sum(1 for r in fake.requests if r.path != CLIENT_PATH)
     return CellResult(
         trace=trace.name,
@@ -229,6 +299,7 @@ async def run_cell(trace: Trace, strategy_name: str, scale: float) -> CellResult
         clients=tuple(sorted(results, key=lambda r: r.at_s)),
         loads=loads,
         losses=tuple(sorted(losses, key=lambda loss: loss.at_s)),
+        evictions=evictions,
         keeper_requests=keeper_requests,
         real_s=time.monotonic() - started,
         cpu_s=_cpu_s() - cpu_started,

@@ -1,14 +1,16 @@
-"""Run the whole benchmark in one command and write ``docs/benchmarks.md`` (+ chart).
+"""Run the whole benchmark in one command and write the report (+ chart) to ``--out``.
 
-    python -m bench.run
+    python -m bench.run               # into a fresh scratch folder (printed at the end)
+    python -m bench.run --out docs    # regenerate the tracked docs/benchmarks.md, deliberately
 
 from the repository root, in the project's virtualenv. It replays both traces (Slack bot, agent
-loop) against all five strategies, one fresh fake Ollama per cell, then measures the daemon's
-own idle cost with 10 models, prints the Markdown report and writes ``docs/benchmarks.md`` and
-``docs/benchmarks.png`` (the chart needs matplotlib: ``pip install -e '.[bench]'``). About 5
-minutes on 2 cores. Options: ``--seed`` (7), ``--scale`` (one time scale for every trace instead
-of the defaults below), ``--jobs`` (cells at once, each in its own process), ``--no-cost``,
-``--out DIR``, ``--dump DIR`` (pickle the raw records, to dig into one).
+loop) against all six strategies, one fresh fake Ollama per cell, then measures the daemon's
+own idle cost with 10 models, prints the Markdown report and writes ``benchmarks.md``
+and ``benchmarks.png`` (the chart needs matplotlib: ``pip install -e '.[bench]'``) to
+``--out``, and prints the README's table last. About 5 minutes on 2 cores. Options:
+``--seed`` (7), ``--scale`` (one time scale for every trace instead of the defaults below),
+``--jobs`` (cells at once, each in its own process), ``--no-cost``, ``--dump DIR`` (pickle the
+raw records, to dig into one).
 
 Why these time scales. Each cell is one event loop holding a fake Ollama, its clients and the
 strategy; a millisecond of real scheduling delay is ``scale`` milliseconds of trace time. The
@@ -17,6 +19,7 @@ The agent loop sends ~3300 requests in 3 h at ~3 ms of CPU each: at x240 five ce
 saturated both cores, replies queued behind each other and the counts changed (measured: 50 cold
 requests for "no keeper" instead of 22, waits p99 146 s instead of 7). At x120 five at a time
 give the same counts and waits (p99 within 1 s) as one cell alone, at ~30 % of the machine.
+The cells run longest first, so the six Slack cells run together, then the six agent cells.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +41,7 @@ import structlog
 from bench.cell import CellResult, run_cell
 from bench.cost import IdleCost, measure_idle
 from bench.metrics import measure
-from bench.report import Run, chart, markdown
+from bench.report import Run, chart, markdown, readme_table
 from bench.strategies import STRATEGIES
 from bench.traces import TRACES, Trace
 
@@ -46,7 +50,7 @@ __all__ = ["main", "run_cells"]
 DEFAULT_SEED = 7
 DEFAULT_SCALES = {"slack": 240.0, "agent": 120.0}
 COST_SCALE = 240.0
-DEFAULT_JOBS = 5
+DEFAULT_JOBS = 6
 COST_REALTIME_S = 30.0
 
 
@@ -102,6 +106,8 @@ def _command(args: argparse.Namespace) -> str:
         parts.append(f"--jobs {args.jobs}")
     if args.traces != ",".join(TRACES):
         parts.append(f"--traces {args.traces}")
+    if args.out is not None:
+        parts.append(f"--out {args.out}")
     return " ".join(parts)
 
 
@@ -113,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS)
     parser.add_argument("--traces", default=",".join(TRACES), help="comma-separated")
     parser.add_argument("--no-cost", action="store_true", help="skip the idle-cost measurement")
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="where to write the report")
+    parser.add_argument(
+        "--out", type=Path, help="where to write the report (default: a new scratch folder)"
+    )
     parser.add_argument("--dump", type=Path, help="also pickle every cell's raw record here")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         for (trace, strategy), cell in results.items():
             (args.dump / f"{trace}-{strategy}.pickle").write_bytes(pickle.dumps(cell))
     by_name = {t.name: t for t in traces}
-    metrics = {key: measure(cell, by_name[key[0]].models) for key, cell in results.items()}
+    metrics = {key: measure(cell, by_name[key[0]]) for key, cell in results.items()}
     costs: tuple[IdleCost, ...] = ()
     if not args.no_cost:
         print("measuring the daemon's idle cost", file=sys.stderr)
@@ -144,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         wall_s=time.monotonic() - started,
         cells_cpu_load=load,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = markdown(run, chart(run, args.out / "benchmarks.png"))
-    (args.out / "benchmarks.md").write_text(report)
+    out = args.out or Path(tempfile.mkdtemp(prefix="okw-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    report = markdown(run, chart(run, out / "benchmarks.png"))
+    (out / "benchmarks.md").write_text(report)
     print(report)
+    print("The README's table:\n\n" + readme_table(run))
+    print(f"report written to {out}/benchmarks.md", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The five ways to keep a model warm that the benchmark compares, behind one small interface.
+"""The six ways to keep a model warm that the benchmark compares, behind one small interface.
 
 Each strategy says how the server is configured (``server_keep_alive``: what
 ``OLLAMA_KEEP_ALIVE`` would be) and reacts to the server's lifecycle the way it would in
@@ -38,7 +38,13 @@ _PRELOAD_TIMEOUT_S = 45.0  # `ollama-keepwarm warm --timeout 45s` in the shipped
 
 
 def scaled_config(
-    url: str, models: tuple[str, ...], scale: float, scratch: Path, *, http: bool = False
+    url: str,
+    models: tuple[str, ...],
+    scale: float,
+    scratch: Path,
+    *,
+    http: bool = False,
+    keep_alive: float = DEFAULT_KEEP_ALIVE_S,
 ) -> dict[str, Any]:
     """Return ollama-keepwarm's default config as raw TOML data on the compressed clock.
 
@@ -62,12 +68,19 @@ def scaled_config(
             "state_dir": str(scratch),
         },
         "http": {"enabled": http, "host": "127.0.0.1", "port": 0},
-        "models": [{"name": m, "keep_alive": DEFAULT_KEEP_ALIVE_S} for m in models],
+        "models": [{"name": m, "keep_alive": keep_alive} for m in models],
     }
 
 
-def _config(url: str, models: tuple[str, ...], scale: float, scratch: Path) -> Config:
-    return parse_config(scaled_config(url, models, scale, scratch), environ={})
+def _config(
+    url: str,
+    models: tuple[str, ...],
+    scale: float,
+    scratch: Path,
+    keep_alive: float = DEFAULT_KEEP_ALIVE_S,
+) -> Config:
+    raw = scaled_config(url, models, scale, scratch, keep_alive=keep_alive)
+    return parse_config(raw, environ={})
 
 
 class Strategy(Protocol):
@@ -120,7 +133,7 @@ class KeepForever(NoKeeper):
     """(2) ``OLLAMA_KEEP_ALIVE=-1``: whatever a client loads stays until evicted or restarted."""
 
     name = "forever"
-    label = "OLLAMA_KEEP_ALIVE=-1"
+    label = "`OLLAMA_KEEP_ALIVE=-1`"
     server_keep_alive: str | float = -1
 
 
@@ -128,7 +141,9 @@ class Preload(NoKeeper):
     """(3) ``ExecStartPost=ollama-keepwarm warm``: one warm pass after every server start."""
 
     name = "preload"
-    label = "preload at server start"
+    label = "preload at server start (`ExecStartPost=`)"
+    preload_keep_alive: float = DEFAULT_KEEP_ALIVE_S
+    """The lease the one-shot warm asks for: the shipped config's default, 1 h."""
 
     def __init__(self) -> None:
         self._config: Config | None = None
@@ -139,7 +154,8 @@ class Preload(NoKeeper):
     async def start(self, url: str, models: tuple[str, ...], scale: float) -> None:
         """Remember what to warm; the server start triggers the first pass."""
         self._scratch = tempfile.TemporaryDirectory(prefix="bench-preload-")
-        self._config = _config(url, models, scale, Path(self._scratch.name))
+        scratch = Path(self._scratch.name)
+        self._config = _config(url, models, scale, scratch, self.preload_keep_alive)
         self._scale = scale
 
     async def server_started(self) -> None:
@@ -155,6 +171,20 @@ class Preload(NoKeeper):
         await asyncio.gather(*self._runs, return_exceptions=True)
         if self._scratch is not None:
             self._scratch.cleanup()
+
+
+class ForeverPreload(Preload):
+    """(3b) ``OLLAMA_KEEP_ALIVE=-1`` plus the ``ExecStartPost=`` preload, asking for ``-1`` too.
+
+    What users of (2) actually run: the preload loads the models at every server start (as a
+    ``curl`` without ``keep_alive`` would, with the server default -1), and no model ever
+    expires; a suspend or an eviction still loses it until a client asks again.
+    """
+
+    name = "forever+preload"
+    label = "`OLLAMA_KEEP_ALIVE=-1` + preload at server start"
+    server_keep_alive: str | float = -1
+    preload_keep_alive: float = -1
 
 
 class Cron(NoKeeper):
@@ -241,9 +271,9 @@ class Keepwarm(NoKeeper):
 
 
 STRATEGIES: dict[str, type[NoKeeper]] = {
-    s.name: s for s in (NoKeeper, KeepForever, Preload, Cron, Keepwarm)
+    s.name: s for s in (NoKeeper, KeepForever, Preload, ForeverPreload, Cron, Keepwarm)
 }
-"""The five strategies, in the order the tables list them."""
+"""The six strategies, in the order the tables list them."""
 
 
 def make_strategy(name: str) -> Strategy:

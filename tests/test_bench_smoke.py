@@ -1,9 +1,10 @@
 """A smoke run of the benchmark harness on a tiny trace (the full bench is ``python -m bench.run``).
 
-The tiny trace is built so the outcome is certain: without a keeper every request meets a cold
-model (first use, an idle gap past 5 m, a restart, an eviction by a 70B model); with
-ollama-keepwarm none does. Each strategy runs twice on the same seed to check that the counts
-repeat.
+It runs on the fake's time scale: the 12-minute trace takes 3 s, every cell in one event loop.
+The tiny trace is built so each outcome has seconds of trace time (tens of real milliseconds)
+of margin, so the counts are certain: 3 of its 7 requests are in the floor, no keeper meets
+two more cold models (an idle gap past 5 m, a restart), ollama-keepwarm meets none beyond the
+floor. No keeper and ollama-keepwarm run twice to check the counts repeat.
 """
 
 from __future__ import annotations
@@ -13,27 +14,55 @@ import logging
 
 import structlog
 from bench.cell import run_cell
-from bench.metrics import measure
+from bench.floor import floor
+from bench.metrics import CellMetrics, measure
+from bench.report import Run, markdown, readme_table
+from bench.strategies import STRATEGIES
 from bench.traces import tiny
 
 SEED = 7
-SCALE = 120.0  # 20 trace minutes in 10 s
+SCALE = 240.0  # 12 trace minutes in 3 s
 
 
-async def test_keepwarm_has_no_cold_requests_where_no_keeper_has_them_all() -> None:
-    """Same tiny trace, same seed: no keeper is cold every time, ollama-keepwarm never."""
+async def _run_all() -> tuple[dict[str, CellMetrics], dict[str, CellMetrics]]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     trace = tiny(SEED)
-    strategies = ("none", "keepwarm", "none", "keepwarm")
-    cells = await asyncio.gather(*(run_cell(trace, name, SCALE) for name in strategies))
-    none, keep, none_again, keep_again = (measure(cell, trace.models) for cell in cells)
+    names = [*STRATEGIES, "none", "keepwarm"]
+    cells = await asyncio.gather(*(run_cell(trace, name, SCALE) for name in names))
+    metrics = [measure(cell, trace) for cell in cells]
+    first = {m.strategy: m for m in metrics[: len(STRATEGIES)]}
+    again = {m.strategy: m for m in metrics[len(STRATEGIES) :]}
+    return first, again
 
-    assert none.requests == len(trace.main_requests) == 4
-    assert none.failed == keep.failed == 0
-    assert none.cold == none.requests
-    assert keep.cold == 0
-    assert (none_again.cold, keep_again.cold) == (none.cold, keep.cold)
+
+async def test_every_request_is_counted_and_no_strategy_beats_the_floor() -> None:
+    """Same tiny trace, same seed: every request counted, the floor under every cold count."""
+    trace = tiny(SEED)
+    first, again = await _run_all()
+
+    assert len(floor(trace)) == 3
+    for m in first.values():
+        assert (m.strategy, m.requests, m.failed) == (m.strategy, len(trace.main_requests), 0)
+        assert m.floor == 3
+        assert m.floor_warm == 0, f"{m.strategy}: a floor request was warm"
+        assert m.cold >= m.floor
+        assert m.other_requests == 1
+        assert m.other_cold == 1  # the 70B's first load, cold for everyone
+        assert m.other_cold_caused == 0
+    assert first["none"].cold == 5
+    assert first["keepwarm"].cold == first["keepwarm"].floor
+    assert first["keepwarm"].avoidable == 0 < first["none"].avoidable
+    for name, m in again.items():
+        assert (m.cold, m.floor_warm) == (first[name].cold, first[name].floor_warm)
+
+    keep = first["keepwarm"]
     assert keep.keeper_reloads == 0
-    assert none.keeper_requests == 0 < keep.keeper_requests
-    assert len(keep.reactions_s) == 2  # the restart and the eviction
-    assert keep.reactions_on_target == 2
+    assert first["none"].keeper_requests == 0 < keep.keeper_requests
+    assert len(keep.reactions_s) == 3  # two restarts and the eviction
+    assert keep.reactions_on_target == 3
+
+    cells = {(trace.name, name): m for name, m in first.items()}
+    run = Run("python -m bench.run", SEED, {"tiny": SCALE}, 1, (trace,), cells, (), 3.0, 0.1)
+    report = markdown(run, "_no chart_")
+    assert "| ollama-keepwarm (defaults) | 3 (42.9 %) | 3 | 0 |" in report
+    assert "floor 3" in readme_table(run)

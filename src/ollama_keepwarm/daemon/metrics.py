@@ -56,6 +56,11 @@ class _StateCollector(Collector):
             "Failed /api/ps polls (unreachable or malformed)",
             labels=["host"],
         )
+        primed = GaugeMetricFamily(
+            f"{_PREFIX}_model_primed",
+            "1 while the model's configured prefix is cached since its last load",
+            labels=["host", "model"],
+        )
         ready = GaugeMetricFamily(f"{_PREFIX}_ready", "1 once the first warm pass is done")
         document = self._status()
         ready.add_metric([], 1.0 if document.get("ready") else 0.0)
@@ -70,7 +75,9 @@ class _StateCollector(Collector):
                     lease.add_metric(labels, math.inf if left is None else float(left))
                 paused.add_metric(labels, 1.0 if model["state"] == "paused" else 0.0)
                 held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
-        yield from (resident, lease, paused, held, up, poll_errors, ready)
+                if model.get("prime"):
+                    primed.add_metric(labels, 1.0 if model["prime"]["primed"] else 0.0)
+        yield from (resident, lease, paused, held, primed, up, poll_errors, ready)
 
 
 class Metrics:
@@ -116,6 +123,19 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.primes = Counter(
+            f"{_PREFIX}_primes",
+            "Priming requests (the clients' prefix after a load) by result (ok, error)",
+            [*labels, "result"],
+            registry=self.registry,
+        )
+        self.prime_seconds = Histogram(
+            f"{_PREFIX}_prime_duration_seconds",
+            "Wall time of successful priming requests",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.resumes = Counter(
             f"{_PREFIX}_resumes", "Resumes from suspend seen", registry=self.registry
         )
@@ -138,6 +158,11 @@ class Metrics:
         elif name == "runner_reloaded":
             self.reloads.labels(*labels).inc()
             self.repairs.labels(*labels, "crash").inc()
+        elif name == "model_primed":
+            self.primes.labels(*labels, "ok").inc()
+            self.prime_seconds.labels(*labels).observe(float(fields.get("duration_s", 0.0)))
+        elif name == "prime_failed":
+            self.primes.labels(*labels, "error").inc()
         elif name == "capacity_conflict":
             self.conflicts.labels(*labels).inc()
         elif name == "resumed_from_suspend":

@@ -69,6 +69,7 @@ class ModelInfo:
 
     capabilities: tuple[str, ...]
     blob: str | None
+    template: str = ""  # the chat template a priming request's prefix is rendered through
 
     @property
     def embedding_only(self) -> bool:
@@ -226,7 +227,10 @@ class OllamaClient:
             caps = ("embedding",)
         match = _BLOB_RE.search(str(body.get("modelfile") or ""))
         blob = match.group(1).replace(":", "-").lower() if match else None
-        return ModelInfo(capabilities=caps, blob=blob)
+        template = body.get("template")
+        return ModelInfo(
+            capabilities=caps, blob=blob, template=template if isinstance(template, str) else ""
+        )
 
     async def load(
         self,

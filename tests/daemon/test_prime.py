@@ -157,3 +157,29 @@ async def test_a_failing_prime_is_logged_and_blocks_no_warm() -> None:
     assert 'ollama_keepwarm_primes_total{host="' in metrics
     assert 'result="error"' in metrics
     assert "ollama_keepwarm_prime_duration_seconds_count" in metrics
+
+
+async def test_check_shows_the_prefix_and_counts_its_tokens(tmp_path: Any) -> None:
+    """`check` renders what will be cached; a loaded model gets a dry request that counts it."""
+    from ollama_keepwarm.commands.oneshot import check
+    from ollama_keepwarm.core.config import load_config
+
+    (tmp_path / "bot.txt").write_text(SYSTEM)
+    file = tmp_path / "c.toml"
+    async with fake_with_prompt_cost() as fake:
+        file.write_text(
+            f'[ollama]\nhost = "{fake.url}"\n[[models]]\nname = "llama3.1:8b"\n'
+            'prime_file = "bot.txt"\n[[models]]\nname = "qwen2.5-coder:7b"\nprime = "Code."\n'
+        )
+        config = load_config(file, environ={})
+        await ask(fake, "warm it up")  # loaded by a client; the coder stays unloaded
+        reached, problems, lines = await check(config, 5, lambda _line: None)
+    text = "\n".join(lines)
+    assert reached
+    assert problems == 0
+    assert "prime from bot.txt: 1 message(s): system" in text
+    assert "via /api/chat" in text
+    assert "You are the support bot of a shop." in text
+    tokens = next(line for line in lines if "tokens as rendered" in line)
+    assert int(tokens.split()[0]) > 500
+    assert "not loaded; the keeper's first prime reports it" in text  # the coder

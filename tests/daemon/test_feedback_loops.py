@@ -94,10 +94,8 @@ async def test_client_with_other_num_ctx_is_left_alone_once_seen(ollama_version:
                 assert state_of(keeper, LLAMA)["state"] == "mismatch"
                 assert any(r.options.get("num_ctx") == 1024 for r in fake.runners())
                 metrics = keeper.metrics.exposition().decode()
-                assert (
-                    f'ollama_keepwarm_model_options_mismatch{{host="{fake.url}",model="{LLAMA}"}} 1.0'
-                    in metrics
-                )
+                gauge = f'model_options_mismatch{{host="{fake.url}",model="{LLAMA}"}} 1.0'
+                assert f"ollama_keepwarm_{gauge}" in metrics
     warnings = [e for e in logs if e["event"] == "options_mismatch"]
     assert len(warnings) == 1
     assert warnings[0]["context_length"] == 1024

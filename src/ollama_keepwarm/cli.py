@@ -97,6 +97,12 @@ def cmd_warm(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, reach Ollama, and print what the keeper would do now."""
     config = _config_or_exit(args)
+    if not config.models:
+        _say(
+            f"ollama-keepwarm: {config.source or 'the environment'} keeps no models: add a "
+            "[[models]] table (or set OLLAMA_KEEPWARM_MODELS); there is nothing to warm"
+        )
+        return EX_WARM_FAILED
     print(f"config {config.source or 'from the environment'}: ok, {len(config.models)} models")
     from ollama_keepwarm.commands.oneshot import check
 
@@ -109,7 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the running daemon's view, or Ollama's own when no daemon answers."""
-    from ollama_keepwarm.commands.status_client import fetch_status
+    from ollama_keepwarm.commands.status_client import fetch_status, tried
     from ollama_keepwarm.daemon.status import render_table
 
     config: Config | None
@@ -122,8 +128,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         config = None
     document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))
     if document is None:
-        _say("ollama-keepwarm: neither the daemon nor Ollama answered")
+        _say("ollama-keepwarm: nothing answered; tried " + "; ".join(tried(config, args.url)))
         return EX_UNAVAILABLE
+    _say(f"status from {document.pop('reached', 'an unknown source')}")
     if args.json:
         print(json.dumps(document, indent=2))
     else:
@@ -156,13 +163,15 @@ def cmd_control(args: argparse.Namespace) -> int:
         request["for_s"] = getattr(args, "for_s", None)
         request["unload"] = args.unload
     try:
-        reply = asyncio.run(send_command(_socket_path(args), request))
+        path = _socket_path(args)
+        reply = asyncio.run(send_command(path, request))
     except ConfigError as exc:
         _say(f"ollama-keepwarm: config error: {exc}")
         return EX_CONFIG
     except ControlError as exc:
         _say(f"ollama-keepwarm: {exc}")
         return EX_UNAVAILABLE
+    _say(f"daemon at {path}")  # without -c, the default socket may be another daemon's
     print(reply.get("message", ""))
     return EX_OK if reply.get("ok") else EX_WARM_FAILED
 
@@ -204,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon (what systemd runs)")
     _add_common(run)
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe events logged (default info; debug adds every poll's plan)",
+    )
     run.add_argument(
         "--log-format",
         choices=["console", "logfmt", "json"],

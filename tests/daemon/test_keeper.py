@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -275,6 +276,7 @@ async def test_reload_swaps_config_and_bad_reload_keeps_it(fake: FakeOllama) -> 
         with capture_logs() as logs:
             await keeper.reload()
         assert [e["event"] for e in logs] == ["config_reload_failed"]
+        assert logs[0]["keeping"].startswith("the running config, loaded at ")
         assert keeper.config is config
         assert "RELOADING=1" not in notifier.messages
         configs.append(configs[0])
@@ -283,6 +285,22 @@ async def test_reload_swaps_config_and_bad_reload_keeps_it(fake: FakeOllama) -> 
         await eventually(lambda: "nomic-embed-text:latest" in listed(fake), what="new model")
         reload_at = notifier.messages.index("RELOADING=1")
         assert "READY=1" in notifier.messages[reload_at:]
+
+
+async def test_reload_says_which_keys_need_a_restart(fake: FakeOllama) -> None:
+    """A reload that changes the endpoint's port or the socket says they wait for a restart."""
+    config = make_config(fake.url, [LLAMA])
+    moved = replace(
+        config,
+        http=replace(config.http, port=config.http.port + 1),
+        daemon=replace(config.daemon, control_socket=config.daemon.control_socket + ".2"),
+    )
+    async with running_keeper(config, reload_config=lambda: moved) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        with capture_logs() as logs:
+            await keeper.reload()
+    warning = next(e for e in logs if e["event"] == "config_needs_restart")
+    assert warning["keys"] == ["http.port", "daemon.control_socket"]
 
 
 async def test_suspend_triggers_immediate_refresh(fake: FakeOllama) -> None:

@@ -144,14 +144,6 @@ kept ones (it evicts the shortest keep-alive setting first, §4.5), yet a lease 
 itself within the hour when the keeper is stopped."""
 
 
-_OLLAMA_DEFAULTS = OllamaConfig()
-_HTTP_DEFAULTS = HttpConfig()
-DEFAULT_KEEP_ALIVE_S = 3600.0
-"""An hour: longer than any client default (5m), so Ollama evicts client-loaded models before
-kept ones (it evicts the shortest keep-alive setting first, §4.5), yet a lease that lapses by
-itself within the hour when the keeper is stopped."""
-
-
 def keep_alive_wire(seconds: float) -> int | str:
     """Return the JSON ``keep_alive`` for a lease: the number -1 for forever, else a Go duration.
 

@@ -68,6 +68,7 @@ class Keeper:
         self.hosts: dict[str, HostKeeper] = {}
         self.ready = asyncio.Event()
         self.started_at = self._clocks.wall()
+        self._config_loaded_at = self.started_at
         self.resumes = 0
         self._should_exit = asyncio.Event()
         self._scheduler: Any = None
@@ -117,6 +118,12 @@ class Keeper:
         # Calendar jobs only; the cadence (polls, tick, watchdog) is on the monotonic clock.
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler.start()
+        if not self.config.models:
+            _log.warning(
+                "no_models_configured",
+                config=str(self.config.source or "the environment"),
+                hint="add [[models]] tables (or OLLAMA_KEEPWARM_MODELS); nothing will be kept warm",
+            )
         self.pauses = self._store.load()
         self._build_hosts()
         self._schedule_jobs()
@@ -321,12 +328,25 @@ class Keeper:
         try:
             new = self._reload_config()
         except Exception as exc:  # a ConfigError, or the file vanished: keep running as we are
-            _log.error("config_reload_failed", error=str(exc), keeping=str(self.config.source))
+            _log.error(
+                "config_reload_failed",
+                error=str(exc),
+                keeping=f"the running config, loaded at {self._config_loaded_at:%Y-%m-%d %H:%M:%S}",
+            )
             self._notifier.status(f"config reload failed, kept the running config: {exc}")
             return
         self._notifier.reloading()
         old_daemon = self.config.daemon
+        fixed = _restart_only_changes(self.config, new)
+        if fixed:
+            _log.warning(
+                "config_needs_restart",
+                keys=fixed,
+                hint="these are read at start only; the running values stay until the daemon "
+                "restarts (systemctl restart ollama-keepwarm)",
+            )
         self.config = new
+        self._config_loaded_at = self._clocks.wall()
         self._build_hosts()
         if new.daemon != old_daemon:
             self._detector.threshold_s = new.daemon.resume_threshold_s
@@ -428,3 +448,18 @@ class Keeper:
             config_source=str(self.config.source or ""),
         )
         return build_status(view, self._clocks.wall())
+
+
+def _restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The keys a reload cannot move (the listeners and the state are opened at start)."""
+    keys = []
+    if old.http != new.http:
+        keys += [
+            f"http.{k}"
+            for k in ("enabled", "host", "port")
+            if getattr(old.http, k) != getattr(new.http, k)
+        ]
+    for key in ("control_socket", "state_dir"):
+        if getattr(old.daemon, key) != getattr(new.daemon, key):
+            keys.append(f"daemon.{key}")
+    return keys

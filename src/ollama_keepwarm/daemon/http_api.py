@@ -2,7 +2,7 @@
 
 Bound to 127.0.0.1 by default. ``/healthz`` answers from the event loop itself, so it fails when
 the loop is wedged; ``/readyz`` is for a Slack bot's unit or a readiness probe: 200 only while
-every kept model that is not paused or held back is resident.
+every kept model that is not paused or held back, and is inside its windows, is resident.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def make_app(read_status: StatusSource, read_metrics: Exposition) -> web.Applica
             {"name": m["name"], "state": m["state"], "reason": m["reason"]}
             for host in document["hosts"]
             for m in host["models"]
-            if m["state"] not in {"warm", "paused", "conflict"}
+            if m["state"] not in {"warm", "paused", "conflict", "outside"}
+            and (m.get("window") is None or m["window"]["inside"])
         ]
         down = [h["host"] for h in document["hosts"] if not h["ollama_up"]]
         if cold or down or not document["hosts"]:

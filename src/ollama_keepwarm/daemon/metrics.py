@@ -50,6 +50,11 @@ class _StateCollector(Collector):
             "1 while held back by a capacity conflict",
             labels=["host", "model"],
         )
+        in_window = GaugeMetricFamily(
+            f"{_PREFIX}_model_in_window",
+            "1 while inside one of the model's windows (always 1 without `when`)",
+            labels=["host", "model"],
+        )
         up = GaugeMetricFamily(f"{_PREFIX}_ollama_up", "1 while Ollama answers", labels=["host"])
         poll_errors = CounterMetricFamily(
             f"{_PREFIX}_poll_errors",
@@ -70,7 +75,9 @@ class _StateCollector(Collector):
                     lease.add_metric(labels, math.inf if left is None else float(left))
                 paused.add_metric(labels, 1.0 if model["state"] == "paused" else 0.0)
                 held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
-        yield from (resident, lease, paused, held, up, poll_errors, ready)
+                window = model.get("window")
+                in_window.add_metric(labels, 1.0 if window is None or window["inside"] else 0.0)
+        yield from (resident, lease, paused, held, in_window, up, poll_errors, ready)
 
 
 class Metrics:

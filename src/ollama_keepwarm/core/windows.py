@@ -236,7 +236,8 @@ def _gap_end(naive: datetime, zone: tzinfo) -> datetime:
 def next_fire(trigger: CronTrigger, after: datetime) -> datetime | None:
     """The trigger's next fire time strictly after ``after``, as Vixie cron would fire it."""
     zone = trigger.timezone
-    probe = after + timedelta(microseconds=1)
+    # UTC arithmetic: adding to a local time in the repeated hour would drop its fold.
+    probe = after.astimezone(UTC) + timedelta(microseconds=1)
     for _ in range(3):
         fire: datetime | None = trigger.get_next_fire_time(None, probe)
         if fire is None:
@@ -251,7 +252,7 @@ def next_fire(trigger: CronTrigger, after: datetime) -> datetime | None:
             pass  # the repeated hour's second pass: fired already on the first
         else:
             return real
-        probe = fire + timedelta(seconds=1)
+        probe = fire.astimezone(UTC) + timedelta(seconds=1)
     return None
 
 

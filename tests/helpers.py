@@ -17,6 +17,10 @@ from ollama_keepwarm.daemon.keeper import Keeper
 
 T = TypeVar("T")
 
+VERSIONS = ("0.24.0", "0.32.15")
+"""The Ollama versions whose scheduler rules differ (before and since v0.30): tests of load
+options, eviction and restarts run against both."""
+
 FAST_FAKE: dict[str, Any] = {"load_seconds_per_gb": 0.05, "seconds_per_token": 0.001}
 """Fake Ollama settings for tests: an 8B model loads in ~0.25 s, a token takes 1 ms."""
 

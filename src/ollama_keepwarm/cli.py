@@ -75,14 +75,22 @@ def cmd_warm(args: argparse.Namespace) -> int:
     """Warm every model once and exit: the ExecStartPost companion."""
     config = _config_or_exit(args)
     from ollama_keepwarm.commands.oneshot import warm_all
+    from ollama_keepwarm.daemon.state import LoadTimeStore, default_state_dir
 
-    outcomes, reached = asyncio.run(warm_all(config, args.timeout, _say))
+    state_dir = Path(config.daemon.state_dir) if config.daemon.state_dir else default_state_dir()
+    times = LoadTimeStore(args.load_times.parent if args.load_times else state_dir)
+    if args.load_times:
+        times.path = args.load_times
+    outcomes, reached = asyncio.run(
+        warm_all(config, args.timeout, _say, deadline_s=args.deadline, load_times=times.load())
+    )
     failed = [o for o in outcomes if not o.ok]
-    for outcome in failed:
-        _say(f"not warm: {outcome.name}: {outcome.detail}")
+    skipped = [o for o in outcomes if o.skipped]
     if not reached:
         return EX_UNAVAILABLE
-    _say(f"{len(outcomes) - len(failed)}/{len(outcomes)} warm")
+    warm = len(outcomes) - len(failed) - len(skipped)
+    left = f", {len(skipped)} left to the daemon ({', '.join(o.name for o in skipped)})"
+    _say(f"{warm}/{len(outcomes)} warm" + (left if skipped else ""))
     return EX_WARM_FAILED if failed else EX_OK
 
 
@@ -206,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     warm = commands.add_parser("warm", help="wait for Ollama, warm every model once, exit")
     _add_common(warm, timeout="2m")
+    warm.add_argument(
+        "--deadline",
+        type=_duration,
+        help="finish within this long: start only the loads that fit (a load cut short is "
+        "aborted inside Ollama), in priority order, and leave the rest to the daemon",
+    )
+    warm.add_argument(
+        "--load-times",
+        type=Path,
+        metavar="FILE",
+        help="the daemon's measured load times (default: load-times.json in the state dir)",
+    )
     warm.set_defaults(run=cmd_warm)
 
     check = commands.add_parser("check", help="validate the config, reach Ollama, show the plan")

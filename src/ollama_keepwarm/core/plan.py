@@ -511,7 +511,7 @@ def _vanished(
         fields["during_load_of"] = culprit.name
         st = replace(st, strikes=(*st.strikes, now))
     elif cause in {"evicted", "oom"}:
-        st = _note_repeated_loss(st, daemon, now, seen_at)
+        st = _note_repeated_loss(st, daemon, now, seen_at, oom=cause == "oom")
         wait = st.rewarm_not_before
         fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
     return st, Event("model_vanished", model.name, fields)
@@ -631,24 +631,36 @@ def _culprit(
 
 
 def _note_repeated_loss(
-    st: ModelState, daemon: DaemonConfig, now: datetime, seen_at: datetime
+    st: ModelState, daemon: DaemonConfig, now: datetime, seen_at: datetime, *, oom: bool = False
 ) -> ModelState:
     """Wait before re-warming a model another client took away; longer each time in a row.
 
-    The first wait is a poll, or one and a half measured cold loads if longer (at most a
-    minute): whatever took the room is still loading then (loads are invisible, §3.5), and a
-    load of ours would queue behind it and evict again (§4.3). A client that reloads the model
-    with other options is then seen with them (an options mismatch) instead of being fought.
+    After an eviction the first wait is a poll, or one and a half measured cold loads if
+    longer (at most a minute): whatever took the room is still loading then (loads are
+    invisible, §3.5), and a load of ours would queue behind it and evict again (§4.3). A client
+    that reloads the model with other options is then seen with them instead of being fought.
+
+    After an out-of-memory drop of everything (§4.4) the first re-warm is at once, all models
+    alike so the load lane takes them in priority order; a repeat waits a poll, then doubles,
+    so a set that does not fit cannot set off evict-all after evict-all.
     """
     recent = st.last_vanished_at is not None and (
         (seen_at - st.last_vanished_at).total_seconds() < daemon.conflict_retry_s
     )
     count = st.vanishes + 1 if recent else 1
-    settle = min(
-        FIRST_REWARM_DELAY_CAP_S, max(daemon.poll_interval_s, 1.5 * (st.cold_load_s or 0.0))
+    if oom:
+        step, exponent = daemon.poll_interval_s, count - 2
+    else:
+        step = min(
+            FIRST_REWARM_DELAY_CAP_S, max(daemon.poll_interval_s, 1.5 * (st.cold_load_s or 0.0))
+        )
+        exponent = count - 1
+    delay = (
+        0.0 if exponent < 0 else min(REWARM_DELAY_CAP_S, step * 2 ** min(exponent, MAX_EXPONENT))
     )
-    delay = min(REWARM_DELAY_CAP_S, settle * 2 ** min(count - 1, MAX_EXPONENT))
-    return replace(st, vanishes=count, rewarm_not_before=now + timedelta(seconds=delay))
+    return replace(
+        st, vanishes=count, rewarm_not_before=now + timedelta(seconds=delay) if delay else None
+    )
 
 
 def _settle_conflict(

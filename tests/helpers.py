@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from ollama_keepwarm.core.config import Config, parse_config
@@ -98,6 +99,7 @@ async def running_keeper(
     clocks: ManualClocks | None = None,
     reload_config: Callable[[], Config] | None = None,
     dbus_address: str | None = "unix:path=/nonexistent/bus",
+    calendar_clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[tuple[Keeper, RecordingNotifier]]:
     """Run a Keeper as a task; stop it and check it exited cleanly afterwards."""
     notifier = RecordingNotifier()
@@ -108,6 +110,7 @@ async def running_keeper(
         reload_config=reload_config,
         handle_signals=False,
         dbus_address=dbus_address,  # tests never listen to the machine's real logind
+        calendar_clock=calendar_clock,
     )
     task = asyncio.create_task(keeper.run())
     try:

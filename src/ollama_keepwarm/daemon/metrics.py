@@ -50,6 +50,11 @@ class _StateCollector(Collector):
             "1 while held back by a capacity conflict",
             labels=["host", "model"],
         )
+        in_window = GaugeMetricFamily(
+            f"{_PREFIX}_model_in_window",
+            "1 while inside one of the model's windows (always 1 without `when`)",
+            labels=["host", "model"],
+        )
         mismatch = GaugeMetricFamily(
             f"{_PREFIX}_model_options_mismatch",
             "1 while a client's runner with other load options is resident (left alone)",
@@ -76,7 +81,9 @@ class _StateCollector(Collector):
                 paused.add_metric(labels, 1.0 if model["state"] == "paused" else 0.0)
                 held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
                 mismatch.add_metric(labels, 1.0 if model["state"] == "mismatch" else 0.0)
-        yield from (resident, lease, paused, held, mismatch, up, poll_errors, ready)
+                window = model.get("window")
+                in_window.add_metric(labels, 1.0 if window is None or window["inside"] else 0.0)
+        yield from (resident, lease, paused, held, mismatch, in_window, up, poll_errors, ready)
 
 
 class Metrics:

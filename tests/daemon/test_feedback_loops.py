@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.daemon.host import HostKeeper
 from ollama_keepwarm.fake import FakeOllama
 
@@ -445,3 +446,33 @@ async def test_a_model_failing_for_ever_does_not_kill_the_lane(
             keeper.refresh(LLAMA)
             await more_looks(keeper, 3)
             assert all(not w.done() for w in host._workers)
+
+
+async def test_a_backward_wall_clock_step_does_not_stop_polling(
+    ollama_version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP or `date -s` steps the wall clock back an hour: polling goes on (monotonic cadence).
+
+    The step is made for the keeper's clocks and for APScheduler's notion of now, as a real
+    step would be for both; a wall-clock scheduler would wait an hour for its next run."""
+    import apscheduler.schedulers.base as apscheduler_base
+
+    clocks = ManualClocks()
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
+        async with running_keeper(config, clocks=clocks) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+
+            class SteppedBack(datetime):
+                @classmethod
+                def now(cls, tz: Any = None) -> Any:
+                    return datetime.now(tz) - timedelta(hours=1)
+
+            monkeypatch.setattr(apscheduler_base, "datetime", SteppedBack)
+            clocks.step_wall(-3600)
+            polls = len([r for r in fake.requests if r.path == "/api/ps"])
+            await eventually(
+                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) >= polls + 10,
+                within=5,
+                what="ten more polls after the step",
+            )

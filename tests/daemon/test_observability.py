@@ -390,6 +390,7 @@ MODEL_SCHEMA = {
     "warms": int,
     "reloads": int,
     "prime": (dict, type(None)),  # None when no prefix is configured (tests/daemon/test_prime.py)
+    "window": (dict, type(None)),
 }
 
 

@@ -50,6 +50,16 @@ class _StateCollector(Collector):
             "1 while held back by a capacity conflict",
             labels=["host", "model"],
         )
+        in_window = GaugeMetricFamily(
+            f"{_PREFIX}_model_in_window",
+            "1 while inside one of the model's windows (always 1 without `when`)",
+            labels=["host", "model"],
+        )
+        mismatch = GaugeMetricFamily(
+            f"{_PREFIX}_model_options_mismatch",
+            "1 while a client's runner with other load options is resident (left alone)",
+            labels=["host", "model"],
+        )
         up = GaugeMetricFamily(f"{_PREFIX}_ollama_up", "1 while Ollama answers", labels=["host"])
         poll_errors = CounterMetricFamily(
             f"{_PREFIX}_poll_errors",
@@ -77,7 +87,21 @@ class _StateCollector(Collector):
                 held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
                 if model.get("prime"):
                     primed.add_metric(labels, 1.0 if model["prime"]["primed"] else 0.0)
-        yield from (resident, lease, paused, held, primed, up, poll_errors, ready)
+                mismatch.add_metric(labels, 1.0 if model["state"] == "mismatch" else 0.0)
+                window = model.get("window")
+                in_window.add_metric(labels, 1.0 if window is None or window["inside"] else 0.0)
+        yield from (
+            resident,
+            lease,
+            paused,
+            held,
+            primed,
+            mismatch,
+            in_window,
+            up,
+            poll_errors,
+            ready,
+        )
 
 
 class Metrics:
@@ -157,7 +181,9 @@ class Metrics:
             self.repairs.labels(*labels, str(fields.get("cause", "unknown"))).inc()
         elif name == "runner_reloaded":
             self.reloads.labels(*labels).inc()
-            self.repairs.labels(*labels, "crash").inc()
+            self.repairs.labels(*labels, "reload").inc()
+        elif name == "warm_timed_out":
+            self.warms.labels(*labels, "timeout").inc()
         elif name == "model_primed":
             self.primes.labels(*labels, "ok").inc()
             self.prime_seconds.labels(*labels).observe(float(fields.get("duration_s", 0.0)))

@@ -69,6 +69,7 @@ _COLOURS = {
     "error": "31",
     "conflict": "31",
     "paused": "35",
+    "outside": "35",
 }
 
 
@@ -167,6 +168,21 @@ def model_entry(
         "warms": state.warms,
         "reloads": state.reloads,
         "prime": prime_entry(decision, prime),
+        "window": _window(decision),
+    }
+
+
+def _window(decision: plan.Decision) -> dict[str, Any] | None:
+    """The calendar's view of a model with `when`: inside?, until, next opening, the note."""
+    verdict = decision.window
+    if verdict is None:
+        return None
+    return {
+        "inside": verdict.inside,
+        "kept": verdict.kept,
+        "until": verdict.until.isoformat() if verdict.until else None,
+        "opens": verdict.opens.isoformat() if verdict.opens else None,
+        "note": verdict.note,
     }
 
 
@@ -213,6 +229,7 @@ _COLUMNS = (
     ("LAST WARM", "last"),
     ("PROCESSOR", "processor"),
     ("PRIMED", "primed"),
+    ("WINDOW", "window"),
     ("REASON", "reason"),
 )
 
@@ -228,6 +245,7 @@ def _cells(model: Mapping[str, Any]) -> dict[str, str]:
         "last": "-" if last is None else f"{last:.1f}s",
         "processor": str(model["processor"]),
         "primed": _primed_cell(model.get("prime")),
+        "window": str((model.get("window") or {}).get("note", "-")),
         "reason": str(model["reason"]),
     }
 
@@ -250,8 +268,13 @@ def render_table(document: Mapping[str, Any], *, colour: bool = False) -> str:
         version = f" v{host['version']}" if host.get("version") else ""
         lines.append(f"Ollama {host['host']} ({up}{version}) · {document.get('summary', '')}")
         rows = [_cells(m) for m in host.get("models", [])]
-        # The PRIMED column only where some model has a prefix to prime.
-        columns = [c for c in _COLUMNS if c[1] != "primed" or any(r["primed"] != "-" for r in rows)]
+        # The PRIMED column only where some model has a prefix to prime; WINDOW only where a
+        # model has `when`.
+        primed = any(r["primed"] != "-" for r in rows)
+        windowed = any(m.get("window") for m in host.get("models", []))
+        columns = [
+            (t, k) for t, k in _COLUMNS if (k != "window" or windowed) and (k != "primed" or primed)
+        ]
         widths = {key: max([len(title)] + [len(r[key]) for r in rows]) for title, key in columns}
         lines.append("    ".join(t.ljust(widths[k]) for t, k in columns).rstrip())
         for row in rows:

@@ -116,6 +116,12 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.wedged = Counter(
+            f"{_PREFIX}_runners_wedged",
+            "Refreshes of a loaded model that hung while Ollama answered (once per episode)",
+            labels,
+            registry=self.registry,
+        )
         self.resumes = Counter(
             f"{_PREFIX}_resumes", "Resumes from suspend seen", registry=self.registry
         )
@@ -138,6 +144,8 @@ class Metrics:
         elif name == "runner_reloaded":
             self.reloads.labels(*labels).inc()
             self.repairs.labels(*labels, "crash").inc()
+        elif name == "runner_wedged":
+            self.wedged.labels(*labels).inc()
         elif name == "capacity_conflict":
             self.conflicts.labels(*labels).inc()
         elif name == "resumed_from_suspend":

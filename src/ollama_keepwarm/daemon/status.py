@@ -47,6 +47,8 @@ class HostView(Protocol):
     def decisions(self) -> Sequence[plan.Decision]: ...
     @property
     def all_warm(self) -> bool: ...
+    @property
+    def crash_watch_source(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ _COLOURS = {
     "error": "31",
     "conflict": "31",
     "paused": "35",
+    "wedged": "31",
 }
 
 
@@ -117,10 +120,12 @@ def model_entry(decision: plan.Decision, state: plan.ModelState, now: datetime) 
     next_refresh = decision.at if decision.action is plan.Action.WAIT and row else None
     if decision.action is plan.Action.REFRESH:
         next_refresh = now
+    wedged = state.wedged_since is not None and row is not None
     return {
         "name": decision.model.name,
         "host": decision.model.host,
-        "state": plan.describe_state(decision),
+        # A listed model whose runner hangs is not warm: /readyz says so (daemon/crashwatch.py).
+        "state": "wedged" if wedged else plan.describe_state(decision),
         "reason": decision.reason,
         "priority": decision.model.priority,
         "listed_as": row.name if row else None,
@@ -138,6 +143,7 @@ def model_entry(decision: plan.Decision, state: plan.ModelState, now: datetime) 
         "last_error": state.last_error,
         "warms": state.warms,
         "reloads": state.reloads,
+        "wedged_since": state.wedged_since.isoformat() if wedged and state.wedged_since else None,
     }
 
 
@@ -147,6 +153,7 @@ def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
         "ollama_up": keeper.ollama_up,
         "version": keeper.version,
         "poll_errors": keeper.poll_errors,
+        "crash_watch": keeper.crash_watch_source,
         "polled_at": keeper.snapshot.taken_at.isoformat() if keeper.snapshot else None,
         "models": [
             model_entry(d, keeper.states.get(d.model.key, plan.ModelState()), now)

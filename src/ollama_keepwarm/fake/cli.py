@@ -62,6 +62,12 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--unload-delay", type=float, default=0.0, metavar="S")
     parser.add_argument("--seconds-per-token", type=float, default=0.01, metavar="S")
+    parser.add_argument(
+        "--runner-processes",
+        action="store_true",
+        help="give each loaded runner a real child process (in a cgroup when possible) that "
+        "/_fake/crash kills, so a crash watch can see it",
+    )
     parser.set_defaults(run=run)
 
 
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         ollama_version=args.ollama_version,
         unload_delay_s=args.unload_delay,
         seconds_per_token=args.seconds_per_token,
+        runner_processes=args.runner_processes,
     )
     try:
         return asyncio.run(_serve(fake, args.host, args.port))

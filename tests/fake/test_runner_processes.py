@@ -25,13 +25,12 @@ async def _warm(fake: FakeOllama, model: str = MODEL) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, not a zombie (a zombie still answers kill(0)); gone once reaped."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
         return False
-    # A zombie still answers kill(0): look at its state too.
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    return state not in {"Z", "X"}
 
 
 def _pid(fake: FakeOllama, name: str = MODEL) -> int:

@@ -74,6 +74,23 @@ class RunnerProcesses:
         child = self._children.get(key)
         return child.pid if child is not None and child.returncode is None else None
 
+    def dead(self, key: str) -> bool:
+        """Tell whether ``key``'s child has exited, even if our wait has not run yet.
+
+        Ollama's health ping of a dead runner fails at once (nothing listens any more), so the
+        fake must not serve a request from a child that died a moment ago: it asks the kernel.
+        """
+        child = self._children.get(key)
+        if child is None:
+            return False  # no child was started for it (or it was stopped on purpose)
+        if child.returncode is not None:
+            return True
+        try:
+            stat = Path(f"/proc/{child.pid}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+
     def pids(self) -> dict[str, int]:
         """Every live child's pid, by runner key."""
         return {k: c.pid for k, c in self._children.items() if c.returncode is None}
@@ -135,6 +152,4 @@ class RunnerProcesses:
         if child.pid in self._stopping:
             self._stopping.discard(child.pid)
             return
-        if self._children.get(key) is child:
-            del self._children[key]
         on_death()

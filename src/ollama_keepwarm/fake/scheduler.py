@@ -394,6 +394,8 @@ class Scheduler:
 
     def _reload_reason(self, runner: Runner, options: LoadOptions) -> tuple[LoadReason, str] | None:
         """Return why ``runner`` cannot serve ``options`` (``needsReload``) and what differs."""
+        if not runner.crashed and self.processes is not None and self.processes.dead(runner.key):
+            runner.crashed = True  # died a moment ago: our wait for the child has not run yet
         if runner.crashed:
             return "repair", "runner not responding"  # the health ping fails
         changed = load_options.reload_reason(

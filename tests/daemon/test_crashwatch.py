@@ -241,3 +241,37 @@ def test_the_process_table_never_takes_ourselves_for_ollama() -> None:
         assert table.server is None
         table.read()
         assert table.server != os.getpid()
+
+
+async def test_a_refresh_that_hangs_while_ollama_answers_is_a_wedged_runner(
+    tmp_path: Path,
+) -> None:
+    """Reported once, after a bound from the load time; shown, counted, hooked; then cleared."""
+    marker = tmp_path / "hook-ran"
+    hook = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')"]
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = _config(fake.url, "", [LLAMA], on_runner_wedged=hook)
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                host = keeper.hosts[fake.url]
+                host.wedge_slack_s = 0.2  # instead of Ollama's own 15 s of waits
+                fake.set_delay("/api/generate", 2.0)  # the runner hangs; /api/version answers
+                keeper.refresh(LLAMA["name"])
+                await eventually(marker.exists, within=5, what="the on_runner_wedged hook")
+                status = keeper.status()["hosts"][0]
+                metrics = keeper.metrics.exposition().decode()
+                fake.set_delay("/api/generate", None)
+                await eventually(
+                    lambda: keeper.status()["hosts"][0]["models"][0]["state"] == "warm",
+                    within=5,
+                    what="the wedge over once the refresh answers",
+                )
+    assert status["models"][0]["state"] == "wedged"
+    assert status["models"][0]["wedged_since"]
+    assert status["crash_watch"].startswith("off")
+    assert "ollama_keepwarm_runners_wedged_total" in metrics
+    wedged = [e for e in logs if e["event"] == "runner_wedged"]
+    assert len(wedged) == 1
+    assert wedged[0]["log_level"] == "warning"
+    assert marker.read_text() == "x"

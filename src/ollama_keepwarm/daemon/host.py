@@ -314,8 +314,10 @@ class HostKeeper:
         source, why = choose_source(self.config.ollama.cgroup, self.host, default_host=default)
         if source is None:
             self.crash_watch_source = f"off: {why}"
-            if self.config.ollama.cgroup:
+            if self.config.ollama.cgroup not in {"", "auto"}:  # asked for, and not possible
                 self._emit(plan.Event("crash_watch_off", "", {"reason": why}))
+            else:
+                _log.info("crash_watch_off", host=self.host, reason=why)
             return
         self.crash_watch_source = source.description
         self.crash_watch = CrashWatch(source, self._process_exited)

@@ -115,7 +115,7 @@ async def test_a_killed_runner_is_reloaded_within_detection_plus_its_load() -> N
     reloaded = [e for e in logs if e["event"] == "runner_reloaded"]
     assert [e["expected"] for e in reloaded] == [True]
     assert not [e for e in logs if e["log_level"] in {"warning", "error"}]
-    assert 'repairs_total{cause="crash",host=' in metrics
+    assert 'repairs_total{cause="reload",host=' in metrics
 
 
 async def test_a_normal_unload_costs_only_cheap_pings() -> None:

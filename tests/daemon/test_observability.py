@@ -389,6 +389,7 @@ MODEL_SCHEMA = {
     "last_error": (str, type(None)),
     "warms": int,
     "reloads": int,
+    "window": (dict, type(None)),
 }
 
 

@@ -86,6 +86,16 @@ def add_parser(commands: Any) -> None:
         help="give each loaded runner a real child process (in a cgroup when possible) that "
         "/_fake/crash kills, so a crash watch can see it",
     )
+    parser.add_argument(
+        "--seconds-per-prompt-token",
+        type=float,
+        default=0.0002,
+        metavar="S",
+        help="prompt processing per token not in the slot's cache (0.0002)",
+    )
+    parser.add_argument(
+        "--num-parallel", type=int, default=1, metavar="N", help="OLLAMA_NUM_PARALLEL (1)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -128,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         unload_delay_s=args.unload_delay,
         seconds_per_token=args.seconds_per_token,
         runner_processes=args.runner_processes,
+        seconds_per_prompt_token=args.seconds_per_prompt_token,
+        num_parallel=args.num_parallel,
     )
     try:
         return asyncio.run(_serve(fake, args.host, args.port))

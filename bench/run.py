@@ -40,6 +40,7 @@ import structlog
 
 from bench.cell import CellResult, run_cell
 from bench.cost import IdleCost, measure_idle
+from bench.crash import keep_section
 from bench.metrics import measure
 from bench.report import Run, chart, markdown, readme_table
 from bench.strategies import STRATEGIES
@@ -155,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="okw-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     report = markdown(run, chart(run, out / "benchmarks.png"))
-    (out / "benchmarks.md").write_text(report)
+    target = out / "benchmarks.md"
+    # bench.crash writes its own section; a regeneration keeps it.
+    report = keep_section(target.read_text() if target.exists() else "", report)
+    target.write_text(report)
     print(report)
     print("The README's table:\n\n" + readme_table(run))
     print(f"report written to {out}/benchmarks.md", file=sys.stderr)

@@ -391,6 +391,7 @@ MODEL_SCHEMA = {
     "reloads": int,
     "prime": (dict, type(None)),  # None when no prefix is configured (tests/daemon/test_prime.py)
     "window": (dict, type(None)),
+    "wedged_since": (str, type(None)),
 }
 
 
@@ -413,7 +414,15 @@ async def test_status_json_schema() -> None:
     }
     assert document["source"] == "daemon"
     for host in document["hosts"]:
-        assert set(host) == {"host", "ollama_up", "version", "poll_errors", "polled_at", "models"}
+        assert set(host) == {
+            "host",
+            "ollama_up",
+            "version",
+            "poll_errors",
+            "crash_watch",
+            "polled_at",
+            "models",
+        }
         for model in host["models"]:
             assert set(model) == set(MODEL_SCHEMA)
             for key, kind in MODEL_SCHEMA.items():

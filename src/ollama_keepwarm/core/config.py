@@ -73,6 +73,7 @@ class OllamaConfig:
     host: str = DEFAULT_HOST
     load_timeout_s: float = 600.0
     request_timeout_s: float = 30.0
+    cgroup: str = "auto"  # the crash watch: "auto", a unit name, a cgroup directory, or "" (off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class DaemonConfig:
     resume_threshold_s: float = 5.0
     conflict_retry_s: float = 1800.0
     on_gpu_lost: tuple[str, ...] = ()
+    on_runner_wedged: tuple[str, ...] = ()
     control_socket: str = ""  # "" = $RUNTIME_DIRECTORY/control.sock, or a per-user default
     state_dir: str = ""  # "" = $STATE_DIRECTORY, or a per-user default
     timezone: str = ""  # the zone of every model's `when`; "" = the system's
@@ -325,25 +327,46 @@ def _parse_ollama(raw: object, environ: Mapping[str, str]) -> OllamaConfig:
         host=_host(table, "host", default_host),
         load_timeout_s=table.duration("load_timeout", _OLLAMA_DEFAULTS.load_timeout_s),
         request_timeout_s=table.duration("request_timeout", _OLLAMA_DEFAULTS.request_timeout_s),
+        cgroup=_cgroup(table),
     )
     table.finish()
     return config
 
 
+def _cgroup(table: _Table) -> str:
+    """``auto``, ``""``, a systemd unit name (``ollama-rocm.service``) or an absolute directory."""
+    raw = table.get("cgroup")
+    if raw is None:
+        return _OLLAMA_DEFAULTS.cgroup
+    if not isinstance(raw, str):
+        raise ConfigError(table.key("cgroup"), f"must be a string, not {_kind(raw)}")
+    value = raw.strip()
+    if value in {"", "auto"} or value.startswith("/") or value.endswith(".service"):
+        return value
+    raise ConfigError(
+        table.key("cgroup"),
+        f'must be "auto", "" (off), a unit name ending in .service or an absolute path to a '
+        f"cgroup directory, not {value!r}",
+    )
+
+
+def _command(table: _Table, name: str) -> tuple[str, ...]:
+    hook = table.get(name)
+    if hook is None:
+        return ()
+    if isinstance(hook, list) and hook and all(isinstance(part, str) and part for part in hook):
+        return tuple(hook)
+    raise ConfigError(
+        table.key(name),
+        'must be a command as a non-empty array of strings, e.g. ["systemctl", '
+        '"restart", "ollama"]',
+    )
+
+
 def _parse_daemon(raw: object) -> DaemonConfig:
     table = _Table(raw, "daemon")
     defaults = DaemonConfig()
-    hook = table.get("on_gpu_lost")
-    if hook is None:
-        on_gpu_lost: tuple[str, ...] = ()
-    elif isinstance(hook, list) and hook and all(isinstance(part, str) and part for part in hook):
-        on_gpu_lost = tuple(hook)
-    else:
-        raise ConfigError(
-            table.key("on_gpu_lost"),
-            'must be a command as a non-empty array of strings, e.g. ["systemctl", '
-            '"restart", "ollama"]',
-        )
+    on_gpu_lost = _command(table, "on_gpu_lost")
     config = DaemonConfig(
         poll_interval_s=table.duration("poll_interval", defaults.poll_interval_s),
         refresh_before_s=table.duration("refresh_before", defaults.refresh_before_s),
@@ -353,6 +376,7 @@ def _parse_daemon(raw: object) -> DaemonConfig:
         resume_threshold_s=table.duration("resume_threshold", defaults.resume_threshold_s),
         conflict_retry_s=table.duration("conflict_retry", defaults.conflict_retry_s),
         on_gpu_lost=on_gpu_lost,
+        on_runner_wedged=_command(table, "on_runner_wedged"),
         control_socket=table.string("control_socket", ""),
         state_dir=table.string("state_dir", ""),
         timezone=_timezone(table),

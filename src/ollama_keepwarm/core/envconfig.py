@@ -45,6 +45,7 @@ Kind = Literal["duration", "string", "boolean", "integer", "command"]
 VARIABLES: Mapping[str, tuple[str, str, Kind]] = {
     f"{PREFIX}LOAD_TIMEOUT": ("ollama", "load_timeout", "duration"),
     f"{PREFIX}REQUEST_TIMEOUT": ("ollama", "request_timeout", "duration"),
+    f"{PREFIX}CGROUP": ("ollama", "cgroup", "string"),
     f"{PREFIX}POLL_INTERVAL": ("daemon", "poll_interval", "duration"),
     f"{PREFIX}REFRESH_BEFORE": ("daemon", "refresh_before", "duration"),
     f"{PREFIX}HEALTH_INTERVAL": ("daemon", "health_interval", "duration"),
@@ -53,6 +54,7 @@ VARIABLES: Mapping[str, tuple[str, str, Kind]] = {
     f"{PREFIX}RESUME_THRESHOLD": ("daemon", "resume_threshold", "duration"),
     f"{PREFIX}CONFLICT_RETRY": ("daemon", "conflict_retry", "duration"),
     f"{PREFIX}ON_GPU_LOST": ("daemon", "on_gpu_lost", "command"),
+    f"{PREFIX}ON_RUNNER_WEDGED": ("daemon", "on_runner_wedged", "command"),
     f"{PREFIX}CONTROL_SOCKET": ("daemon", "control_socket", "string"),
     f"{PREFIX}STATE_DIR": ("daemon", "state_dir", "string"),
     f"{PREFIX}TIMEZONE": ("daemon", "timezone", "string"),

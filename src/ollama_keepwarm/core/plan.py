@@ -115,6 +115,9 @@ MISMATCH = "options mismatch"
 CAPACITY = "capacity conflict"
 """The reason (prefix) of a model held because the kept set does not fit."""
 
+RUNNER_CHECK = "a runner process ended"
+"""The reason of a ping asked for by the crash watch (``daemon/crashwatch.py``)."""
+
 OUTSIDE = "outside its window"
 """The reason (prefix) of a model held because none of its calendar windows is open."""
 
@@ -176,6 +179,9 @@ class ModelState:
     mismatch_reported: bool = False
     reload_streak: int = 0
     expect_reload: bool = False  # a runner may have died: a reloading refresh is a repair
+    # A process of Ollama's ended (core/crash.py): ping the listed model, without keep_alive.
+    check_requested_at: datetime | None = None
+    wedged_since: datetime | None = None  # a refresh hung while /api/version answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +359,9 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
         return verdict(Action.REFRESH, RESUMED)
     if st.refresh_requested_at is not None and st.last_warm_ok_at < st.refresh_requested_at:
         return verdict(Action.REFRESH, "refresh requested")
+    if st.check_requested_at is not None and st.last_warm_ok_at < st.check_requested_at:
+        # A ping, not a renewal: the process that ended may be this runner being unloaded.
+        return verdict(Action.REFRESH, RUNNER_CHECK, renew=False)
 
     due, reason, renew = row.expires_at - _margin(model, daemon, st, row), "lease ending", True
     health_due = st.last_warm_ok_at + timedelta(seconds=daemon.health_interval_s)

@@ -20,13 +20,14 @@ from datetime import datetime, timedelta
 import aiohttp
 import structlog
 
-from ollama_keepwarm.core import plan
+from ollama_keepwarm.core import crash, plan
 from ollama_keepwarm.core import prime as priming
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.core.windows import WindowVerdict
 from ollama_keepwarm.daemon.clocks import Clocks
+from ollama_keepwarm.daemon.crashwatch import CrashWatch, choose_source
 from ollama_keepwarm.ollama import (
     ModelInfo,
     OllamaClient,
@@ -48,6 +49,7 @@ _WARNINGS = {
     "verify_failed",
     "prime_failed",
 }
+_WARNINGS |= {"runner_wedged", "crash_watch_off"}
 _ERRORS = {"gpu_lost"}
 
 
@@ -117,6 +119,10 @@ class HostKeeper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._wake: Callable[[datetime], None] = lambda _at: None
+        self.crash_watch: CrashWatch | None = None
+        self.crash_watch_source = "not started"
+        """Where Ollama's processes are watched (shown in status), or why they are not."""
+        self.wedge_slack_s: float | None = None  # Ollama's own waits, see crash.wedge_bound_s
         self.window_of: Callable[[ModelConfig], WindowVerdict | None] = lambda _m: None
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
 
@@ -137,6 +143,8 @@ class HostKeeper:
             _log.info("waiting_for_warm_calls", host=self.host, grace_s=grace_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        if self.crash_watch is not None:
+            await self.crash_watch.stop()
         tasks = [*self._workers, *self._calls]
         for task in tasks:
             task.cancel()
@@ -148,6 +156,9 @@ class HostKeeper:
         A new config is a reason to try held models again: the set or the room may differ.
         """
         before = {m.key: m for m in self.models}
+        if config.ollama.cgroup != self.config.ollama.cgroup and self.crash_watch is not None:
+            asyncio.get_running_loop().create_task(self.crash_watch.stop())
+            self.crash_watch = None  # chosen again at the next look
         self.models, self.config = models, config
         kept = plan.release_holds(self.states)
         self.states = {m.key: kept.get(m.key, plan.ModelState()) for m in models}
@@ -250,6 +261,7 @@ class HostKeeper:
                 loaded=len(snapshot.models),
             )
         self.ollama_up, self._down_polls = True, 0
+        self._ensure_crash_watch()
         await self._learn_blobs(snapshot)
         self._note_appearances(snapshot)
         observation = plan.observe(
@@ -303,6 +315,32 @@ class HostKeeper:
             self.infos[key] = info
             if info.blob:
                 self.blobs[key] = info.blob
+
+    def _ensure_crash_watch(self) -> None:
+        """Watch Ollama's processes, once it answers (its cgroup may not exist before)."""
+        if self.crash_watch is not None or self.crash_watch_source.startswith("off"):
+            return
+        default = self.host == self.config.ollama.host
+        source, why = choose_source(self.config.ollama.cgroup, self.host, default_host=default)
+        if source is None:
+            self.crash_watch_source = f"off: {why}"
+            if self.config.ollama.cgroup not in {"", "auto"}:  # asked for, and not possible
+                self._emit(plan.Event("crash_watch_off", "", {"reason": why}))
+            else:
+                _log.info("crash_watch_off", host=self.host, reason=why)
+            return
+        self.crash_watch_source = source.description
+        self.crash_watch = CrashWatch(source, self._process_exited)
+        self.crash_watch.start()
+        _log.info("crash_watch_started", host=self.host, source=source.description, why=why)
+
+    def _process_exited(self, pids: frozenset[int]) -> None:
+        """A process of Ollama's ended: a runner may have died. Check the listed models now."""
+        listed = [d.model.key for d in self.decisions if d.row is not None]
+        _log.info("ollama_process_exited", host=self.host, pids=sorted(pids), checking=len(listed))
+        if listed:
+            self.states = crash.request_checks(self.states, listed, self._clocks.wall())
+        asyncio.get_running_loop().create_task(self.look())
 
     def _on_gpu_lost(self) -> None:
         command = self.config.daemon.on_gpu_lost
@@ -416,6 +454,11 @@ class HostKeeper:
         )
         self._on_change()
         events: list[plan.Event]
+        wedge = (
+            asyncio.get_running_loop().create_task(self._watch_wedge(model, st.cold_load_s))
+            if listed
+            else None
+        )
         try:
             info = await self._info(model)
             result = await self.client.load(
@@ -446,6 +489,10 @@ class HostKeeper:
             )
             if not listed:
                 self._on_cold_load(model, result.duration_s)
+            st = crash.after_call(st, events, self._clocks.wall(), ok=True)
+        finally:
+            if wedge is not None:
+                wedge.cancel()
         if model.key in self.states:
             self.states[model.key] = st
         for event in events:
@@ -454,6 +501,35 @@ class HostKeeper:
             self._emit(plan.Event("refreshed_after_resume", model.name, {}))
             if model.verify:
                 await self._verify(model)
+
+    async def _watch_wedge(self, model: ModelConfig, cold_load_s: float | None) -> None:
+        """Report ``runner_wedged`` if this refresh outlasts its bound while Ollama answers."""
+        await asyncio.sleep(crash.wedge_bound_s(cold_load_s, slack_s=self.wedge_slack_s))
+        try:
+            await self.client.version()
+        except OllamaError:
+            return  # Ollama itself is away or hung: not this runner's fault
+        st = self.states.get(model.key)
+        if st is None or st.wedged_since is not None:
+            return  # once per episode
+        self.states[model.key] = replace(st, wedged_since=self._clocks.wall())
+        waited = (self._clocks.wall() - (st.in_flight_since or self._clocks.wall())).total_seconds()
+        self._emit(
+            plan.Event(
+                "runner_wedged",
+                model.name,
+                {
+                    "waited_s": round(waited, 3),
+                    "cold_load_s": cold_load_s,
+                    "hint": "a refresh of this loaded model gets no answer while Ollama does: "
+                    "its runner hangs (a hung GPU?). Restarting Ollama frees it.",
+                },
+            )
+        )
+        self._on_change()
+        command = self.config.daemon.on_runner_wedged
+        if command:
+            await _run_hook(command, self.host, "runner_wedged")
 
     async def _verify(self, model: ModelConfig) -> None:
         """Compute once: after a resume ps can list a runner whose GPU is gone (§7.7)."""
@@ -605,12 +681,12 @@ def version_at_least(version: str | None, major: int, minor: int) -> bool:
         return False
 
 
-async def _run_hook(command: tuple[str, ...], host: str) -> None:
-    """Run the ``on_gpu_lost`` command; its failure is logged, never fatal."""
+async def _run_hook(command: tuple[str, ...], host: str, what: str = "gpu_lost") -> None:
+    """Run the ``on_gpu_lost`` (or ``on_runner_wedged``) command; a failure is logged, not fatal."""
     try:
         process = await asyncio.create_subprocess_exec(*command)
         status = await process.wait()
     except OSError as exc:
-        _log.error("gpu_lost_hook_failed", host=host, command=list(command), error=str(exc))
+        _log.error(f"{what}_hook_failed", host=host, command=list(command), error=str(exc))
         return
-    _log.info("gpu_lost_hook_ran", host=host, command=list(command), status=status)
+    _log.info(f"{what}_hook_ran", host=host, command=list(command), status=status)

@@ -147,6 +147,12 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.wedged = Counter(
+            f"{_PREFIX}_runners_wedged",
+            "Refreshes of a loaded model that hung while Ollama answered (once per episode)",
+            labels,
+            registry=self.registry,
+        )
         self.primes = Counter(
             f"{_PREFIX}_primes",
             "Priming requests (the clients' prefix after a load) by result (ok, error)",
@@ -182,6 +188,8 @@ class Metrics:
         elif name == "runner_reloaded":
             self.reloads.labels(*labels).inc()
             self.repairs.labels(*labels, "reload").inc()
+        elif name == "runner_wedged":
+            self.wedged.labels(*labels).inc()
         elif name == "warm_timed_out":
             self.warms.labels(*labels, "timeout").inc()
         elif name == "model_primed":

@@ -49,6 +49,8 @@ class HostView(Protocol):
     @property
     def all_warm(self) -> bool: ...
     @property
+    def crash_watch_source(self) -> str: ...
+    @property
     def primes(self) -> Mapping[str, PrimeState]: ...
 
 
@@ -69,6 +71,7 @@ _COLOURS = {
     "error": "31",
     "conflict": "31",
     "paused": "35",
+    "wedged": "31",
     "outside": "35",
 }
 
@@ -146,10 +149,12 @@ def model_entry(
     next_refresh = decision.at if decision.action is plan.Action.WAIT and row else None
     if decision.action is plan.Action.REFRESH:
         next_refresh = now
+    wedged = state.wedged_since is not None and row is not None
     return {
         "name": decision.model.name,
         "host": decision.model.host,
-        "state": plan.describe_state(decision),
+        # A listed model whose runner hangs is not warm: /readyz says so (daemon/crashwatch.py).
+        "state": "wedged" if wedged else plan.describe_state(decision),
         "reason": decision.reason,
         "priority": decision.model.priority,
         "listed_as": row.name if row else None,
@@ -167,6 +172,7 @@ def model_entry(
         "last_error": state.last_error,
         "warms": state.warms,
         "reloads": state.reloads,
+        "wedged_since": state.wedged_since.isoformat() if wedged and state.wedged_since else None,
         "prime": prime_entry(decision, prime),
         "window": _window(decision),
     }
@@ -192,6 +198,7 @@ def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
         "ollama_up": keeper.ollama_up,
         "version": keeper.version,
         "poll_errors": keeper.poll_errors,
+        "crash_watch": keeper.crash_watch_source,
         "polled_at": keeper.snapshot.taken_at.isoformat() if keeper.snapshot else None,
         "models": [
             model_entry(

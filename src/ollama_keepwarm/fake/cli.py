@@ -81,6 +81,12 @@ def add_parser(commands: Any) -> None:
         help="generation time per output token, before --time-scale (default 0.01)",
     )
     parser.add_argument(
+        "--runner-processes",
+        action="store_true",
+        help="give each loaded runner a real child process (in a cgroup when possible) that "
+        "/_fake/crash kills, so a crash watch can see it",
+    )
+    parser.add_argument(
         "--seconds-per-prompt-token",
         type=float,
         default=0.0002,
@@ -131,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         ollama_version=args.ollama_version,
         unload_delay_s=args.unload_delay,
         seconds_per_token=args.seconds_per_token,
+        runner_processes=args.runner_processes,
         seconds_per_prompt_token=args.seconds_per_prompt_token,
         num_parallel=args.num_parallel,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from ollama_keepwarm.fake import options as load_options
 from ollama_keepwarm.fake.catalog import CatalogModel, Manifest
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.options import LoadOptions
+from ollama_keepwarm.fake.processes import RunnerProcesses
 from ollama_keepwarm.fake.prompt_cache import PromptCache
 from ollama_keepwarm.fake.records import (
     EvictionRecord,
@@ -174,6 +175,7 @@ class Scheduler:
         loads: list[LoadRecord],
         evictions: list[EvictionRecord],
         load_failures: deque[LoadFailure],
+        processes: RunnerProcesses | None = None,
         num_parallel: int = 1,
     ) -> None:
         self.behaviour = behaviour
@@ -191,6 +193,8 @@ class Scheduler:
         self._loads = loads
         self._evictions = evictions
         self._load_failures = load_failures
+        self.processes = processes
+        """Real children for the runners (``runner_processes=True``), else ``None``."""
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._expired: asyncio.Queue[Runner] = asyncio.Queue()
         self._unloaded = asyncio.Event()
@@ -209,6 +213,8 @@ class Scheduler:
     async def close(self) -> None:
         """Forget everything, as a server process exit does (§7.8)."""
         self._closed = True
+        if self.processes is not None:
+            self.processes.stop_all()
         for runner in self.loaded.values():
             if runner.timer is not None:
                 runner.timer.cancel()
@@ -318,6 +324,8 @@ class Scheduler:
         if runner is None:
             return False
         runner.crashed = True
+        if self.processes is not None:
+            self.processes.kill(runner.key)
         runner.cache.clear()
         return True
 
@@ -392,6 +400,8 @@ class Scheduler:
 
     def _reload_reason(self, runner: Runner, options: LoadOptions) -> tuple[LoadReason, str] | None:
         """Return why ``runner`` cannot serve ``options`` (``needsReload``) and what differs."""
+        if not runner.crashed and self.processes is not None and self.processes.dead(runner.key):
+            runner.crashed = True  # died a moment ago: our wait for the child has not run yet
         if runner.crashed:
             return "repair", "runner not responding"  # the health ping fails
         changed = load_options.reload_reason(
@@ -523,8 +533,18 @@ class Scheduler:
             self._finish(record, message)
             pending.future.set_exception(SchedulerError(500, message))
             return
+        if self.processes is not None:
+            await self.processes.start(pending.manifest.model.blob, self._died(pending.manifest))
         self._place(pending)
         self._finish(record, "")
+
+    def _died(self, manifest: Manifest) -> Callable[[], None]:
+        def mark() -> None:
+            runner = self.loaded.get(manifest.model.blob)
+            if runner is not None and not self._closed:
+                runner.crashed = True  # listed, unchanged, until its next request (§4.8)
+
+        return mark
 
     async def _evict_all(self, pending: _Pending) -> None:
         self._unloaded.clear()
@@ -585,6 +605,8 @@ class Scheduler:
                 runner.timer.cancel()
                 runner.timer = None
             del self.loaded[runner.key]
+            if self.processes is not None:
+                self.processes.stop(runner.key)
             self._unloaded.set()
 
     def _requeue(self, runner: Runner) -> None:

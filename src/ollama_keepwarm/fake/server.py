@@ -22,6 +22,7 @@ from ollama_keepwarm.fake.api import OllamaRoutes, json_response
 from ollama_keepwarm.fake.catalog import Catalog, Manifest, default_catalog
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.control import ControlRoutes
+from ollama_keepwarm.fake.processes import RunnerProcesses
 from ollama_keepwarm.fake.records import (
     EvictionRecord,
     LoadRecord,
@@ -78,6 +79,7 @@ class FakeOllama:
         unload_delay_s: float = 0.0,
         seconds_per_token: float = 0.01,
         max_queue: int = 512,
+        runner_processes: bool = False,
         seconds_per_prompt_token: float = 0.0002,
         num_parallel: int = 1,
     ) -> None:
@@ -103,6 +105,9 @@ class FakeOllama:
         self.host = "127.0.0.1"
         self.port = 0
         self._load_failures: deque[LoadFailure] = deque()
+        self.runner_processes = runner_processes
+        self.processes: RunnerProcesses | None = None
+        """With ``runner_processes``, the runners' real children (made at :meth:`start`)."""
         self.scheduler = self._new_scheduler()
         self._delays: dict[str, float] = {}
         self._holds = 0
@@ -126,6 +131,8 @@ class FakeOllama:
         self.port = port
         self._ready = asyncio.Event()
         self._ready.set()
+        if self.runner_processes and self.processes is None:
+            self.processes = RunnerProcesses()
         self.scheduler = self._new_scheduler()
         self.scheduler.start()
         await self._listen()
@@ -139,6 +146,9 @@ class FakeOllama:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.processes is not None:
+            await self.processes.close()
+            self.processes = None
 
     async def __aenter__(self) -> FakeOllama:
         await self.start()
@@ -185,7 +195,7 @@ class FakeOllama:
         log.info("fake ollama restarted on %s", self.url)
 
     def crash(self, name: str) -> bool:
-        """Kill the runner serving ``name``; return whether one was loaded.
+        """Kill the runner serving ``name`` (SIGKILL its child, if any); say if one was loaded.
 
         Raises:
             KeyError: ``name`` is not in the catalogue.
@@ -266,6 +276,7 @@ class FakeOllama:
                     "busy": runner.ref_count,
                     "crashed": runner.crashed,
                     "size_vram": runner.size_vram,
+                    "pid": self.processes.pid(runner.key) if self.processes else None,
                 }
             )
         loading = self.scheduler.loading
@@ -274,6 +285,7 @@ class FakeOllama:
             "version": self.ollama_version,
             "phase": self.phase,
             "runners": runners,
+            "cgroup": self._cgroup(),
             "loading": loading.manifest.name if loading is not None else None,
             "loads": [
                 {
@@ -298,6 +310,11 @@ class FakeOllama:
                 for e in self.evictions
             ],
         }
+
+    def _cgroup(self) -> str | None:
+        """The cgroup directory the runners' children are in, if any."""
+        cgroup = self.processes.cgroup if self.processes is not None else None
+        return str(cgroup) if cgroup is not None else None
 
     def spawn(self, coroutine: Awaitable[None]) -> None:
         """Run a fault in the background (the HTTP control routes reply before it ends)."""
@@ -330,6 +347,7 @@ class FakeOllama:
             loads=self.loads,
             evictions=self.evictions,
             load_failures=self._load_failures,
+            processes=self.processes,
             num_parallel=self.num_parallel,
         )
 

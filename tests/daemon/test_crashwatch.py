@@ -1,0 +1,277 @@
+"""The crash watch (issue 13): a runner killed with SIGKILL is reloaded without a client request.
+
+The fake's runners are real children (``runner_processes=True``); the keeper polls ``/api/ps`` every
+30 minutes here and pings every hour, so only the watch can notice the death.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from ollama_keepwarm.core.config import Config, parse_config
+from ollama_keepwarm.daemon.crashwatch import CgroupPids, ProcessTablePids, choose_source
+from ollama_keepwarm.daemon.keeper import Keeper
+from ollama_keepwarm.fake import FakeOllama
+
+LLAMA = {"name": "llama3.1:8b", "keep_alive": "1h", "priority": 10}
+CODER = {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 5}
+QUIET = {"poll_interval": "30m", "health_interval": "1h", "refresh_before": "40m"}
+
+
+def _config(url: str, cgroup: str, models: list[dict[str, Any]], **daemon: Any) -> Config:
+    base = make_config(url, models, **{**QUIET, **daemon})
+    return parse_config(
+        {
+            "ollama": {
+                "host": url,
+                "load_timeout": "30s",
+                "request_timeout": "5s",
+                "cgroup": cgroup,
+            },
+            "daemon": {
+                "control_socket": base.daemon.control_socket,
+                "state_dir": base.daemon.state_dir,
+                **QUIET,
+                **daemon,
+            },
+            "http": {"enabled": False},
+            "models": models,
+        },
+        environ={},
+    )
+
+
+def _cgroup_of(fake: FakeOllama) -> Path:
+    assert fake.processes is not None
+    if fake.processes.cgroup is None:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail("CI runs as root: the fake must be able to make a cgroup")
+        pytest.skip("cannot create a cgroup v2 here: the process-table test covers the watch")
+    return fake.processes.cgroup
+
+
+def _pid(fake: FakeOllama, name: str) -> int:
+    pid = next(r["pid"] for r in fake.state()["runners"] if r["name"] == name)
+    assert isinstance(pid, int)
+    return pid
+
+
+async def _known(keeper: Keeper, url: str, *pids: int) -> None:
+    """Wait until the watch has seen these processes (a rescan after their runner loaded)."""
+    host = keeper.hosts[url]
+    await eventually(
+        lambda: host.crash_watch is not None and set(pids) <= host.crash_watch.known,
+        what=f"the watch knowing {pids}",
+    )
+
+
+async def test_a_killed_runner_is_reloaded_within_detection_plus_its_load() -> None:
+    """Done when (issue 13): reloaded within 0.5 s + its load time, no client request."""
+    async with FakeOllama(runner_processes=True, **FAST_FAKE) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                host = keeper.hosts[fake.url]
+                assert host.crash_watch_source.startswith("cgroup ")
+                first = next(ld for ld in fake.loads if ld.model == LLAMA["name"])
+                assert first.finished is not None
+                load_s = (first.finished - first.started).total_seconds()
+                await _known(keeper, fake.url, _pid(fake, LLAMA["name"]))
+                killed = time.monotonic()
+                os.kill(_pid(fake, LLAMA["name"]), signal.SIGKILL)
+                await eventually(
+                    lambda: [ld for ld in fake.loads if ld.reason == "repair" and ld.ok],
+                    within=5,
+                    what="the keeper's repair load",
+                )
+                repaired = time.monotonic() - killed
+                # The repaired runner is then given our lease again (it took the default).
+                await eventually(
+                    lambda: all(r.keep_alive_ns == 3600 * 10**9 for r in fake.runners()),
+                    what="our keep_alive back on the repaired runner",
+                )
+                metrics = keeper.metrics.exposition().decode()
+    assert repaired <= 0.5 + load_s + 0.3, (repaired, load_s)  # + the fake's own start-up
+    repair = next(ld for ld in fake.loads if ld.reason == "repair")
+    assert repair.model == LLAMA["name"]
+    clients = [r for r in fake.requests if r.path == "/api/generate" and r.body.get("prompt")]
+    assert not clients
+    reloaded = [e for e in logs if e["event"] == "runner_reloaded"]
+    assert [e["expected"] for e in reloaded] == [True]
+    assert not [e for e in logs if e["log_level"] in {"warning", "error"}]
+    assert 'repairs_total{cause="reload",host=' in metrics
+
+
+async def test_a_normal_unload_costs_only_cheap_pings() -> None:
+    """`ollama stop` ends a runner too: the other listed model is pinged, nothing reloads.
+
+    The stopped one is gone from ``/api/ps`` by the time the keeper looks (Ollama removes the row
+    before ps answers again), so the usual vanished rules handle it: no ping revives it.
+    """
+    async with FakeOllama(runner_processes=True, **FAST_FAKE) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                host = keeper.hosts[fake.url]
+                assert fake.processes is not None
+                await _known(keeper, fake.url, *fake.processes.pids().values())
+                await fake.unload(CODER["name"])  # ollama stop: the keeper warms it back
+                await eventually(
+                    lambda: host.crash_watch is not None and host.crash_watch.exits >= 1,
+                    what="the exit seen",
+                )
+                await eventually(
+                    lambda: (
+                        host.states["llama3.1:8b"].check_requested_at is not None
+                        and host.states["llama3.1:8b"].in_flight_since is None
+                        and host.states["llama3.1:8b"].last_warm_ok_at
+                        > host.states["llama3.1:8b"].check_requested_at
+                    ),
+                    what="the other model checked",
+                )
+                await eventually(
+                    lambda: any(e["event"] == "model_vanished" for e in logs),
+                    what="the stopped model seen gone",
+                )
+    assert not [ld for ld in fake.loads if ld.reason in {"repair", "reload"}]
+    assert not [e for e in logs if e["event"] == "runner_reloaded"]
+    assert not [e for e in logs if e["log_level"] in {"warning", "error"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def _fake_process(*args: str) -> AsyncIterator[str]:
+    """The fake Ollama in its own process, as a real Ollama would be: yield its URL."""
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once; its output goes nowhere
+        [sys.executable, "-m", "ollama_keepwarm", "fake-ollama", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    async def up() -> bool:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"{url}/api/version") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await eventually(up, within=20, what="the fake Ollama process")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def _state(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/_fake/state") as r:
+        result: dict[str, Any] = await r.json()
+        return result
+
+
+async def test_without_a_cgroup_the_process_table_is_watched() -> None:
+    """No cgroup to read (``auto`` finds no ollama.service here): Ollama's descendants are."""
+    async with _fake_process(
+        "--runner-processes", "--load-seconds-per-gb", "0.05", "--seconds-per-token", "0.001"
+    ) as url:
+        source, why = choose_source("auto", url, default_host=True)
+        if isinstance(source, CgroupPids):
+            pytest.skip(f"this machine has a readable ollama.service cgroup: {why}")
+        config = _config(url, "auto", [LLAMA])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = keeper.hosts[url]
+            await eventually(lambda: host.crash_watch is not None, what="the watch started")
+            assert host.crash_watch_source.startswith("process table"), host.crash_watch_source
+            pid = (await _state(url))["runners"][0]["pid"]
+            await _known(keeper, url, pid)
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+
+            async def repaired() -> bool:
+                loads = (await _state(url))["loads"]
+                return any(ld["reason"] == "repair" and ld["ok"] for ld in loads)
+
+            await eventually(repaired, within=5, what="the repair load")
+            elapsed = time.monotonic() - killed
+    assert elapsed < 0.5 + 1.0, elapsed  # a pidfd event; the 8B loads in ~0.25 s here
+
+
+def test_off_and_remote_hosts_are_not_watched() -> None:
+    assert choose_source("", "http://127.0.0.1:11434", default_host=True)[0] is None
+    source, why = choose_source("auto", "http://192.0.2.1:11434", default_host=False)
+    assert source is None
+    assert "another machine" in why
+    source, why = choose_source("/nonexistent/cgroup", "http://127.0.0.1:1", default_host=True)
+    assert source is None
+    assert "cgroup.procs" in why
+
+
+def test_the_process_table_never_takes_ourselves_for_ollama() -> None:
+    """Our own children are not Ollama's runners (an in-process fake, a test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        table = ProcessTablePids(sock.getsockname()[1])
+        assert table.server is None
+        table.read()
+        assert table.server != os.getpid()
+
+
+async def test_a_refresh_that_hangs_while_ollama_answers_is_a_wedged_runner(
+    tmp_path: Path,
+) -> None:
+    """Reported once, after a bound from the load time; shown, counted, hooked; then cleared."""
+    marker = tmp_path / "hook-ran"
+    hook = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')"]
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = _config(fake.url, "", [LLAMA], on_runner_wedged=hook)
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                host = keeper.hosts[fake.url]
+                host.wedge_slack_s = 0.2  # instead of Ollama's own 15 s of waits
+                fake.set_delay("/api/generate", 2.0)  # the runner hangs; /api/version answers
+                keeper.refresh(LLAMA["name"])
+                await eventually(marker.exists, within=5, what="the on_runner_wedged hook")
+                status = keeper.status()["hosts"][0]
+                metrics = keeper.metrics.exposition().decode()
+                fake.set_delay("/api/generate", None)
+                await eventually(
+                    lambda: keeper.status()["hosts"][0]["models"][0]["state"] == "warm",
+                    within=5,
+                    what="the wedge over once the refresh answers",
+                )
+    assert status["models"][0]["state"] == "wedged"
+    assert status["models"][0]["wedged_since"]
+    assert status["crash_watch"].startswith("off")
+    assert "ollama_keepwarm_runners_wedged_total" in metrics
+    wedged = [e for e in logs if e["event"] == "runner_wedged"]
+    assert len(wedged) == 1
+    assert wedged[0]["log_level"] == "warning"
+    assert marker.read_text() == "x"

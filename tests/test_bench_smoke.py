@@ -3,8 +3,8 @@
 It runs on the fake's time scale: the 12-minute trace takes 12 s, every cell in one event loop.
 The tiny trace is built so each outcome has seconds of trace time (a tenth of a second and
 more in real time) of margin, so the counts are certain: 3 of its 7 requests are in the floor,
-no keeper meets two more cold models (an idle gap past 5 m, a restart), ollama-keepwarm meets none beyond the
-floor. No keeper and ollama-keepwarm run twice to check the counts repeat.
+no keeper meets two more cold models (an idle gap past 5 m, a restart), ollama-keepwarm meets
+none beyond the floor. No keeper and ollama-keepwarm run twice to check the counts repeat.
 """
 
 from __future__ import annotations

@@ -103,6 +103,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "count = st.vanishes + 1 if recent else 1",
         "count = st.vanishes + 1",
     ),
+    Mutant(  # the real bug this run found: the previous loss read after it was overwritten
+        "loss_streak_reads_this_loss",
+        PLAN,
+        "    last_loss = st.last_vanished_at\n",
+        "    last_loss = now\n",
+    ),
     Mutant(
         "rewarm_delay_uncapped",
         PLAN,

@@ -473,6 +473,7 @@ def _vanished(
         "cause": cause,
         "expires_at": old.expires_at.isoformat() if old is not None else None,
     }
+    last_loss = st.last_vanished_at
     st = replace(
         st,
         last_row=None,
@@ -485,7 +486,7 @@ def _vanished(
         fields["during_load_of"] = culprit.name
         st = replace(st, strikes=(*st.strikes, now))
     elif cause in {"evicted", "oom"}:
-        st = _note_repeated_loss(st, daemon, now, seen_at)
+        st = _note_repeated_loss(st, daemon, now, seen_at, last_loss)
         wait = st.rewarm_not_before
         fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
     return st, Event("model_vanished", model.name, fields)
@@ -605,7 +606,11 @@ def _culprit(
 
 
 def _note_repeated_loss(
-    st: ModelState, daemon: DaemonConfig, now: datetime, seen_at: datetime
+    st: ModelState,
+    daemon: DaemonConfig,
+    now: datetime,
+    seen_at: datetime,
+    last_loss: datetime | None,
 ) -> ModelState:
     """Wait before re-warming a model another client took away; longer each time in a row.
 
@@ -614,8 +619,8 @@ def _note_repeated_loss(
     load of ours would queue behind it and evict again (§4.3). A client that reloads the model
     with other options is then seen with them (an options mismatch) instead of being fought.
     """
-    recent = st.last_vanished_at is not None and (
-        (seen_at - st.last_vanished_at).total_seconds() < daemon.conflict_retry_s
+    recent = last_loss is not None and (
+        (seen_at - last_loss).total_seconds() < daemon.conflict_retry_s
     )
     count = st.vanishes + 1 if recent else 1
     settle = min(

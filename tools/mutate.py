@@ -316,6 +316,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "self._mark_for_unload(runner)",
     ),
     Mutant(
+        "unload_command_ignored",
+        SCHED,
+        "self._mark_for_unload(runner)\n        return True",
+        "return True",
+    ),
+    Mutant(
         "crash_not_repaired",
         SCHED,
         "        if runner.crashed:\n",

@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PLAN = "src/ollama_keepwarm/core/plan.py"
 SCHED = "src/ollama_keepwarm/fake/scheduler.py"
 DEFAULT_TESTS = ("tests/core", "tests/daemon", "tests/fake")
+FIRST = {PLAN: "tests/core", SCHED: "tests/fake"}
+"""The folder run first for a file's mutants (its own tests): with ``-x`` a kill is quick."""
 SKIPPED = (".git", ".venv", "__pycache__", "*.pyc", "*_cache", "build", "dist", "*.egg-info")
 
 
@@ -416,21 +418,33 @@ def run_one(mutant: Mutant | None, tests: Sequence[str], timeout: float) -> tupl
         return run_tests(tree, tests, timeout)
 
 
+def order_for(mutant: Mutant) -> list[str]:
+    """The default folders, the mutated file's own tests first."""
+    first = FIRST.get(mutant.path)
+    return [first, *(f for f in DEFAULT_TESTS if f != first)] if first else list(DEFAULT_TESTS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen mutants, print one line each, then the score."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", default=[], metavar="NAME")
     parser.add_argument("--list", action="store_true", help="print the mutants' names and exit")
-    parser.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS), metavar="PATH")
+    parser.add_argument(
+        "--tests", nargs="+", metavar="PATH", help=f"default: {' '.join(DEFAULT_TESTS)}"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the run of the unmutated copy"
     )
     args = parser.parse_args(argv)
     if args.list:
+        stale = 0
         for mutant in MUTANTS:
-            print(f"{mutant.name:32} {mutant.path}")
-        return 0
+            found = (ROOT / mutant.path).read_text().count(mutant.original)
+            stale += found != 1
+            note = "" if found == 1 else f"  STALE: snippet found {found} times"
+            print(f"{mutant.name:32} {mutant.path}{note}")
+        return 2 if stale else 0
     by_name = {m.name: m for m in MUTANTS}
     unknown = [name for name in args.only if name not in by_name]
     if unknown:
@@ -442,14 +456,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mutate: {mutant.name}: its snippet no longer occurs once in {mutant.path}")
             return 2
     if not args.only and not args.no_baseline:
-        outcome, seconds, last = run_one(None, args.tests, args.timeout)
+        outcome, seconds, last = run_one(None, args.tests or DEFAULT_TESTS, args.timeout)
         print(f"{'(baseline)':32} {outcome:9} {seconds:6.1f}s  {last}", flush=True)
         if outcome != "survived":
             print("mutate: the unmutated suite does not pass; fix that first")
             return 2
     results: dict[str, list[str]] = {}
     for mutant in chosen:
-        outcome, seconds, last = run_one(mutant, args.tests, args.timeout)
+        outcome, seconds, last = run_one(mutant, args.tests or order_for(mutant), args.timeout)
         results.setdefault(outcome, []).append(mutant.name)
         print(f"{mutant.name:32} {outcome:9} {seconds:6.1f}s  {last}", flush=True)
     dead = len(results.get("killed", [])) + len(results.get("timeout", []))

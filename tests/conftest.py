@@ -20,7 +20,13 @@ def _fresh_structlog() -> Iterator[None]:
 
 
 @pytest.fixture(name="fake")
-async def _fake() -> AsyncIterator[FakeOllama]:
-    """A fake Ollama with fast loads, on 127.0.0.1 and a free port."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+async def _fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeOllama]:
+    """A fake Ollama with fast loads, on 127.0.0.1 and a free port.
+
+    Parametrise it indirectly with an Ollama version (``BOTH_VERSIONS``) to run a test against
+    the old and the current scheduler rules; by default it is the current stable.
+    """
+    version = getattr(request, "param", None)
+    extra = {"ollama_version": version} if version else {}
+    async with FakeOllama(**FAST_FAKE, **extra) as fake:
         yield fake

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from ollama_keepwarm.core.config import Config, parse_config
@@ -15,6 +16,10 @@ from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.daemon.keeper import Keeper
 
 T = TypeVar("T")
+
+VERSIONS = ("0.24.0", "0.32.15")
+"""The Ollama versions whose scheduler rules differ (before and since v0.30): tests of load
+options, eviction and restarts run against both."""
 
 FAST_FAKE: dict[str, Any] = {"load_seconds_per_gb": 0.05, "seconds_per_token": 0.001}
 """Fake Ollama settings for tests: an 8B model loads in ~0.25 s, a token takes 1 ms."""
@@ -94,6 +99,7 @@ async def running_keeper(
     clocks: ManualClocks | None = None,
     reload_config: Callable[[], Config] | None = None,
     dbus_address: str | None = "unix:path=/nonexistent/bus",
+    calendar_clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[tuple[Keeper, RecordingNotifier]]:
     """Run a Keeper as a task; stop it and check it exited cleanly afterwards."""
     notifier = RecordingNotifier()
@@ -104,6 +110,7 @@ async def running_keeper(
         reload_config=reload_config,
         handle_signals=False,
         dbus_address=dbus_address,  # tests never listen to the machine's real logind
+        calendar_clock=calendar_clock,
     )
     task = asyncio.create_task(keeper.run())
     try:

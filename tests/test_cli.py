@@ -104,8 +104,8 @@ async def test_warm_once_reports_failures(fake: FakeOllama, tmp_path: Path) -> N
     )
     code, _, err = await run_cli("warm", "-c", str(config))
     assert code == 1
-    assert "not warm: no-such-model: not_found" in err
-    assert "ollama pull" in err
+    assert err.count("not warm: no-such-model: not_found") == 1  # said once, not twice
+    assert "run `ollama pull no-such-model`" in err
 
 
 async def test_warm_gives_up_when_ollama_never_answers(tmp_path: Path) -> None:
@@ -114,6 +114,8 @@ async def test_warm_gives_up_when_ollama_never_answers(tmp_path: Path) -> None:
     code, _, err = await run_cli("warm", "-c", str(config), "--timeout", "1s")
     assert code == 69
     assert "waiting for Ollama" in err
+    assert "connection refused" in err
+    assert "ssl:default" not in err  # aiohttp's words, not ours
 
 
 async def test_check_prints_the_plan(fake: FakeOllama, tmp_path: Path) -> None:
@@ -269,10 +271,11 @@ async def test_status_from_daemon_and_from_ollama(
     config = write_config(tmp_path / "c.toml", fake.url, http_port=free_port())
     async with daemon(config, notify_socket) as d:
         await d.wait_for("READY=1")
-        code, out, _ = await run_cli("status", "-c", str(config), "--json")
+        code, out, err = await run_cli("status", "-c", str(config), "--json")
         assert code == 0
         document: dict[str, Any] = json.loads(out)
         assert document["source"] == "daemon"
+        assert "status from the daemon at " in err  # which daemon answered, on stderr
         models = document["hosts"][0]["models"]
         assert [(m["name"], m["state"]) for m in models] == [
             ("llama3.1:8b", "warm"),
@@ -284,9 +287,46 @@ async def test_status_from_daemon_and_from_ollama(
         assert "Forever" in table
         d.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(d.process.wait(), 15) == 0
-    code, out, _ = await run_cli("status", "-c", str(config), "--json")
+    code, out, err = await run_cli("status", "-c", str(config), "--json")
     assert code == 0
     assert json.loads(out)["source"] == "ollama"
+    assert f"status from no daemon; Ollama at {fake.url}" in err
+
+
+async def test_status_with_nothing_answering_says_where_it_looked(tmp_path: Path) -> None:
+    """Exit 69 names the socket, the endpoint and the Ollama URL it tried."""
+    url = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "c.toml", url, http_port=free_port())
+    code, _, err = await run_cli("status", "-c", str(config))
+    assert code == 69
+    assert "the daemon's socket " in err
+    assert f"Ollama at {url}" in err
+
+
+async def test_check_with_no_models_exits_1(fake: FakeOllama, tmp_path: Path) -> None:
+    """A config that keeps nothing is an error for `check`, with a message that says so."""
+    config = write_config(tmp_path / "c.toml", fake.url, models="")
+    code, _, err = await run_cli("check", "-c", str(config))
+    assert code == 1
+    assert "keeps no models" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "words"),
+    [
+        (["run", "--help"], "--log-level", "the least severe events"),
+        (["fake-ollama", "--help"], "--load-seconds-per-gb", "load time per GB"),
+        (["fake-ollama", "--help"], "--unload-delay", "stale-expiry race"),
+        (["fake-ollama", "--help"], "--seconds-per-token", "generation time per output token"),
+    ],
+)
+async def test_every_option_says_what_it_does(argv: list[str], option: str, words: str) -> None:
+    """--help explains each option (argparse wraps lines, so compare without white space)."""
+    code, out, _ = await run_cli(*argv)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert option in flat
+    assert words in flat
 
 
 async def test_demo_runs_and_ends_by_itself() -> None:

@@ -114,8 +114,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "rewarm_delay_uncapped",
         PLAN,
-        "delay = min(REWARM_DELAY_CAP_S, settle * 2 ** min(count - 1, MAX_EXPONENT))",
-        "delay = settle * 2 ** min(count - 1, MAX_EXPONENT)",
+        "min(REWARM_DELAY_CAP_S, step * 2 ** min(exponent, MAX_EXPONENT))",
+        "step * 2 ** min(exponent, MAX_EXPONENT)",
+    ),
+    Mutant(
+        "oom_rewarm_waits",
+        PLAN,
+        "step, exponent = daemon.poll_interval_s, count - 2",
+        "step, exponent = daemon.poll_interval_s, count - 1",
     ),
     Mutant(
         "reload_floor_zero",

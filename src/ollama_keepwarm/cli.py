@@ -75,20 +75,34 @@ def cmd_warm(args: argparse.Namespace) -> int:
     """Warm every model once and exit: the ExecStartPost companion."""
     config = _config_or_exit(args)
     from ollama_keepwarm.commands.oneshot import warm_all
+    from ollama_keepwarm.daemon.state import LoadTimeStore, default_state_dir
 
-    outcomes, reached = asyncio.run(warm_all(config, args.timeout, _say))
+    state_dir = Path(config.daemon.state_dir) if config.daemon.state_dir else default_state_dir()
+    times = LoadTimeStore(args.load_times.parent if args.load_times else state_dir)
+    if args.load_times:
+        times.path = args.load_times
+    outcomes, reached = asyncio.run(
+        warm_all(config, args.timeout, _say, deadline_s=args.deadline, load_times=times.load())
+    )
     failed = [o for o in outcomes if not o.ok]
-    for outcome in failed:
-        _say(f"not warm: {outcome.name}: {outcome.detail}")
+    skipped = [o for o in outcomes if o.skipped]
     if not reached:
         return EX_UNAVAILABLE
-    _say(f"{len(outcomes) - len(failed)}/{len(outcomes)} warm")
+    warm = len(outcomes) - len(failed) - len(skipped)
+    left = f", {len(skipped)} left to the daemon ({', '.join(o.name for o in skipped)})"
+    _say(f"{warm}/{len(outcomes)} warm" + (left if skipped else ""))
     return EX_WARM_FAILED if failed else EX_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, reach Ollama, and print what the keeper would do now."""
     config = _config_or_exit(args)
+    if not config.models:
+        _say(
+            f"ollama-keepwarm: {config.source or 'the environment'} keeps no models: add a "
+            "[[models]] table (or set OLLAMA_KEEPWARM_MODELS); there is nothing to warm"
+        )
+        return EX_WARM_FAILED
     print(f"config {config.source or 'from the environment'}: ok, {len(config.models)} models")
     from ollama_keepwarm.commands.oneshot import check
 
@@ -101,7 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the running daemon's view, or Ollama's own when no daemon answers."""
-    from ollama_keepwarm.commands.status_client import fetch_status
+    from ollama_keepwarm.commands.status_client import fetch_status, tried
     from ollama_keepwarm.daemon.status import render_table
 
     config: Config | None
@@ -114,8 +128,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         config = None
     document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))
     if document is None:
-        _say("ollama-keepwarm: neither the daemon nor Ollama answered")
+        _say("ollama-keepwarm: nothing answered; tried " + "; ".join(tried(config, args.url)))
         return EX_UNAVAILABLE
+    _say(f"status from {document.pop('reached', 'an unknown source')}")
     if args.json:
         print(json.dumps(document, indent=2))
     else:
@@ -148,13 +163,15 @@ def cmd_control(args: argparse.Namespace) -> int:
         request["for_s"] = getattr(args, "for_s", None)
         request["unload"] = args.unload
     try:
-        reply = asyncio.run(send_command(_socket_path(args), request))
+        path = _socket_path(args)
+        reply = asyncio.run(send_command(path, request))
     except ConfigError as exc:
         _say(f"ollama-keepwarm: config error: {exc}")
         return EX_CONFIG
     except ControlError as exc:
         _say(f"ollama-keepwarm: {exc}")
         return EX_UNAVAILABLE
+    _say(f"daemon at {path}")  # without -c, the default socket may be another daemon's
     print(reply.get("message", ""))
     return EX_OK if reply.get("ok") else EX_WARM_FAILED
 
@@ -196,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon (what systemd runs)")
     _add_common(run)
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe events logged (default info; debug adds every poll's plan)",
+    )
     run.add_argument(
         "--log-format",
         choices=["console", "logfmt", "json"],
@@ -206,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     warm = commands.add_parser("warm", help="wait for Ollama, warm every model once, exit")
     _add_common(warm, timeout="2m")
+    warm.add_argument(
+        "--deadline",
+        type=_duration,
+        help="finish within this long: start only the loads that fit (a load cut short is "
+        "aborted inside Ollama), in priority order, and leave the rest to the daemon",
+    )
+    warm.add_argument(
+        "--load-times",
+        type=Path,
+        metavar="FILE",
+        help="the daemon's measured load times (default: load-times.json in the state dir)",
+    )
     warm.set_defaults(run=cmd_warm)
 
     check = commands.add_parser("check", help="validate the config, reach Ollama, show the plan")

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
 __all__ = [
@@ -193,6 +194,18 @@ class OllamaClient:
             return parse_ps(body, datetime.now().astimezone())
         except (ValueError, TypeError) as exc:
             raise OllamaError(200, f"malformed /api/ps answer: {exc}") from exc
+
+    async def sizes(self) -> dict[str, int]:
+        """Return each pulled model's size in bytes, by match key, from ``/api/tags`` (§5.3)."""
+        body = await self._request("GET", "/api/tags", limit=self._short)
+        models = body.get("models") if isinstance(body, Mapping) else None
+        if not isinstance(models, list):
+            raise OllamaError(200, "malformed /api/tags answer")
+        return {
+            match_key(str(m.get("name"))): int(m.get("size") or 0)
+            for m in models
+            if isinstance(m, Mapping) and m.get("name")
+        }
 
     async def show(self, name: str) -> ModelInfo:
         """Return capabilities and weights blob of ``name`` (404 when it is not pulled)."""

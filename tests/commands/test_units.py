@@ -108,12 +108,14 @@ def test_dropin_never_fails_or_stalls_ollama() -> None:
     assert len(lines) == 1
     match = re.fullmatch(
         r"ExecStartPost=-/usr/bin/timeout --kill-after=(\d+)s (\d+)s "
-        r"/usr/bin/python3 -m ollama_keepwarm warm -c \S+ --timeout (\d+)s",
+        r"/usr/bin/python3 -m ollama_keepwarm warm -c \S+ --timeout (\d+)s --deadline (\d+)s "
+        r"--load-times /var/lib/ollama-keepwarm/load-times.json",
         lines[0],
     )
     assert match, lines[0]
-    kill_after, bound, wait = (int(g) for g in match.groups())
+    kill_after, bound, wait, deadline = (int(g) for g in match.groups())
     assert wait < bound
+    assert deadline < bound  # it stops starting loads before timeout(1) would cut one
     assert bound + kill_after <= 70
 
 

@@ -742,3 +742,41 @@ class TestSmallRules:
         most six hours: giving up aborts the load inside Ollama (§2.6)."""
         st = plan.ModelState(cold_load_s=cold_load_s, timeouts=timeouts)
         assert plan.load_timeout_s(st, 30) == limit
+
+
+class TestOutOfMemory:
+    """Everything dropped at once by an out-of-memory rule (§4.4): named, repaired, bounded."""
+
+    def test_everything_gone_on_a_current_server_is_oom_repeats_back_off(self) -> None:
+        """v0.30+: all at once without an outage is 'oom'; the first re-warm is at once, a
+        repeat in a row waits a poll, then twice that."""
+        states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
+        waits = []
+        t = NOW
+        for _ in range(3):
+            before = snap(row(LLAMA.name, 1000, now=t), row(CODER.name, 1000, now=t), at=t)
+            obs = plan.observe(
+                [LLAMA, CODER],
+                DAEMON,
+                before,
+                snap(at=t + s(5)),
+                states,
+                runtime_oom_expires_all=True,
+            )
+            assert {e.fields["cause"] for e in obs.events} == {"oom"}
+            states = obs.states
+            wait = states[LLAMA.key].rewarm_not_before
+            assert wait == states[CODER.key].rewarm_not_before  # same time: rank order holds
+            waits.append((wait - (t + s(5))).total_seconds() if wait else 0.0)
+            t += s(60)
+        assert waits == [0.0, 5.0, 10.0]
+
+    def test_everything_gone_during_our_load_is_oom(self) -> None:
+        """Our load failing out of memory makes Ollama evict all others (§4.4 item 4)."""
+        other = ModelConfig(name="llama3.2:3b", keep_alive_s=1800)
+        st = plan.record_warm_started(warmed(NOW), NOW + s(1), listed=False)
+        states = {LLAMA.key: st, CODER.key: warmed(NOW), other.key: warmed(NOW)}
+        before = snap(row(CODER.name, 1000), row(other.name, 1000))
+        obs = plan.observe([LLAMA, CODER, other], DAEMON, before, snap(at=NOW + s(5)), states)
+        causes = {e.model: e.fields["cause"] for e in obs.events if e.name == "model_vanished"}
+        assert causes == {CODER.name: "oom", other.name: "oom"}

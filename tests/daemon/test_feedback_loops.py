@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -17,10 +17,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
+from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.daemon.host import HostKeeper
 from ollama_keepwarm.fake import FakeOllama
 
 LLAMA = "llama3.1:8b"
+
+# Every scenario runs against the old (0.24) and the current (0.32) scheduler rules.
+pytestmark = pytest.mark.parametrize("ollama_version", ["0.24.0", "0.32.15"])
 
 
 def listed(fake: FakeOllama) -> set[str]:
@@ -56,10 +60,12 @@ def state_of(keeper: Any, name: str) -> dict[str, Any]:
     return models[0] if models else {"state": None}
 
 
-async def test_client_with_other_num_ctx_is_left_alone_once_seen() -> None:
+async def test_client_with_other_num_ctx_is_left_alone_once_seen(ollama_version: str) -> None:
     """A client loading the model with num_ctx 1024 while the config has no options: after the
     keeper sees it, the keeper causes no more runner starts however long the client goes on."""
-    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.1}) as fake:
+    async with FakeOllama(
+        ollama_version=ollama_version, **{**FAST_FAKE, "load_seconds_per_gb": 0.1}
+    ) as fake:
         config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
         with capture_logs() as logs:
             async with running_keeper(config) as (keeper, _):
@@ -80,15 +86,18 @@ async def test_client_with_other_num_ctx_is_left_alone_once_seen() -> None:
                 assert len(fake.loads) == loads_at_detection  # keeper-caused reloads: 0
                 assert state_of(keeper, LLAMA)["state"] == "mismatch"
                 assert any(r.options.get("num_ctx") == 1024 for r in fake.runners())
+                metrics = keeper.metrics.exposition().decode()
+                gauge = f'model_options_mismatch{{host="{fake.url}",model="{LLAMA}"}} 1.0'
+                assert f"ollama_keepwarm_{gauge}" in metrics
     warnings = [e for e in logs if e["event"] == "options_mismatch"]
     assert len(warnings) == 1
     assert warnings[0]["context_length"] == 1024
     assert "options = { num_ctx = 1024 }" in warnings[0]["fix"]
 
 
-async def test_mismatched_runner_gone_is_warmed_again_with_our_options() -> None:
+async def test_mismatched_runner_gone_is_warmed_again_with_our_options(ollama_version: str) -> None:
     """Left alone while the client's runner is resident; warmed with ours once it is gone."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
         config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
         async with running_keeper(config) as (keeper, _):
             await asyncio.wait_for(keeper.ready.wait(), 10)
@@ -109,10 +118,10 @@ async def test_mismatched_runner_gone_is_warmed_again_with_our_options() -> None
             await eventually(lambda: state_of(keeper, LLAMA)["state"] == "warm", what="warm")
 
 
-async def test_short_client_lease_is_renewed_before_it_ends() -> None:
+async def test_short_client_lease_is_renewed_before_it_ends(ollama_version: str) -> None:
     """A client's keep_alive shorter than refresh_before, right after our renewal: the keeper
     renews before that lease ends (the frozen-lease rule only holds when nothing moved)."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
         config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}], refresh_before="2s")
         async with running_keeper(config) as (keeper, _):
             await asyncio.wait_for(keeper.ready.wait(), 10)
@@ -134,10 +143,14 @@ async def test_short_client_lease_is_renewed_before_it_ends() -> None:
             assert not fake.evictions
 
 
-async def test_load_slower_than_load_timeout_backs_off_and_waits_longer() -> None:
+async def test_load_slower_than_load_timeout_backs_off_and_waits_longer(
+    ollama_version: str,
+) -> None:
     """A load longer than load_timeout: a timeout, not an outage; the next attempt waits longer
     and after a back-off, so the load is never aborted in a loop and finally succeeds."""
-    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.3}) as fake:  # ~1.5 s
+    async with FakeOllama(
+        ollama_version=ollama_version, **{**FAST_FAKE, "load_seconds_per_gb": 0.3}
+    ) as fake:  # ~1.5 s
         config = make_config(
             fake.url,
             [{"name": LLAMA, "keep_alive": "1h"}, {"name": "tiny", "keep_alive": "1h"}],
@@ -171,10 +184,10 @@ def _fields(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
-async def test_top_priority_model_is_never_evicted_for_a_held_one() -> None:
+async def test_top_priority_model_is_never_evicted_for_a_held_one(ollama_version: str) -> None:
     """OLLAMA_MAX_LOADED_MODELS=1, priorities 10 and 0: once the low one is held, it is not
     tried again on a timer, so the priority-10 model is never evicted again."""
-    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE, max_loaded=1) as fake:
         models = [
             {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 0},
             {"name": LLAMA, "keep_alive": "1h", "priority": 10},
@@ -197,10 +210,10 @@ async def test_top_priority_model_is_never_evicted_for_a_held_one() -> None:
     assert (conflict["model"], conflict["keeps"]) == ("qwen2.5-coder:7b", [LLAMA])
 
 
-async def test_three_kept_models_room_for_two_hold_the_lowest() -> None:
+async def test_three_kept_models_room_for_two_hold_the_lowest(ollama_version: str) -> None:
     """Whole-set priorities: with room for two of three, the lowest-ranked is held, whichever
     pair happened to collide; the other two stay loaded."""
-    async with FakeOllama(**FAST_FAKE, max_loaded=2) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE, max_loaded=2) as fake:
         models = [
             {"name": "llama3.2:3b", "keep_alive": "1h", "priority": 0},
             {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 5},
@@ -222,9 +235,11 @@ async def test_three_kept_models_room_for_two_hold_the_lowest() -> None:
             assert state_of(keeper, "qwen2.5-coder:7b")["state"] == "warm"
 
 
-async def test_held_model_comes_back_when_room_appears() -> None:
+async def test_held_model_comes_back_when_room_appears(ollama_version: str) -> None:
     """Evidence of room (another client's model gone) ends a hold; a timer never does."""
-    async with FakeOllama(**FAST_FAKE, max_loaded=2, memory_bytes=128 * 2**30) as fake:
+    async with FakeOllama(
+        ollama_version=ollama_version, **FAST_FAKE, max_loaded=2, memory_bytes=128 * 2**30
+    ) as fake:
         # Another client's model, never the first victim (an infinite lease sorts last, §4.5).
         await post(fake, "/api/generate", {"model": "llama3.3:70b", "keep_alive": -1})
         models = [
@@ -245,9 +260,9 @@ async def test_held_model_comes_back_when_room_appears() -> None:
             )
 
 
-async def test_health_ping_carries_no_keep_alive() -> None:
+async def test_health_ping_carries_no_keep_alive(ollama_version: str) -> None:
     """A health ping leaves the duration as it is (§0 fact 2); a lease renewal sets ours."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
         config = make_config(
             fake.url, [{"name": LLAMA, "keep_alive": "1h"}], health_interval="300ms"
         )
@@ -260,10 +275,10 @@ async def test_health_ping_carries_no_keep_alive() -> None:
             assert all("keep_alive" not in p.body for p in pings)
 
 
-async def test_health_ping_does_not_revive_a_draining_victim() -> None:
+async def test_health_ping_does_not_revive_a_draining_victim(ollama_version: str) -> None:
     """Our busy model chosen for eviction drains; our pings meanwhile do not revive it, so the
     other client's load goes ahead when the generation ends (§4.5)."""
-    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE, max_loaded=1) as fake:
         config = make_config(
             fake.url, [{"name": LLAMA, "keep_alive": "1h"}], health_interval="100ms"
         )
@@ -283,10 +298,10 @@ async def test_health_ping_does_not_revive_a_draining_victim() -> None:
             assert reply["done_reason"] == "load"
 
 
-async def test_one_slow_repair_does_not_delay_other_renewals() -> None:
+async def test_one_slow_repair_does_not_delay_other_renewals(ollama_version: str) -> None:
     """A 70B reload in flight; a small model's 1 s lease is still renewed in time."""
     big = {**FAST_FAKE, "load_seconds_per_gb": 0.06, "memory_bytes": 128 * 2**30}
-    async with FakeOllama(**big) as fake:  # the 70B reload: ~2.5 s
+    async with FakeOllama(ollama_version=ollama_version, **big) as fake:  # the 70B reload: ~2.5 s
         models = [
             {"name": "llama3.3:70b", "keep_alive": "1h", "priority": 10},
             {"name": "tiny", "keep_alive": "1s"},
@@ -308,9 +323,9 @@ async def test_one_slow_repair_does_not_delay_other_renewals() -> None:
             assert [ld.model for ld in fake.loads if ld.model == "tiny:latest"] == ["tiny:latest"]
 
 
-async def test_verify_on_an_embedding_model_embeds() -> None:
+async def test_verify_on_an_embedding_model_embeds(ollama_version: str) -> None:
     """verify = true after a resume: an embedding-only model is checked through /api/embed."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
         config = make_config(
             fake.url, [{"name": "nomic-embed-text", "keep_alive": -1, "verify": True}]
         )
@@ -328,9 +343,9 @@ async def test_verify_on_an_embedding_model_embeds() -> None:
     assert checks[0].body["input"] == "ping"
 
 
-async def test_crash_repairs_are_not_options_mismatches() -> None:
+async def test_crash_repairs_are_not_options_mismatches(ollama_version: str) -> None:
     """Runners killed, then refreshed: each refresh reloads once; that is no mismatch."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
         models = [
             {"name": LLAMA, "keep_alive": "1h"},
             {"name": "qwen2.5-coder:7b", "keep_alive": "1h"},
@@ -350,9 +365,11 @@ async def test_crash_repairs_are_not_options_mismatches() -> None:
     assert not [e for e in logs if e["event"] == "options_mismatch"]
 
 
-async def test_pause_unload_is_no_eviction_and_status_says_not_loaded() -> None:
+async def test_pause_unload_is_no_eviction_and_status_says_not_loaded(ollama_version: str) -> None:
     """pause --unload: the model is shown not loaded at once, and no repair is counted."""
-    async with FakeOllama(**{**FAST_FAKE, "unload_delay_s": 0.3}) as fake:
+    async with FakeOllama(
+        ollama_version=ollama_version, **{**FAST_FAKE, "unload_delay_s": 0.3}
+    ) as fake:
         config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
         async with running_keeper(config) as (keeper, _):
             await asyncio.wait_for(keeper.ready.wait(), 10)
@@ -364,10 +381,10 @@ async def test_pause_unload_is_no_eviction_and_status_says_not_loaded() -> None:
             assert 'cause="evicted"' not in text
 
 
-async def test_a_look_during_a_warm_never_loads_twice() -> None:
+async def test_a_look_during_a_warm_never_loads_twice(ollama_version: str) -> None:
     """A slow /api/ps answer straddles the end of our load: the stale snapshot must not send a
     second load, nor overwrite the measured cold load time with a ~10 ms renewal."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
         fake.set_delay("/api/ps", 0.3)
         config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
         async with running_keeper(config) as (keeper, _):
@@ -380,10 +397,12 @@ async def test_a_look_during_a_warm_never_loads_twice() -> None:
             assert st.cold_load_s > 0.1
 
 
-async def test_ollama_stop_during_our_load_holds_nothing() -> None:
+async def test_ollama_stop_during_our_load_holds_nothing(ollama_version: str) -> None:
     """A kept model stopped by a user while we load another (room for both): re-warmed, and
     nothing is held for a capacity conflict that was not there."""
-    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.2}) as fake:
+    async with FakeOllama(
+        ollama_version=ollama_version, **{**FAST_FAKE, "load_seconds_per_gb": 0.2}
+    ) as fake:
         models = [
             {"name": "tiny", "keep_alive": "1h", "priority": 10},
             {"name": LLAMA, "keep_alive": "1h", "priority": 0},
@@ -403,9 +422,11 @@ async def test_ollama_stop_during_our_load_holds_nothing() -> None:
 
 
 @pytest.mark.parametrize("failures", [1030, 5000])
-async def test_a_model_failing_for_ever_does_not_kill_the_lane(failures: int) -> None:
+async def test_a_model_failing_for_ever_does_not_kill_the_lane(
+    failures: int, ollama_version: str
+) -> None:
     """Back-off exponents are capped: thousands of failures in a row stay a back-off."""
-    async with FakeOllama(**FAST_FAKE) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
         config = make_config(fake.url, [{"name": "no-such-model"}, {"name": LLAMA}])
         async with running_keeper(config) as (keeper, _):
             await eventually(lambda: keeper.hosts, what="the host loop")
@@ -417,3 +438,33 @@ async def test_a_model_failing_for_ever_does_not_kill_the_lane(failures: int) ->
             keeper.refresh(LLAMA)
             await more_looks(keeper, 3)
             assert all(not w.done() for w in host._workers)
+
+
+async def test_a_backward_wall_clock_step_does_not_stop_polling(
+    ollama_version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP or `date -s` steps the wall clock back an hour: polling goes on (monotonic cadence).
+
+    The step is made for the keeper's clocks and for APScheduler's notion of now, as a real
+    step would be for both; a wall-clock scheduler would wait an hour for its next run."""
+    import apscheduler.schedulers.base as apscheduler_base
+
+    clocks = ManualClocks()
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
+        async with running_keeper(config, clocks=clocks) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+
+            class SteppedBack(datetime):
+                @classmethod
+                def now(cls, tz: Any = None) -> Any:
+                    return datetime.now(tz) - timedelta(hours=1)
+
+            monkeypatch.setattr(apscheduler_base, "datetime", SteppedBack)
+            clocks.step_wall(-3600)
+            polls = len([r for r in fake.requests if r.path == "/api/ps"])
+            await eventually(
+                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) >= polls + 10,
+                within=5,
+                what="ten more polls after the step",
+            )

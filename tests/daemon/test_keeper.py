@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
+from helpers import FAST_FAKE, VERSIONS, eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.fake import FakeOllama
 
@@ -64,6 +65,7 @@ async def test_warms_all_models_at_start_embedder_through_embed(fake: FakeOllama
         assert notifier.statuses()[-1].startswith("3/3 warm")
 
 
+@pytest.mark.parametrize("fake", VERSIONS, indirect=True)
 async def test_lease_renewed_before_expiry_for_many_cycles(fake: FakeOllama) -> None:
     """A short lease is renewed before it ends, cycle after cycle: one load, no gap."""
     model = {"name": "llama3.1:8b", "keep_alive": "1s"}
@@ -83,6 +85,7 @@ async def test_lease_renewed_before_expiry_for_many_cycles(fake: FakeOllama) -> 
         assert min(gaps) >= 0.4  # ...and not more than about once per lease half-period
 
 
+@pytest.mark.parametrize("fake", VERSIONS, indirect=True)
 async def test_unloaded_model_is_back_with_exact_options(fake: FakeOllama) -> None:
     """A model unloaded by someone else (keep_alive 0) is warmed again with its options."""
     config = make_config(fake.url, [LLAMA, CODER])
@@ -104,6 +107,7 @@ async def test_unloaded_model_is_back_with_exact_options(fake: FakeOllama) -> No
         assert runner.options["num_ctx"] == 8192
 
 
+@pytest.mark.parametrize("fake", VERSIONS, indirect=True)
 async def test_model_back_after_restart(fake: FakeOllama) -> None:
     """Every model lost in a server restart is warmed again once the server answers."""
     config = make_config(fake.url, [LLAMA, EMBED])
@@ -121,9 +125,10 @@ async def test_model_back_after_restart(fake: FakeOllama) -> None:
     assert sorted(lost) == [("llama3.1:8b", "restart"), ("nomic-embed-text", "restart")]
 
 
-async def test_evicted_by_another_client_is_back() -> None:
+@pytest.mark.parametrize("ollama_version", VERSIONS)
+async def test_evicted_by_another_client_is_back(ollama_version: str) -> None:
     """A kept model evicted by another client's load is warmed again."""
-    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE, max_loaded=1) as fake:
         await _evicted_by_another_client_is_back(fake)
 
 
@@ -141,6 +146,7 @@ async def _evicted_by_another_client_is_back(fake: FakeOllama) -> None:
         assert fake.evictions[0].victim == "llama3.1:8b"
 
 
+@pytest.mark.parametrize("fake", VERSIONS, indirect=True)
 async def test_busy_model_refreshed_at_most_once_per_interval(fake: FakeOllama) -> None:
     """While a client keeps the model busy, expires_at is frozen: no refresh storm."""
     model = {"name": "llama3.1:8b", "keep_alive": "600ms"}
@@ -172,9 +178,10 @@ async def test_busy_model_refreshed_at_most_once_per_interval(fake: FakeOllama) 
         assert "llama3.1:8b" in listed(fake)
 
 
-async def test_capacity_conflict_keeps_higher_priority() -> None:
+@pytest.mark.parametrize("ollama_version", VERSIONS)
+async def test_capacity_conflict_keeps_higher_priority(ollama_version: str) -> None:
     """Two kept models that cannot both be loaded: bounded warms, the stronger one stays."""
-    async with FakeOllama(**FAST_FAKE, max_loaded=1) as fake:
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE, max_loaded=1) as fake:
         await _capacity_conflict_keeps_higher_priority(fake)
 
 
@@ -261,6 +268,7 @@ async def test_reload_swaps_config_and_bad_reload_keeps_it(fake: FakeOllama) -> 
         with capture_logs() as logs:
             await keeper.reload()
         assert [e["event"] for e in logs] == ["config_reload_failed"]
+        assert logs[0]["keeping"].startswith("the running config, loaded at ")
         assert keeper.config is config
         assert "RELOADING=1" not in notifier.messages
         configs.append(configs[0])
@@ -269,6 +277,22 @@ async def test_reload_swaps_config_and_bad_reload_keeps_it(fake: FakeOllama) -> 
         await eventually(lambda: "nomic-embed-text:latest" in listed(fake), what="new model")
         reload_at = notifier.messages.index("RELOADING=1")
         assert "READY=1" in notifier.messages[reload_at:]
+
+
+async def test_reload_says_which_keys_need_a_restart(fake: FakeOllama) -> None:
+    """A reload that changes the endpoint's port or the socket says they wait for a restart."""
+    config = make_config(fake.url, [LLAMA])
+    moved = replace(
+        config,
+        http=replace(config.http, port=config.http.port + 1),
+        daemon=replace(config.daemon, control_socket=config.daemon.control_socket + ".2"),
+    )
+    async with running_keeper(config, reload_config=lambda: moved) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        with capture_logs() as logs:
+            await keeper.reload()
+    warning = next(e for e in logs if e["event"] == "config_needs_restart")
+    assert warning["keys"] == ["http.port", "daemon.control_socket"]
 
 
 async def test_suspend_triggers_immediate_refresh(fake: FakeOllama) -> None:
@@ -323,10 +347,13 @@ async def test_malformed_ps_is_retried_not_fatal(body: str) -> None:
         await runner.cleanup()
 
 
-async def test_options_mismatch_with_a_client_is_reported_once() -> None:
+@pytest.mark.parametrize("ollama_version", VERSIONS)
+async def test_options_mismatch_with_a_client_is_reported_once(ollama_version: str) -> None:
     """A client loading the model with another num_ctx than ours is spotted in ps, reported
     once with the fix, and then left alone: the keeper does not reload it back."""
-    async with FakeOllama(**{**FAST_FAKE, "load_seconds_per_gb": 0.2}) as fake:
+    async with FakeOllama(
+        ollama_version=ollama_version, **{**FAST_FAKE, "load_seconds_per_gb": 0.2}
+    ) as fake:
         model = {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "options": {"num_ctx": 8192}}
         config = make_config(fake.url, [model])
         with capture_logs() as logs:
@@ -397,3 +424,39 @@ async def test_listed_model_without_manifest_is_asked_about_once(fake: FakeOllam
     ]
     assert [r.status for r in shows] == [404]
     assert "llama3.2:3b" in listed(fake)
+
+
+async def test_runtime_oom_is_named_and_repaired_in_priority_order() -> None:
+    """0.30+: a runtime OOM expires every model at once (§4.4): cause 'oom', not 'restart',
+    and the kept models come back highest priority first."""
+    async with FakeOllama(ollama_version="0.32.15", **FAST_FAKE) as fake:
+        config = make_config(fake.url, [CODER, LLAMA, EMBED])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                loads = len(fake.loads)
+                assert fake.runtime_oom() == 3
+                await eventually(
+                    lambda: len(listed(fake)) == 3 and len(fake.loads) >= loads + 3,
+                    within=15,
+                    what="all three back",
+                )
+                again = [ld.model for ld in fake.loads[loads:]]
+    causes = {e["model"]: e["cause"] for e in logs if e["event"] == "model_vanished"}
+    assert causes == {"llama3.1:8b": "oom", "qwen2.5-coder:7b": "oom", "nomic-embed-text": "oom"}
+    assert again == ["llama3.1:8b", "qwen2.5-coder:7b", "nomic-embed-text:latest"]
+
+
+async def test_old_server_loses_everything_only_to_a_restart() -> None:
+    """Before 0.30 no runtime OOM expires models: everything gone at once is a restart."""
+    async with FakeOllama(ollama_version="0.24.0", **FAST_FAKE) as fake:
+        config = make_config(fake.url, [LLAMA, EMBED])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                assert fake.runtime_oom() == 0  # nothing happens on this version
+                await fake.restart(down_s=0.0)
+                await eventually(lambda: len(listed(fake)) == 2, within=10, what="both back")
+    causes = [e["cause"] for e in logs if e["event"] == "model_vanished"]
+    assert causes
+    assert set(causes) == {"restart"}

@@ -382,6 +382,7 @@ MODEL_SCHEMA = {
     "last_error": (str, type(None)),
     "warms": int,
     "reloads": int,
+    "window": (dict, type(None)),
 }
 
 

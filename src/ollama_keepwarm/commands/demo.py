@@ -43,7 +43,10 @@ _SHOWN = {
     "ollama_up": "Ollama answers",
     "capacity_conflict": "capacity conflict",
     "warm_failed": "warm failed",
-    "options_mismatch_suspected": "options mismatch suspected",
+    "options_mismatch": "options mismatch",
+    "warm_timed_out": "warm timed out",
+    "model_released": "released",
+    "capacity_retry": "room again: retrying a held model",
 }
 
 
@@ -63,7 +66,7 @@ class _Narrator:
         details = []
         if event.get("model"):
             details.append(str(event["model"]))
-        for key in ("cause", "evicted_by", "duration_s", "keeps", "status"):
+        for key in ("cause", "during_load_of", "rewarm_delay_s", "duration_s", "keeps", "status"):
             if key in event:
                 details.append(f"{key}={event[key]}")
         text = f"{_SHOWN[name]}: {', '.join(details)}" if details else _SHOWN[name]
@@ -148,11 +151,16 @@ async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None
                 ),
                 end,
             )
-            say(
-                "  The keeper re-warmed what was lost. Ollama evicts the shortest keep-alive "
-                "setting first among idle\n  models (5m < 30m), so once the client's model "
-                "was idle it gave way, and the kept set holds."
-            )
+            for eviction in fake.evictions[evictions:]:
+                say(f"  Ollama evicted {eviction.victim} to make room for {eviction.for_model}.")
+            if "llama3.2:3b:latest" not in listed() and len(listed()) == 3:
+                say(
+                    "  The keeper waited until the client's load was done, then re-warmed what "
+                    "was lost. Ollama evicts the\n  shortest keep-alive setting first among idle "
+                    "models (5m < 30m), so the client's model gave way:\n  its next request "
+                    "will be a cold start. Kept models win over short leases by design;\n  "
+                    "`ollama-keepwarm pause` gives their VRAM back when another job needs it."
+                )
         if time.monotonic() + 8 < end:
             say("\nScene 4: Ollama restarts (3 minutes down in trace time). Every model is lost.")
             await fake.restart(down_s=180)

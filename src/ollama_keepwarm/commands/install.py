@@ -205,6 +205,10 @@ WantedBy=ollama.service
 """
 
 
+LOAD_TIMES_PATH = "/var/lib/ollama-keepwarm/load-times.json"
+"""Where the daemon (StateDirectory=) keeps its measured load times."""
+
+
 def render_dropin(opts: UnitOptions) -> str:
     """Render the ``ollama.service`` drop-in whose ExecStartPost warms the models once."""
     warm = exec_command(
@@ -218,6 +222,10 @@ def render_dropin(opts: UnitOptions) -> str:
             opts.config_path,
             "--timeout",
             f"{opts.warm_timeout_s}s",
+            "--deadline",
+            f"{opts.warm_hard_limit_s - 5}s",
+            "--load-times",
+            LOAD_TIMES_PATH,
         ]
     )
     return f"""\
@@ -225,7 +233,9 @@ def render_dropin(opts: UnitOptions) -> str:
 # Warm the kept models before ollama.service reports started, so units ordered
 # After=ollama.service find them loaded. It must never fail or stall Ollama's own unit:
 # "-" ignores its exit status, and timeout(1) bounds it to {opts.warm_hard_limit_s + 5} s,
-# well under ollama.service's TimeoutStartSec (90 s by default).
+# well under ollama.service's TimeoutStartSec (90 s by default). --deadline starts only the
+# loads that finish in time (one cut short is aborted inside Ollama), judged from the load
+# times the daemon measured, else from this run's pace; the daemon warms the rest.
 # ollama-keepwarm.service then keeps them warm.
 
 [Service]

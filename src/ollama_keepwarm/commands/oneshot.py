@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,6 +20,7 @@ import aiohttp
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.ps import PsSnapshot
+from ollama_keepwarm.daemon.state import LoadTimeStore
 from ollama_keepwarm.ollama import OllamaClient, OllamaError, OllamaUnreachableError
 
 __all__ = ["WarmOutcome", "check", "wait_for_ollama", "warm_all"]
@@ -36,6 +37,8 @@ class WarmOutcome:
     ok: bool
     detail: str
     duration_s: float = 0.0
+    skipped: bool = False
+    """Not tried: its load would not have finished inside the bound (the daemon warms it)."""
 
 
 async def wait_for_ollama(client: OllamaClient, timeout_s: float, say: Say) -> str | None:
@@ -56,8 +59,45 @@ async def wait_for_ollama(client: OllamaClient, timeout_s: float, say: Say) -> s
         delay = min(delay * 2, 2.0)
 
 
-async def warm_all(config: Config, timeout_s: float, say: Say) -> tuple[list[WarmOutcome], bool]:
-    """Warm every configured model once; return the outcomes and whether Ollama answered."""
+SAFETY = 1.25
+"""A load is started only when 1.25 x its expected time (plus a second) fits in what is left."""
+
+
+def expected_load_s(
+    model: ModelConfig,
+    host: str,
+    measured: Mapping[str, float],
+    sizes: Mapping[str, int],
+    seconds_per_byte: float | None,
+) -> float | None:
+    """How long ``model`` should take to load: the daemon's last measurement, else its size at
+    the pace of this run's loads so far, else unknown (None)."""
+    known = measured.get(LoadTimeStore.key(host, model.key))
+    if known is not None:
+        return known
+    size = sizes.get(model.key)
+    if size and seconds_per_byte is not None:
+        return size * seconds_per_byte
+    return None
+
+
+async def warm_all(
+    config: Config,
+    timeout_s: float,
+    say: Say,
+    *,
+    deadline_s: float | None = None,
+    load_times: Mapping[str, float] | None = None,
+) -> tuple[list[WarmOutcome], bool]:
+    """Warm every configured model once; return the outcomes and whether Ollama answered.
+
+    With ``deadline_s`` (the ExecStartPost bound), a load is only started when it can finish
+    in time, judged from ``load_times`` (what the daemon measured) or from this run's pace: a
+    load cut short is aborted inside Ollama and wasted (§2.6). The rest is left to the daemon,
+    in priority order, and said so.
+    """
+    started = time.monotonic()
+    measured = dict(load_times or {})
     outcomes: list[WarmOutcome] = []
     reached = True
     async with aiohttp.ClientSession() as session:
@@ -68,7 +108,8 @@ async def warm_all(config: Config, timeout_s: float, say: Say) -> tuple[list[War
                 request_timeout_s=config.ollama.request_timeout_s,
                 load_timeout_s=config.ollama.load_timeout_s,
             )
-            version = await wait_for_ollama(client, timeout_s, say)
+            wait_s = timeout_s if deadline_s is None else min(timeout_s, deadline_s)
+            version = await wait_for_ollama(client, wait_s, say)
             models = plan.ranked(m for m in config.models if m.host == host)
             if version is None:
                 reached = False
@@ -76,12 +117,41 @@ async def warm_all(config: Config, timeout_s: float, say: Say) -> tuple[list[War
                     WarmOutcome(m.name, False, f"Ollama at {host} never answered") for m in models
                 ]
                 continue
+            sizes = await _sizes(client) if deadline_s is not None else {}
+            pace: float | None = None
             for model in models:
+                limit: float | None = None
+                if deadline_s is not None:
+                    left = deadline_s - (time.monotonic() - started)
+                    expected = expected_load_s(model, host, measured, sizes, pace)
+                    if left <= 1.0 or (expected is not None and SAFETY * expected + 1.0 > left):
+                        detail = f"left to the daemon: {left:.0f}s left in the bound" + (
+                            f", its load takes ~{expected:.0f}s" if expected else ""
+                        )
+                        outcomes.append(WarmOutcome(model.name, True, detail, skipped=True))
+                        say(f"  {model.name}: {detail}")
+                        continue
+                    limit = left
                 if not sys.stderr.isatty():  # a terminal gets a ticking line instead
                     say(f"loading {model.name} ...")
-                outcomes.append(await _warm_one(client, model))
-                say(f"  {outcomes[-1].name}: {outcomes[-1].detail}")
+                outcome = await _warm_one(client, model, limit)
+                outcomes.append(outcome)
+                if outcome.ok and outcome.duration_s > 0.5 and sizes.get(model.key):
+                    pace = outcome.duration_s / sizes[model.key]
+                say(
+                    f"  {outcome.name}: {outcome.detail}"
+                    if outcome.ok
+                    else f"not warm: {outcome.name}: {outcome.detail}"
+                )
     return outcomes, reached
+
+
+async def _sizes(client: OllamaClient) -> dict[str, int]:
+    """Model sizes from ``/api/tags`` (for the load-time estimate); none if it fails."""
+    try:
+        return await client.sizes()
+    except OllamaError:
+        return {}
 
 
 async def _ticking(label: str, work: Awaitable[T], *, tty: bool) -> T:
@@ -102,7 +172,9 @@ async def _ticking(label: str, work: Awaitable[T], *, tty: bool) -> T:
         sys.stderr.flush()
 
 
-async def _warm_one(client: OllamaClient, model: ModelConfig) -> WarmOutcome:
+async def _warm_one(
+    client: OllamaClient, model: ModelConfig, limit_s: float | None = None
+) -> WarmOutcome:
     try:
         info = await client.show(model.name)
         result = await _ticking(
@@ -112,11 +184,12 @@ async def _warm_one(client: OllamaClient, model: ModelConfig) -> WarmOutcome:
                 keep_alive=model.keep_alive_wire,
                 options=model.options,
                 embedding_only=info.embedding_only,
+                timeout_s=limit_s,
             ),
             tty=sys.stderr.isatty(),
         )
     except OllamaError as exc:
-        kind, hint = plan.classify_error(exc.status, exc.message)
+        kind, hint = plan.classify_error(exc.status, exc.message, model.name)
         return WarmOutcome(model.name, False, f"{kind}: {exc.message} ({hint})")
     return WarmOutcome(
         model.name,

@@ -33,7 +33,10 @@ async def _from_daemon(session: aiohttp.ClientSession, url: str) -> dict[str, An
             body = await resp.json()
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
-    return body if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    body["reached"] = f"the daemon at {url}"
+    return body
 
 
 async def _from_ollama(
@@ -80,6 +83,8 @@ async def _from_ollama(
         "resumes": None,
         "config": str(config.source) if config and config.source else "",
         "hosts": entries,
+        "reached": "no daemon; Ollama at "
+        + ", ".join(e["host"] for e in entries if e["ollama_up"]),
     }
 
 
@@ -94,11 +99,35 @@ async def _from_socket(config: Config | None) -> dict[str, Any] | None:
     except ControlError:
         return None
     status = reply.get("status")
-    return status if isinstance(status, dict) else None
+    if not isinstance(status, dict):
+        return None
+    status["reached"] = f"the daemon at {path}"
+    return status
+
+
+def tried(config: Config | None, url: str | None) -> list[str]:
+    """Where ``fetch_status`` looks, in order: said when nothing answered."""
+    path = (
+        Path(config.daemon.control_socket)
+        if config and config.daemon.control_socket
+        else default_socket_path()
+    )
+    places = [] if url else [f"the daemon's socket {path}"]
+    if url is None and config is not None and config.http.enabled:
+        url = f"http://{config.http.host}:{config.http.port}"
+    if url or config is None:
+        places.append(f"the daemon at {url or 'http://127.0.0.1:11435'}")
+    hosts = config.hosts if config else (parse_host(os.environ.get("OLLAMA_HOST")),)
+    places.append("Ollama at " + ", ".join(hosts or (parse_host(None),)))
+    return places
 
 
 async def fetch_status(config: Config | None, url: str | None) -> dict[str, Any] | None:
-    """Return the daemon's status document (socket, then HTTP), else Ollama's view, else None."""
+    """Return the daemon's status document (socket, then HTTP), else Ollama's view, else None.
+
+    The document's ``reached`` says which of them answered: without ``-c`` the default socket
+    and port may belong to another daemon than the one meant.
+    """
     if url is None:
         document = await _from_socket(config)
         if document is not None:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ollama_keepwarm.core import envconfig
+from ollama_keepwarm.core import envconfig, windows
 from ollama_keepwarm.core.durations import (
     INFINITE_NS,
     NS_PER_SECOND,
@@ -87,6 +88,7 @@ class DaemonConfig:
     on_gpu_lost: tuple[str, ...] = ()
     control_socket: str = ""  # "" = $RUNTIME_DIRECTORY/control.sock, or a per-user default
     state_dir: str = ""  # "" = $STATE_DIRECTORY, or a per-user default
+    timezone: str = ""  # the zone of every model's `when`; "" = the system's
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,11 @@ class ModelConfig:
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     priority: int = 0
     verify: bool = False
+    # Calendar windows (core/windows.py): None = always kept; () = never.
+    when: tuple[windows.Interval, ...] | None = None
+    when_text: tuple[str, ...] = ()
+    after_window: str = "expire"  # or "unload"
+    lead_s: float | None = None  # None = derived from the measured load time
 
     @property
     def key(self) -> str:
@@ -134,14 +141,6 @@ class Config:
     def hosts(self) -> tuple[str, ...]:
         """Every Ollama host a model is kept on, in first-seen order."""
         return tuple(dict.fromkeys(model.host for model in self.models))
-
-
-_OLLAMA_DEFAULTS = OllamaConfig()
-_HTTP_DEFAULTS = HttpConfig()
-DEFAULT_KEEP_ALIVE_S = 3600.0
-"""An hour: longer than any client default (5m), so Ollama evicts client-loaded models before
-kept ones (it evicts the shortest keep-alive setting first, §4.5), yet a lease that lapses by
-itself within the hour when the keeper is stopped."""
 
 
 _OLLAMA_DEFAULTS = OllamaConfig()
@@ -354,9 +353,43 @@ def _parse_daemon(raw: object) -> DaemonConfig:
         on_gpu_lost=on_gpu_lost,
         control_socket=table.string("control_socket", ""),
         state_dir=table.string("state_dir", ""),
+        timezone=_timezone(table),
     )
     table.finish()
     return config
+
+
+def _timezone(table: _Table) -> str:
+    name = table.string("timezone", "")
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                table.key("timezone"), f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)"
+            ) from None
+    return name
+
+
+_AFTER_WINDOW = ("expire", "unload")
+
+
+def _when(table: _Table) -> tuple[tuple[windows.Interval, ...] | None, tuple[str, ...]]:
+    raw = table.get("when")
+    if raw is None:
+        return None, ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ConfigError(
+            table.key("when"), 'must be a list of windows such as ["mon-fri 08:00-19:00"]'
+        )
+    for i, text in enumerate(raw):
+        try:
+            windows.parse_window(text)
+        except windows.WindowError as exc:
+            raise ConfigError(f"{table.key('when')}[{i}]", f"{text!r}: {exc}") from None
+    return windows.parse_windows(raw), tuple(raw)
 
 
 def _parse_http(raw: object) -> HttpConfig:
@@ -399,6 +432,13 @@ def _parse_model(raw: object, index: int, default_host: str) -> ModelConfig:
             table.key("name"),
             f"{name!r} is a cloud model: Ollama proxies it and never loads it locally",
         )
+    when, when_text = _when(table)
+    after_window = table.string("after_window", "expire")
+    if after_window not in _AFTER_WINDOW:
+        raise ConfigError(
+            table.key("after_window"),
+            f"must be one of {', '.join(_AFTER_WINDOW)}, not {after_window!r}",
+        )
     model = ModelConfig(
         name=name,
         host=_host(table, "host", default_host),
@@ -406,8 +446,17 @@ def _parse_model(raw: object, index: int, default_host: str) -> ModelConfig:
         options=_parse_options(table.get("options"), table.key("options")),
         priority=table.integer("priority", 0, low=-1_000_000, high=1_000_000),
         verify=table.boolean("verify", False),
+        when=when,
+        when_text=when_text,
+        after_window=after_window,
+        lead_s=table.duration("lead", -1.0) if table.has("lead") else None,
     )
     table.finish()
+    if model.when is None and (table.has("after_window") or table.has("lead")):
+        key = "after_window" if table.has("after_window") else "lead"
+        raise ConfigError(table.key(key), "has no effect without `when`")
+    if model.lead_s is not None and model.lead_s > windows.MAX_LEAD_S:
+        raise ConfigError(table.key("lead"), "must be at most 24h")
     return model
 
 

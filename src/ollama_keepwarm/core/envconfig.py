@@ -55,6 +55,7 @@ VARIABLES: Mapping[str, tuple[str, str, Kind]] = {
     f"{PREFIX}ON_GPU_LOST": ("daemon", "on_gpu_lost", "command"),
     f"{PREFIX}CONTROL_SOCKET": ("daemon", "control_socket", "string"),
     f"{PREFIX}STATE_DIR": ("daemon", "state_dir", "string"),
+    f"{PREFIX}TIMEZONE": ("daemon", "timezone", "string"),
     f"{PREFIX}HTTP_ENABLED": ("http", "enabled", "boolean"),
     f"{PREFIX}HTTP_HOST": ("http", "host", "string"),
     f"{PREFIX}HTTP_PORT": ("http", "port", "integer"),
@@ -63,6 +64,9 @@ VARIABLES: Mapping[str, tuple[str, str, Kind]] = {
 
 _MODEL_KEYS = {"keep_alive": "keep_alive", "keepalive": "keep_alive", "priority": "priority"}
 _MODEL_KEYS |= {"verify": "verify", "host": "host"}
+_MODEL_KEYS |= {"after_window": "after_window", "lead": "lead"}
+_LIST_KEYS = {"when"}
+"""Model keys that are lists: each repetition adds one (``when=mon-fri+08:00-19:00&when=...``)."""
 _RESERVED = {
     "name": "the name goes before the '?'",
     "options": "write each option as its own parameter, e.g. num_ctx=8192",
@@ -194,7 +198,9 @@ def _parse_model(entry: str, number: int) -> dict[str, Any]:
         value = _scalar(raw_value.strip())
         if key in _RESERVED:
             raise EnvError(MODELS_VAR, f"{where}: {key}: not a parameter ({_RESERVED[key]})")
-        if key in _MODEL_KEYS:
+        if key in _LIST_KEYS:
+            model.setdefault(key, []).append(raw_value.strip())
+        elif key in _MODEL_KEYS:
             target = _MODEL_KEYS[key]
             if target in model:
                 raise EnvError(MODELS_VAR, f"{where}: {key}: given twice")

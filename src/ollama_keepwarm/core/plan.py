@@ -29,6 +29,10 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   listed than while it was held, a new config, or an operator's refresh. Never on a timer.
 * **Losses** to other clients are re-warmed at once, then with growing delays if they repeat,
   so a user's own big model is not thrashed out every minute.
+* **Windows** (``core/windows.py``): outside its calendar windows a model is held like a
+  paused one: not renewed, so its lease runs out (``after_window = "expire"``), or unloaded
+  once (``"unload"``); a model gone while outside is released, not repaired. A pause wins
+  over a window: the window never resumes a paused model.
 * **Errors** back a model off exponentially with jitter; the other models carry on. A load that
   timed out was aborted inside Ollama (§2.6): the next one waits longer, never at once.
 """
@@ -45,6 +49,7 @@ from enum import StrEnum
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
+from ollama_keepwarm.core.windows import WindowVerdict
 
 __all__ = [
     "Action",
@@ -52,6 +57,7 @@ __all__ = [
     "Event",
     "ModelState",
     "Observation",
+    "apply_window",
     "backoff_delay_s",
     "classify_error",
     "decide",
@@ -109,6 +115,9 @@ MISMATCH = "options mismatch"
 CAPACITY = "capacity conflict"
 """The reason (prefix) of a model held because the kept set does not fit."""
 
+OUTSIDE = "outside its window"
+"""The reason (prefix) of a model held because none of its calendar windows is open."""
+
 
 class Action(StrEnum):
     """What the keeper should do about one model now."""
@@ -159,6 +168,8 @@ class ModelState:
     # The operator.
     paused_until: datetime | None = None
     refresh_requested_at: datetime | None = None
+    # The calendar (core/windows.py): None = no `when`, always kept.
+    window: WindowVerdict | None = None
     # Options mismatch.
     foreign_context: int | None = None
     foreign: bool = False  # a runner with other load options is resident: leave it alone
@@ -181,6 +192,7 @@ class Decision:
     at: datetime | None = None
     row: RunningModel | None = None
     renew: bool = True
+    window: WindowVerdict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +256,16 @@ def _is_paused(st: ModelState, now: datetime) -> bool:
     return st.paused_until is not None and now < st.paused_until
 
 
+def _off_window(st: ModelState) -> bool:
+    return st.window is not None and not st.window.kept
+
+
+def apply_window(st: ModelState, verdict: WindowVerdict | None) -> ModelState:
+    """Note the calendar's verdict; a change between kept and not allows one new unload."""
+    changed = (st.window is None or st.window.kept) != (verdict is None or verdict.kept)
+    return replace(st, window=verdict, release_sent=False if changed else st.release_sent)
+
+
 # -- decide -----------------------------------------------------------------------------------
 
 
@@ -293,7 +315,7 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     def verdict(
         action: Action, reason: str, at: datetime | None = None, *, renew: bool = True
     ) -> Decision:
-        return Decision(model, action, reason, at, row, renew)
+        return Decision(model, action, reason, at, row, renew, st.window)
 
     if _is_paused(st, now):
         return verdict(Action.HOLD, "paused", st.paused_until)
@@ -301,6 +323,10 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
         return verdict(Action.WAIT, "refreshing" if st.in_flight_was_listed else "loading")
     if snapshot is None:
         return verdict(Action.WAIT, "waiting for Ollama")
+    if st.window is not None and not st.window.kept:
+        if row is not None and model.after_window == "unload" and not st.release_sent:
+            return verdict(Action.UNLOAD, f"{OUTSIDE}: unloading it")
+        return verdict(Action.HOLD, f"{OUTSIDE}; {st.window.note}")
     if _is_held(st):
         if row is not None and not st.release_sent:
             return verdict(Action.UNLOAD, st.held_reason or CAPACITY)
@@ -418,8 +444,8 @@ def observe(
             continue
         if previous is None:
             continue
-        if _is_held(st) or _is_paused(st, now):
-            # We asked for this (a capacity hold or an operator's pause --unload): no repair.
+        if _is_held(st) or _is_paused(st, now) or _off_window(st):
+            # We asked for this (a capacity hold, a pause --unload, a closed window): no repair.
             new_states[model.key] = replace(st, last_row=None, foreign=False, foreign_context=None)
             events.append(Event("model_released", model.name, {"held": _is_held(st)}))
             continue
@@ -486,7 +512,7 @@ def _vanished(
         fields["during_load_of"] = culprit.name
         st = replace(st, strikes=(*st.strikes, now))
     elif cause in {"evicted", "oom"}:
-        st = _note_repeated_loss(st, daemon, now, seen_at, last_loss)
+        st = _note_repeated_loss(st, daemon, now, seen_at, last_loss, oom=cause == "oom")
         wait = st.rewarm_not_before
         fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
     return st, Event("model_vanished", model.name, fields)
@@ -611,23 +637,37 @@ def _note_repeated_loss(
     now: datetime,
     seen_at: datetime,
     last_loss: datetime | None,
+    *,
+    oom: bool = False,
 ) -> ModelState:
     """Wait before re-warming a model another client took away; longer each time in a row.
 
-    The first wait is a poll, or one and a half measured cold loads if longer (at most a
-    minute): whatever took the room is still loading then (loads are invisible, §3.5), and a
-    load of ours would queue behind it and evict again (§4.3). A client that reloads the model
-    with other options is then seen with them (an options mismatch) instead of being fought.
+    After an eviction the first wait is a poll, or one and a half measured cold loads if
+    longer (at most a minute): whatever took the room is still loading then (loads are
+    invisible, §3.5), and a load of ours would queue behind it and evict again (§4.3). A client
+    that reloads the model with other options is then seen with them instead of being fought.
+
+    After an out-of-memory drop of everything (§4.4) the first re-warm is at once, all models
+    alike so the load lane takes them in priority order; a repeat waits a poll, then doubles,
+    so a set that does not fit cannot set off evict-all after evict-all.
     """
     recent = last_loss is not None and (
         (seen_at - last_loss).total_seconds() < daemon.conflict_retry_s
     )
     count = st.vanishes + 1 if recent else 1
-    settle = min(
-        FIRST_REWARM_DELAY_CAP_S, max(daemon.poll_interval_s, 1.5 * (st.cold_load_s or 0.0))
+    if oom:
+        step, exponent = daemon.poll_interval_s, count - 2
+    else:
+        step = min(
+            FIRST_REWARM_DELAY_CAP_S, max(daemon.poll_interval_s, 1.5 * (st.cold_load_s or 0.0))
+        )
+        exponent = count - 1
+    delay = (
+        0.0 if exponent < 0 else min(REWARM_DELAY_CAP_S, step * 2 ** min(exponent, MAX_EXPONENT))
     )
-    delay = min(REWARM_DELAY_CAP_S, settle * 2 ** min(count - 1, MAX_EXPONENT))
-    return replace(st, vanishes=count, rewarm_not_before=now + timedelta(seconds=delay))
+    return replace(
+        st, vanishes=count, rewarm_not_before=now + timedelta(seconds=delay) if delay else None
+    )
 
 
 def _settle_conflict(
@@ -649,7 +689,9 @@ def _settle_conflict(
     kept = [
         m
         for m in ranked(models)
-        if not _is_held(states[m.key]) and not _is_paused(states[m.key], now)
+        if not _is_held(states[m.key])
+        and not _is_paused(states[m.key], now)
+        and not _off_window(states[m.key])
     ]
     if len(kept) < 2:
         return []
@@ -702,7 +744,10 @@ def _look_for_room(
         st = states[model.key]
         states[model.key] = replace(st, held_room=max(st.held_room, others))
     settled = all(
-        rows[m.key] is not None or _is_paused(states[m.key], now) or states[m.key].failures
+        rows[m.key] is not None
+        or _is_paused(states[m.key], now)
+        or _off_window(states[m.key])
+        or states[m.key].failures
         for m in models
         if not _is_held(states[m.key])
     ) and not any(st.in_flight_since for st in states.values())
@@ -952,6 +997,8 @@ def describe_state(decision: Decision) -> str:
         return "paused"
     if decision.reason.startswith(CAPACITY):
         return "conflict"
+    if decision.action is Action.HOLD and decision.reason.startswith(OUTSIDE):
+        return "outside"
     if decision.reason.startswith(MISMATCH):
         return "mismatch"
     if decision.reason == "loading":
@@ -980,14 +1027,18 @@ def summarize(
     if not ollama_up:
         return f"waiting for Ollama at {host}" if host else "waiting for Ollama"
     states = [describe_state(d) for d in decisions]
-    wanted = [s for s in states if s != "paused"]
+    wanted = [s for s in states if s not in {"paused", "outside"}]
     parts = [f"{states.count('warm')}/{len(wanted)} warm"]
-    for word in ("loading", "cold", "error", "conflict", "mismatch", "paused"):
+    for word in ("loading", "cold", "error", "conflict", "mismatch", "paused", "outside"):
         names = [d.model.name for d, state in zip(decisions, states, strict=True) if state == word]
         if names:
             # Name them while the line stays short: "1 loading (llama3.3:70b)".
             shown = f" ({', '.join(names)})" if len(names) <= SUMMARY_NAMES else ""
             parts.append(f"{len(names)} {word}{shown}")
+    windowed = [d for d in decisions if d.window is not None]
+    if 0 < len(windowed) <= SUMMARY_NAMES:
+        # "llama3.1:8b kept until 19:00", "llama3.1:8b next window Mon 08:00"
+        parts.extend(f"{d.model.name} {d.window.note}" for d in windowed if d.window)
     upcoming = [d for d in decisions if d.action is Action.WAIT and d.at and d.row is not None]
     if upcoming:
         first = min(upcoming, key=lambda d: d.at or now)

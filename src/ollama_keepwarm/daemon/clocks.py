@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 __all__ = ["Clocks", "ManualClocks", "SuspendDetector", "SystemClocks"]
@@ -54,15 +54,20 @@ class ManualClocks:
     """Real clocks plus a hand-set suspend offset, for tests: ``suspend(3600)`` fakes an hour."""
 
     slept_s: float = 0.0
+    wall_step_s: float = 0.0
     _system: SystemClocks = field(default_factory=SystemClocks)
 
     def suspend(self, seconds: float) -> None:
         """Make the boot clock run ahead of the monotonic one, as a sleep would."""
         self.slept_s += seconds
 
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock (NTP at boot, ``date -s``); the monotonic clocks do not move."""
+        self.wall_step_s += seconds
+
     def wall(self) -> datetime:
-        """Return the real wall clock."""
-        return self._system.wall()
+        """Return the real wall clock, plus any step."""
+        return self._system.wall() + timedelta(seconds=self.wall_step_s)
 
     def monotonic(self) -> float:
         """Return the real monotonic clock."""

@@ -24,6 +24,7 @@ from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot
+from ollama_keepwarm.core.windows import WindowVerdict
 from ollama_keepwarm.daemon.clocks import Clocks
 from ollama_keepwarm.ollama import (
     ModelInfo,
@@ -113,6 +114,8 @@ class HostKeeper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._wake: Callable[[datetime], None] = lambda _at: None
+        self.window_of: Callable[[ModelConfig], WindowVerdict | None] = lambda _m: None
+        """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
 
     def _emit(self, event: plan.Event) -> None:
         self._emit_to(event, self.host)
@@ -180,7 +183,7 @@ class HostKeeper:
         A cold model that is still going to be warmed (a higher-ranked one a lower one
         evicted, say) keeps it false, so READY=1 never goes out while it is cold.
         """
-        settled = {"warm", "paused", "conflict", "mismatch", "error"}
+        settled = {"warm", "paused", "conflict", "mismatch", "error", "outside"}
         return (
             self.ollama_up
             and bool(self.decisions)
@@ -189,11 +192,12 @@ class HostKeeper:
 
     @property
     def all_warm(self) -> bool:
-        """True when every model that is not paused or held is listed in ``/api/ps``."""
+        """True when every model that is not paused, held or outside its windows is listed."""
         return self.ollama_up and all(
             d.row is not None
             for d in self.decisions
-            if plan.describe_state(d) not in {"paused", "conflict"}
+            if plan.describe_state(d) not in {"paused", "conflict", "outside"}
+            and (d.window is None or d.window.inside)
         )
 
     # -- observe ------------------------------------------------------------------------------
@@ -303,6 +307,10 @@ class HostKeeper:
 
     def _plan_and_act(self) -> None:
         now = self._clocks.wall()
+        for model in self.models:
+            self.states[model.key] = plan.apply_window(
+                self.states[model.key], self.window_of(model)
+            )
         unconfirmed = {k for k, t in self._call_ended.items() if t > self._snapshot_asked}
         self.decisions = plan.decide(
             self.models,
@@ -353,7 +361,7 @@ class HostKeeper:
         try:
             if self._still_wanted(decision):
                 if decision.action is plan.Action.UNLOAD:
-                    await self._release(model)
+                    await self._release(model, decision.reason)
                 else:
                     await self._warm(decision)
         except asyncio.CancelledError:
@@ -378,15 +386,17 @@ class HostKeeper:
         latest = next((d for d in self.decisions if d.model.key == decision.model.key), None)
         return latest is None or latest.action is decision.action or latest.reason == "confirming"
 
-    async def _release(self, model: ModelConfig) -> None:
-        """Unload a model held for capacity, so the higher-ranked ones fit (§1.4)."""
+    async def _release(self, model: ModelConfig, reason: str) -> None:
+        """Unload a model held for capacity (so the higher-ranked ones fit, §1.4), or whose
+        window closed with ``after_window = "unload"``."""
         self.states[model.key] = plan.record_release_sent(self.states[model.key])
         try:
             await self.client.unload(model.name)
         except OllamaError as exc:
             _log.warning("release_failed", model=model.name, host=self.host, error=exc.message)
         else:
-            _log.info("model_released_for_room", model=model.name, host=self.host)
+            why = "model_unloaded_after_window" if reason.startswith(plan.OUTSIDE) else ""
+            _log.info(why or "model_released_for_room", model=model.name, host=self.host)
 
     async def _warm(self, decision: plan.Decision) -> None:
         model, reason = decision.model, decision.reason

@@ -2,7 +2,7 @@
 
 Bound to 127.0.0.1 by default. ``/healthz`` answers from the event loop itself, so it fails when
 the loop is wedged; ``/readyz`` is for a Slack bot's unit or a readiness probe: 200 only while
-every kept model that is not paused or held back is resident.
+every kept model that is not paused or held back, and is inside its windows, is resident.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ Exposition = Callable[[], bytes]
 """The Prometheus text of the keeper's metrics."""
 
 
+READY_STATES = frozenset({"warm", "paused", "conflict", "mismatch", "outside"})
+"""Model states that let ``/readyz`` say 200: loaded (a client's runner counts: its clients are
+served warm), or left alone on purpose (paused; held because the kept set does not fit; outside
+its windows). A model outside its windows is not counted even while it warms for the next."""
+
+
 def make_app(read_status: StatusSource, read_metrics: Exposition) -> web.Application:
     """Build the aiohttp application over the two readers a running keeper hands it."""
     app = web.Application()
@@ -31,18 +37,24 @@ def make_app(read_status: StatusSource, read_metrics: Exposition) -> web.Applica
 
     async def readyz(_request: web.Request) -> web.Response:
         document = read_status()
+        models = [m for host in document["hosts"] for m in host["models"]]
         cold = [
             {"name": m["name"], "state": m["state"], "reason": m["reason"]}
-            for host in document["hosts"]
-            for m in host["models"]
-            if m["state"] not in {"warm", "paused", "conflict"}
+            for m in models
+            if m["state"] not in READY_STATES and (m.get("window") is None or m["window"]["inside"])
+        ]
+        # Loaded but not as configured, or held back on purpose: ready, and said why.
+        notes = [
+            {"name": m["name"], "state": m["state"], "reason": m["reason"]}
+            for m in models
+            if m["state"] in {"mismatch", "conflict"}
         ]
         down = [h["host"] for h in document["hosts"] if not h["ollama_up"]]
         if cold or down or not document["hosts"]:
             return web.json_response(
-                {"ready": False, "cold": cold, "ollama_down": down}, status=503
+                {"ready": False, "cold": cold, "ollama_down": down, "notes": notes}, status=503
             )
-        return web.json_response({"ready": True, "cold": []})
+        return web.json_response({"ready": True, "cold": [], "notes": notes})
 
     async def status(_request: web.Request) -> web.Response:
         return web.json_response(read_status())

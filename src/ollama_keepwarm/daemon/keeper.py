@@ -25,6 +25,7 @@ from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.daemon import http_api
+from ollama_keepwarm.daemon.calendar import Calendar
 from ollama_keepwarm.daemon.clocks import Clocks, SuspendDetector, SystemClocks
 from ollama_keepwarm.daemon.control import ControlServer, default_socket_path
 from ollama_keepwarm.daemon.host import HostKeeper, log_event
@@ -59,6 +60,7 @@ class Keeper:
         reload_config: Callable[[], Config] | None = None,
         handle_signals: bool = True,
         dbus_address: str | None = None,
+        calendar_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self._notifier = notifier or NullNotifier()
@@ -68,6 +70,7 @@ class Keeper:
         self.hosts: dict[str, HostKeeper] = {}
         self.ready = asyncio.Event()
         self.started_at = self._clocks.wall()
+        self._config_loaded_at = self.started_at
         self.resumes = 0
         self._should_exit = asyncio.Event()
         self._scheduler: Any = None
@@ -87,6 +90,8 @@ class Keeper:
         self._timers: dict[str, Every] = {}
         self._alarms: dict[str, Alarm] = {}
         self.pauses: dict[str, Pause] = {}
+        # Windows are wall time; tests hand the calendar a clock of their own to walk a week.
+        self.calendar = Calendar(calendar_clock or self._clocks.wall, self._look_all)
         self._control = ControlServer(
             Path(config.daemon.control_socket)
             if config.daemon.control_socket
@@ -117,6 +122,14 @@ class Keeper:
         # Calendar jobs only; the cadence (polls, tick, watchdog) is on the monotonic clock.
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler.start()
+        if not self.config.models:
+            _log.warning(
+                "no_models_configured",
+                config=str(self.config.source or "the environment"),
+                hint="add [[models]] tables (or OLLAMA_KEEPWARM_MODELS); nothing will be kept warm",
+            )
+        self.calendar.configure(self.config, self._load_time_of)
+        self.calendar.start(self._scheduler)
         self.pauses = self._store.load()
         self._build_hosts()
         self._schedule_jobs()
@@ -197,6 +210,7 @@ class Keeper:
                 on_cold_load=functools.partial(self._remember_load_time, host),
             )
             self._alarms[host] = Alarm(functools.partial(self._look_host, host))
+            keeper.window_of = self.calendar.verdict
             keeper.start(functools.partial(self._wake_at, keeper))
             self.hosts[host] = keeper
         self._apply_pauses()
@@ -254,6 +268,11 @@ class Keeper:
     def _remember_load_time(self, host: str, model: ModelConfig, seconds: float) -> None:
         """Keep each cold load's time for the ExecStartPost one-shot (``warm --timeout``)."""
         self._load_times.record(LoadTimeStore.key(host, model.key), seconds)
+        self.calendar.note_load(model, seconds)
+
+    def _load_time_of(self, model: ModelConfig) -> float | None:
+        """The last measured cold load of ``model`` (the calendar derives leads from it)."""
+        return self._load_times.load().get(LoadTimeStore.key(model.host, model.key))
 
     def _emit(self, event: plan.Event, host: str) -> None:
         log_event(event, host)
@@ -321,12 +340,26 @@ class Keeper:
         try:
             new = self._reload_config()
         except Exception as exc:  # a ConfigError, or the file vanished: keep running as we are
-            _log.error("config_reload_failed", error=str(exc), keeping=str(self.config.source))
+            _log.error(
+                "config_reload_failed",
+                error=str(exc),
+                keeping=f"the running config, loaded at {self._config_loaded_at:%Y-%m-%d %H:%M:%S}",
+            )
             self._notifier.status(f"config reload failed, kept the running config: {exc}")
             return
         self._notifier.reloading()
         old_daemon = self.config.daemon
+        fixed = _restart_only_changes(self.config, new)
+        if fixed:
+            _log.warning(
+                "config_needs_restart",
+                keys=fixed,
+                hint="these are read at start only; the running values stay until the daemon "
+                "restarts (systemctl restart ollama-keepwarm)",
+            )
         self.config = new
+        self._config_loaded_at = self._clocks.wall()
+        self.calendar.configure(new, self._load_time_of)
         self._build_hosts()
         if new.daemon != old_daemon:
             self._detector.threshold_s = new.daemon.resume_threshold_s
@@ -428,3 +461,18 @@ class Keeper:
             config_source=str(self.config.source or ""),
         )
         return build_status(view, self._clocks.wall())
+
+
+def _restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The keys a reload cannot move (the listeners and the state are opened at start)."""
+    keys = []
+    if old.http != new.http:
+        keys += [
+            f"http.{k}"
+            for k in ("enabled", "host", "port")
+            if getattr(old.http, k) != getattr(new.http, k)
+        ]
+    for key in ("control_socket", "state_dir"):
+        if getattr(old.daemon, key) != getattr(new.daemon, key):
+            keys.append(f"daemon.{key}")
+    return keys

@@ -50,6 +50,16 @@ class _StateCollector(Collector):
             "1 while held back by a capacity conflict",
             labels=["host", "model"],
         )
+        in_window = GaugeMetricFamily(
+            f"{_PREFIX}_model_in_window",
+            "1 while inside one of the model's windows (always 1 without `when`)",
+            labels=["host", "model"],
+        )
+        mismatch = GaugeMetricFamily(
+            f"{_PREFIX}_model_options_mismatch",
+            "1 while a client's runner with other load options is resident (left alone)",
+            labels=["host", "model"],
+        )
         up = GaugeMetricFamily(f"{_PREFIX}_ollama_up", "1 while Ollama answers", labels=["host"])
         poll_errors = CounterMetricFamily(
             f"{_PREFIX}_poll_errors",
@@ -70,7 +80,10 @@ class _StateCollector(Collector):
                     lease.add_metric(labels, math.inf if left is None else float(left))
                 paused.add_metric(labels, 1.0 if model["state"] == "paused" else 0.0)
                 held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
-        yield from (resident, lease, paused, held, up, poll_errors, ready)
+                mismatch.add_metric(labels, 1.0 if model["state"] == "mismatch" else 0.0)
+                window = model.get("window")
+                in_window.add_metric(labels, 1.0 if window is None or window["inside"] else 0.0)
+        yield from (resident, lease, paused, held, mismatch, in_window, up, poll_errors, ready)
 
 
 class Metrics:
@@ -137,7 +150,9 @@ class Metrics:
             self.repairs.labels(*labels, str(fields.get("cause", "unknown"))).inc()
         elif name == "runner_reloaded":
             self.reloads.labels(*labels).inc()
-            self.repairs.labels(*labels, "crash").inc()
+            self.repairs.labels(*labels, "reload").inc()
+        elif name == "warm_timed_out":
+            self.warms.labels(*labels, "timeout").inc()
         elif name == "capacity_conflict":
             self.conflicts.labels(*labels).inc()
         elif name == "resumed_from_suspend":

@@ -16,10 +16,11 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
@@ -57,21 +58,16 @@ class PauseStore:
 
     def load(self) -> dict[str, Pause]:
         """Return the saved pauses by model key; an unreadable or corrupt file gives none."""
-        try:
-            raw = json.loads(self.path.read_text())
-            pauses = {
+        return read_json_or_nothing(
+            self.path,
+            lambda raw: {
                 str(key): Pause(
                     name=str(entry["name"]),
                     until=datetime.fromisoformat(entry["until"]) if entry.get("until") else None,
                 )
                 for key, entry in raw["paused"].items()
-            }
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            _log.warning("state_file_ignored", path=str(self.path), error=str(exc))
-            return {}
-        return pauses
+            },
+        )
 
     def save(self, pauses: Mapping[str, Pause]) -> None:
         """Write the pauses atomically; a failure is logged (the pause still holds in memory)."""
@@ -92,14 +88,10 @@ class LoadTimeStore:
 
     def load(self) -> dict[str, float]:
         """Return the saved times; an unreadable or corrupt file gives none."""
-        try:
-            raw = json.loads(self.path.read_text())
-            return {str(k): float(v) for k, v in raw["cold_load_s"].items() if float(v) >= 0}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            _log.warning("state_file_ignored", path=str(self.path), error=str(exc))
-            return {}
+        return read_json_or_nothing(
+            self.path,
+            lambda raw: {str(k): float(v) for k, v in raw["cold_load_s"].items() if float(v) >= 0},
+        )
 
     def record(self, key: str, seconds: float) -> None:
         """Remember one measurement (read, update, write: the file is a few lines)."""
@@ -111,6 +103,21 @@ class LoadTimeStore:
     def key(host: str, model_key: str) -> str:
         """The entry of one model on one host."""
         return f"{host} {model_key}"
+
+
+T = TypeVar("T")
+
+
+def read_json_or_nothing(path: Path, parse: Callable[[Any], dict[str, T]]) -> dict[str, T]:
+    """Read ``path`` as JSON through ``parse``; a missing file gives nothing, a corrupt or
+    unreadable one is reported and gives nothing too (state is a help, never a reason to fail)."""
+    try:
+        return parse(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        _log.warning("state_file_ignored", path=str(path), error=str(exc))
+        return {}
 
 
 def write_json_atomically(path: Path, document: object) -> None:

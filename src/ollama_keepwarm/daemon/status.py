@@ -66,6 +66,7 @@ _COLOURS = {
     "error": "31",
     "conflict": "31",
     "paused": "35",
+    "outside": "35",
 }
 
 
@@ -138,6 +139,21 @@ def model_entry(decision: plan.Decision, state: plan.ModelState, now: datetime) 
         "last_error": state.last_error,
         "warms": state.warms,
         "reloads": state.reloads,
+        "window": _window(decision),
+    }
+
+
+def _window(decision: plan.Decision) -> dict[str, Any] | None:
+    """The calendar's view of a model with `when`: inside?, until, next opening, the note."""
+    verdict = decision.window
+    if verdict is None:
+        return None
+    return {
+        "inside": verdict.inside,
+        "kept": verdict.kept,
+        "until": verdict.until.isoformat() if verdict.until else None,
+        "opens": verdict.opens.isoformat() if verdict.opens else None,
+        "note": verdict.note,
     }
 
 
@@ -178,6 +194,7 @@ _COLUMNS = (
     ("NEXT REFRESH", "next"),
     ("LAST WARM", "last"),
     ("PROCESSOR", "processor"),
+    ("WINDOW", "window"),
     ("REASON", "reason"),
 )
 
@@ -192,6 +209,7 @@ def _cells(model: Mapping[str, Any]) -> dict[str, str]:
         "next": "-" if nxt is None else ("now" if nxt <= 0 else f"in {_span(nxt)}"),
         "last": "-" if last is None else f"{last:.1f}s",
         "processor": str(model["processor"]),
+        "window": str((model.get("window") or {}).get("note", "-")),
         "reason": str(model["reason"]),
     }
 
@@ -205,11 +223,14 @@ def render_table(document: Mapping[str, Any], *, colour: bool = False) -> str:
         version = f" v{host['version']}" if host.get("version") else ""
         lines.append(f"Ollama {host['host']} ({up}{version}) · {document.get('summary', '')}")
         rows = [_cells(m) for m in host.get("models", [])]
-        widths = {key: max([len(title)] + [len(r[key]) for r in rows]) for title, key in _COLUMNS}
-        lines.append("    ".join(t.ljust(widths[k]) for t, k in _COLUMNS).rstrip())
+        # The WINDOW column only where a model has `when`.
+        windowed = any(m.get("window") for m in host.get("models", []))
+        columns = [(t, k) for t, k in _COLUMNS if k != "window" or windowed]
+        widths = {key: max([len(title)] + [len(r[key]) for r in rows]) for title, key in columns}
+        lines.append("    ".join(t.ljust(widths[k]) for t, k in columns).rstrip())
         for row in rows:
             cells = []
-            for _title, key in _COLUMNS:
+            for _title, key in columns:
                 text = row[key].ljust(widths[key])
                 if colour and key == "state" and row["state"] in _COLOURS:
                     text = f"\x1b[{_COLOURS[row['state']]}m{text}\x1b[0m"

@@ -49,7 +49,13 @@ def add_parser(commands: Any) -> None:
         metavar="DUR",
         help="server default keep-alive, parsed like OLLAMA_KEEP_ALIVE (default: that, else 5m)",
     )
-    parser.add_argument("--load-seconds-per-gb", type=float, default=1.0, metavar="X")
+    parser.add_argument(
+        "--load-seconds-per-gb",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="load time per GB (10^9 bytes) of weights, before --time-scale (default 1.0)",
+    )
     parser.add_argument(
         "--time-scale", type=float, default=1.0, metavar="X", help="divide every wait by X"
     )
@@ -60,8 +66,20 @@ def add_parser(commands: Any) -> None:
         help=f"the Ollama to imitate: its /api/version and its rules ({CURRENT_STABLE}; "
         "before 0.30.0 the old reload, memory and OOM rules)",
     )
-    parser.add_argument("--unload-delay", type=float, default=0.0, metavar="S")
-    parser.add_argument("--seconds-per-token", type=float, default=0.01, metavar="S")
+    parser.add_argument(
+        "--unload-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds between a timer firing and the unload (widens the stale-expiry race)",
+    )
+    parser.add_argument(
+        "--seconds-per-token",
+        type=float,
+        default=0.01,
+        metavar="S",
+        help="generation time per output token, before --time-scale (default 0.01)",
+    )
     parser.set_defaults(run=run)
 
 

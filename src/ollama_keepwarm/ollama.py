@@ -27,6 +27,7 @@ __all__ = [
     "OllamaError",
     "OllamaTimeoutError",
     "OllamaUnreachableError",
+    "PrimeResult",
     "parse_ps",
 ]
 
@@ -69,6 +70,7 @@ class ModelInfo:
 
     capabilities: tuple[str, ...]
     blob: str | None
+    template: str = ""  # the chat template a priming request's prefix is rendered through
 
     @property
     def embedding_only(self) -> bool:
@@ -82,6 +84,20 @@ class LoadResult:
 
     endpoint: str
     duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PrimeResult:
+    """A finished priming request: wall time, and what Ollama says it processed.
+
+    ``prompt_tokens`` is the whole rendered prefix (Ollama counts cached tokens too);
+    ``prompt_eval_s`` is the time it really spent on the prompt: long after a load, short when
+    the slot already held the prefix.
+    """
+
+    duration_s: float
+    prompt_tokens: int | None
+    prompt_eval_s: float | None
 
 
 def _field(row: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -224,7 +240,10 @@ class OllamaClient:
             caps = ("embedding",)
         match = _BLOB_RE.search(str(body.get("modelfile") or ""))
         blob = match.group(1).replace(":", "-").lower() if match else None
-        return ModelInfo(capabilities=caps, blob=blob)
+        template = body.get("template")
+        return ModelInfo(
+            capabilities=caps, blob=blob, template=template if isinstance(template, str) else ""
+        )
 
     async def load(
         self,
@@ -257,6 +276,30 @@ class OllamaClient:
         if "error" in body:
             raise OllamaError(500, str(body["error"]))
         return LoadResult(endpoint=path, duration_s=time.monotonic() - started)
+
+    async def prime(
+        self, endpoint: str, payload: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> PrimeResult:
+        """Send one priming request (``core/prime.py`` builds it) and read its counters.
+
+        ``timeout_s`` bounds it (default ``load_timeout``): processing a long prompt on a CPU
+        takes about as long as a load.
+        """
+        if endpoint not in {"/api/chat", "/api/generate"}:
+            raise ValueError(f"not a completion endpoint: {endpoint}")
+        limit = self._long if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
+        started = time.monotonic()
+        body = await self._request("POST", endpoint, dict(payload), limit=limit)
+        if not isinstance(body, Mapping):
+            raise OllamaError(200, f"malformed {endpoint} answer")
+        if "error" in body:
+            raise OllamaError(500, str(body["error"]))
+        count, spent = body.get("prompt_eval_count"), body.get("prompt_eval_duration")
+        return PrimeResult(
+            duration_s=time.monotonic() - started,
+            prompt_tokens=count if isinstance(count, int) and not isinstance(count, bool) else None,
+            prompt_eval_s=spent / 1e9 if isinstance(spent, int | float) else None,
+        )
 
     async def unload(self, name: str) -> None:
         """Ask Ollama to unload ``name`` now: empty generate with ``keep_alive`` 0 (§1.4)."""

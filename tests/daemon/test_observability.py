@@ -382,6 +382,7 @@ MODEL_SCHEMA = {
     "last_error": (str, type(None)),
     "warms": int,
     "reloads": int,
+    "prime": (dict, type(None)),  # None when no prefix is configured (tests/daemon/test_prime.py)
     "window": (dict, type(None)),
 }
 

@@ -71,8 +71,15 @@ def state(c: Container, unit: str = UNIT) -> str:
 
 
 def wait_active(c: Container, unit: str = UNIT, timeout: float = 60) -> None:
-    """Wait until the unit is active (for a Type=notify unit: READY=1 arrived)."""
-    wait_for(lambda: state(c, unit) == "active", timeout, f"{unit} to become active")
+    """Wait until the unit is active (for a Type=notify unit: READY=1 arrived).
+
+    On a timeout the failure carries the unit's last journal lines: the why, not just the what.
+    """
+    try:
+        wait_for(lambda: state(c, unit) == "active", timeout, f"{unit} to become active")
+    except AssertionError as exc:
+        journal = c.run("journalctl", "-u", unit, "-n", "40", "--no-pager", check=False).stdout
+        raise AssertionError(f"{exc}; its journal:\n{journal}") from None
 
 
 def exec_start_post_status(c: Container) -> int:

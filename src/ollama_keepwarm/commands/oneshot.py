@@ -19,6 +19,7 @@ import aiohttp
 
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import Config, ModelConfig
+from ollama_keepwarm.core.prime import Prime
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.daemon.state import LoadTimeStore
 from ollama_keepwarm.ollama import OllamaClient, OllamaError, OllamaUnreachableError
@@ -230,7 +231,65 @@ async def check(config: Config, timeout_s: float, say: Say) -> tuple[bool, int, 
                     f"  {decision.model.name:<32} {decision.action.value:<8} {decision.reason}"
                     + (f"  [{note}]" if note else "")
                 )
+                prefix = decision.model.prime
+                if prefix is not None and not note.startswith("PROBLEM"):
+                    prime_lines, failed = await _prime_note(
+                        client, decision.model, prefix, listed=decision.row is not None
+                    )
+                    lines += prime_lines
+                    problems += failed
     return reached, problems, lines
+
+
+_SHOWN_CHARS = 72
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _SHOWN_CHARS else flat[: _SHOWN_CHARS - 3] + "..."
+
+
+async def _prime_note(
+    client: OllamaClient, model: ModelConfig, prefix: Prime, *, listed: bool
+) -> tuple[list[str], bool]:
+    """Show the prefix the keeper will prime and, if the model is loaded, its token count.
+
+    The count comes from a dry run of the very priming request (Ollama's ``prompt_eval_count``
+    after its template rendered the prefix); it primes the loaded runner as a side effect.
+    An unloaded model is not loaded just to count.
+    """
+    source = f" from {prefix.source}" if prefix.source else ""
+    roles = ", ".join(m.role for m in prefix.messages)
+    how = "raw prompt" if prefix.raw else f"{len(prefix.messages)} message(s): {roles}"
+    lines = [
+        f"    prime{source}: {how}, {len(prefix.text)} chars, via {prefix.endpoint}",
+        f"      {_one_line(prefix.text)!r}",
+    ]
+    try:
+        info = await client.show(model.name)
+    except OllamaError:
+        info = None
+    if info is not None and not prefix.raw:
+        template = _one_line(info.template) if info.template else "(none: the prefix as is)"
+        lines.append(f"      rendered through the model's template: {template}")
+    if not listed:
+        lines.append(
+            "      token count: the model is not loaded; the keeper's first prime reports it "
+            "(ollama-keepwarm status, PRIMED)"
+        )
+        return lines, False
+    payload = prefix.payload(model.name, keep_alive=model.keep_alive_wire, options=model.options)
+    try:
+        result = await client.prime(prefix.endpoint, payload)
+    except OllamaError as exc:
+        lines.append(f"      PROBLEM: the priming request failed: {exc.message}")
+        return lines, True
+    spent = "" if result.prompt_eval_s is None else f", {result.prompt_eval_s:.2f}s of it prompt"
+    lines.append(
+        f"      {result.prompt_tokens} tokens as rendered (dry request: "
+        f"{result.duration_s:.2f}s{spent}; the runner has it cached now)"
+    )
+    return lines, False
 
 
 async def _model_note(client: OllamaClient, model: ModelConfig) -> str:

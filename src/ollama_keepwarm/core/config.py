@@ -13,7 +13,7 @@ import math
 import os
 import tomllib
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -29,6 +29,7 @@ from ollama_keepwarm.core.durations import (
     parse_go_duration,
 )
 from ollama_keepwarm.core.names import is_cloud_model, match_key
+from ollama_keepwarm.core.prime import CHAT, GENERATE, Message, Prime
 
 __all__ = [
     "DEFAULT_HOST",
@@ -110,6 +111,7 @@ class ModelConfig:
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     priority: int = 0
     verify: bool = False
+    prime: Prime | None = None  # the clients' fixed prefix, sent after every load
     # Calendar windows (core/windows.py): None = always kept; () = never.
     when: tuple[windows.Interval, ...] | None = None
     when_text: tuple[str, ...] = ()
@@ -422,7 +424,80 @@ def _parse_options(raw: object, key: str) -> Mapping[str, Any]:
     return MappingProxyType(dict(raw))
 
 
-def _parse_model(raw: object, index: int, default_host: str) -> ModelConfig:
+ReadText = Callable[[str], str]
+"""Reads a ``prime_file`` (a path as written in the config); raises OSError."""
+
+_ENDPOINTS = {"chat": CHAT, "generate": GENERATE, CHAT: CHAT, GENERATE: GENERATE}
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _parse_messages(raw: list[Any], key: str) -> tuple[Message, ...]:
+    messages = []
+    for i, item in enumerate(raw):
+        where = f"{key}[{i}]"
+        if not isinstance(item, Mapping) or set(item) - {"role", "content"}:
+            raise ConfigError(where, 'must be a table { role = "system", content = "..." }')
+        role, content = item.get("role"), item.get("content")
+        if role not in _ROLES:
+            raise ConfigError(f"{where}.role", f"must be one of {', '.join(_ROLES)}")
+        if not isinstance(content, str) or not content.strip():
+            raise ConfigError(f"{where}.content", "must be a non-empty string")
+        messages.append(Message(str(role), content))
+    if not messages:
+        raise ConfigError(key, "must list at least one message")
+    return tuple(messages)
+
+
+def _parse_prime(table: _Table, read_text: ReadText | None) -> Prime | None:
+    """``prime`` (a system prompt, or chat messages) or ``prime_file``, and how it is sent."""
+    raw, file = table.get("prime"), table.get("prime_file")
+    endpoint_raw = table.get("prime_endpoint")
+    raw_prompt = table.boolean("prime_raw", False)
+    if raw is None and file is None:
+        if endpoint_raw is not None or raw_prompt:
+            raise ConfigError(table.key("prime_endpoint"), "needs prime or prime_file")
+        return None
+    if raw is not None and file is not None:
+        raise ConfigError(table.key("prime_file"), "use either prime or prime_file, not both")
+    endpoint = CHAT if endpoint_raw is None else _ENDPOINTS.get(str(endpoint_raw))
+    if endpoint is None or (endpoint_raw is not None and not isinstance(endpoint_raw, str)):
+        raise ConfigError(
+            table.key("prime_endpoint"), 'must be "chat" (/api/chat) or "generate" (/api/generate)'
+        )
+    if raw_prompt and endpoint != GENERATE:
+        raise ConfigError(table.key("prime_raw"), 'applies to prime_endpoint = "generate" only')
+    source = ""
+    if file is not None:
+        if not isinstance(file, str) or not file.strip():
+            raise ConfigError(table.key("prime_file"), "must be a path to a text file")
+        if read_text is None:
+            raise ConfigError(table.key("prime_file"), "needs a config file to be read from")
+        try:
+            raw = read_text(file)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(table.key("prime_file"), f"cannot read {file}: {reason}") from None
+        source = file
+        if not raw.strip():
+            raise ConfigError(table.key("prime_file"), f"{file} is empty")
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise ConfigError(table.key("prime"), "must be a non-empty string")
+        messages: tuple[Message, ...] = (Message("system", raw),)
+    elif isinstance(raw, list):
+        if endpoint != CHAT:
+            raise ConfigError(table.key("prime"), 'messages need prime_endpoint = "chat"')
+        messages = _parse_messages(raw, table.key("prime"))
+    else:
+        raise ConfigError(
+            table.key("prime"), f"must be a system prompt or an array of messages, not {_kind(raw)}"
+        )
+    return Prime(messages=messages, endpoint=endpoint, raw=raw_prompt, source=source)
+
+
+def _parse_model(
+    raw: object, index: int, default_host: str, read_text: ReadText | None = None
+) -> ModelConfig:
     table = _Table(raw, f"models[{index}]")
     if not table.has("name"):
         raise ConfigError(table.key("name"), "is required")
@@ -446,6 +521,7 @@ def _parse_model(raw: object, index: int, default_host: str) -> ModelConfig:
         options=_parse_options(table.get("options"), table.key("options")),
         priority=table.integer("priority", 0, low=-1_000_000, high=1_000_000),
         verify=table.boolean("verify", False),
+        prime=_parse_prime(table, read_text),
         when=when,
         when_text=when_text,
         after_window=after_window,
@@ -465,8 +541,12 @@ def parse_config(
     *,
     source: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    read_text: ReadText | None = None,
 ) -> Config:
     """Validate a parsed TOML document and build the :class:`Config`.
+
+    ``read_text`` reads ``prime_file``s (``load_config`` reads them beside the config file);
+    without it a ``prime_file`` is an error.
 
     Raises:
         ConfigError: naming the first offending key path and the rule it breaks.
@@ -482,7 +562,9 @@ def parse_config(
         raw_models = []
     if not isinstance(raw_models, Sequence) or isinstance(raw_models, str):
         raise ConfigError("models", "must be an array of tables: [[models]]")
-    models = tuple(_parse_model(item, i, ollama.host) for i, item in enumerate(raw_models))
+    models = tuple(
+        _parse_model(item, i, ollama.host, read_text) for i, item in enumerate(raw_models)
+    )
     seen: dict[tuple[str, str], int] = {}
     for i, model in enumerate(models):
         where = (model.host, model.key)
@@ -523,8 +605,14 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
         merged, layer = envconfig.read_env(env).beneath(raw)
     except envconfig.EnvError as exc:
         raise ConfigError(exc.variable, exc.reason) from None
+    base = path.parent if path is not None else Path.cwd()
+
+    def read_text(name: str) -> str:
+        # Relative to the config file; read at every (re)load, so SIGHUP picks up an edit.
+        return (base / Path(name).expanduser()).read_text(encoding="utf-8")
+
     try:
-        return parse_config(merged, source=path, environ=env)
+        return parse_config(merged, source=path, environ=env, read_text=read_text)
     except ConfigError as exc:
         raise ConfigError(*layer.explain(exc.key, exc.reason)) from None
 

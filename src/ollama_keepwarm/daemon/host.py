@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from ollama_keepwarm.core import plan
+from ollama_keepwarm.core import prime as priming
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot
@@ -45,6 +46,7 @@ _WARNINGS = {
     "warm_timed_out",
     "poll_failed",
     "verify_failed",
+    "prime_failed",
 }
 _ERRORS = {"gpu_lost"}
 
@@ -90,6 +92,7 @@ class HostKeeper:
         self._on_change = on_change
         self.snapshot: PsSnapshot | None = None
         self.states: dict[str, plan.ModelState] = {m.key: plan.ModelState() for m in models}
+        self.primes: dict[str, priming.PrimeState] = {m.key: priming.PrimeState() for m in models}
         self.decisions: list[plan.Decision] = []
         self.infos: dict[str, ModelInfo] = {}
         self.blobs: dict[str, str] = {}
@@ -118,6 +121,7 @@ class HostKeeper:
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
 
     def _emit(self, event: plan.Event) -> None:
+        self._note_load(event)
         self._emit_to(event, self.host)
 
     def start(self, wake: Callable[[datetime], None]) -> None:
@@ -147,6 +151,7 @@ class HostKeeper:
         self.models, self.config = models, config
         kept = plan.release_holds(self.states)
         self.states = {m.key: kept.get(m.key, plan.ModelState()) for m in models}
+        self.primes = {m.key: self.primes.get(m.key, priming.PrimeState()) for m in models}
         for m in models:
             old = before.get(m.key)
             if old is not None and old.options != m.options:
@@ -246,6 +251,7 @@ class HostKeeper:
             )
         self.ollama_up, self._down_polls = True, 0
         await self._learn_blobs(snapshot)
+        self._note_appearances(snapshot)
         observation = plan.observe(
             self.models,
             self.config.daemon,
@@ -344,6 +350,7 @@ class HostKeeper:
                 task = asyncio.get_running_loop().create_task(self._call(decision))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
+        self._start_primes(now)
         upcoming = [d.at for d in self.decisions if d.at is not None and d.at > now]
         if upcoming:
             self._wake(min(upcoming))
@@ -469,6 +476,113 @@ class HostKeeper:
                 )
         else:
             _log.info("model_verified", model=model.name, host=self.host)
+
+    # -- priming (issue 14): after every load seen, the clients' prefix, once -----------------
+
+    def _note_load(self, event: plan.Event) -> None:
+        """A load of ours, a reload, a resume: the runner's prompt cache may be empty."""
+        cause = priming.LOAD_EVENTS.get(event.name)
+        if cause is None or (event.name == "model_warmed" and not event.fields.get("loaded")):
+            return
+        for model in self.models:
+            if model.name == event.model and model.key in self.primes:
+                self.primes[model.key] = priming.note_load(
+                    self.primes[model.key], self._clocks.wall(), cause
+                )
+
+    def _note_appearances(self, snapshot: PsSnapshot) -> None:
+        """A model listed now and not before, and not by a call of ours, was loaded by someone."""
+        before = plan.match_rows(self.models, self.snapshot, self.blobs)
+        after = plan.match_rows(self.models, snapshot, self.blobs)
+        for model in self.models:
+            st = self.states[model.key]
+            unsettled = (
+                st.in_flight_since is not None
+                or self._call_ended.get(model.key, -math.inf) > self._snapshot_asked
+            )
+            listed_before = self.snapshot is not None and before[model.key] is not None
+            if priming.appeared(
+                listed_before, after[model.key] is not None, ours_unsettled=unsettled
+            ):
+                cause = "found loaded" if self.snapshot is None else "loaded by a client"
+                self.primes[model.key] = priming.note_load(
+                    self.primes[model.key], self._clocks.wall(), cause
+                )
+
+    def _start_primes(self, now: datetime) -> None:
+        """Start the primes due now, side by side like refreshes: never in the load lane."""
+        leave_alone = {plan.Action.HOLD, plan.Action.UNLOAD}
+        for decision in self.decisions:
+            model = decision.model
+            st = self.primes.get(model.key)
+            if st is None or not priming.is_due(
+                model.prime,
+                st,
+                now,
+                listed=decision.row is not None,
+                leave_alone=decision.action in leave_alone,
+                warm_in_flight=self.states[model.key].in_flight_since is not None,
+            ):
+                continue
+            self.primes[model.key] = priming.record_prime_started(st, now)
+            task = asyncio.get_running_loop().create_task(self._prime(model, st.loaded_at))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _prime(self, model: ModelConfig, load: datetime | None) -> None:
+        """Send the prefix once; a failure is logged and retried later with back-off."""
+        prefix = model.prime
+        if prefix is None:
+            return
+        payload = prefix.payload(
+            model.name, keep_alive=model.keep_alive_wire, options=model.options
+        )
+        try:
+            result = await self.client.prime(
+                prefix.endpoint, payload, timeout_s=self.config.ollama.load_timeout_s
+            )
+        except (OllamaError, ValueError) as exc:
+            if model.key not in self.primes:
+                return
+            error = exc.message if isinstance(exc, OllamaError) else str(exc)
+            st = priming.record_prime_failed(self.primes[model.key], self._clocks.wall(), error)
+            self.primes[model.key] = st
+            retry = st.backoff_until or self._clocks.wall()
+            self._emit(
+                plan.Event(
+                    "prime_failed",
+                    model.name,
+                    {
+                        "error": error,
+                        "attempt": st.failures,
+                        "retry_in_s": round((retry - self._clocks.wall()).total_seconds(), 1),
+                    },
+                )
+            )
+            self._wake(retry)
+        else:
+            if model.key not in self.primes:
+                return
+            st = self.primes[model.key]
+            self.primes[model.key] = priming.record_prime_finished(
+                st,
+                prefix,
+                load,
+                self._clocks.wall(),
+                duration_s=result.duration_s,
+                prompt_tokens=result.prompt_tokens,
+                prompt_eval_s=result.prompt_eval_s,
+            )
+            fields: dict[str, object] = {
+                "duration_s": round(result.duration_s, 3),
+                "prompt_tokens": result.prompt_tokens,
+                "prompt_eval_s": (
+                    round(result.prompt_eval_s, 3) if result.prompt_eval_s is not None else None
+                ),
+                "after": st.load_cause,
+            }
+            self._emit(plan.Event("model_primed", model.name, fields))
+        self._on_change()
 
     async def _info(self, model: ModelConfig) -> ModelInfo:
         info = self.infos.get(model.key)

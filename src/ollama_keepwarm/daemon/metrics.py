@@ -66,6 +66,11 @@ class _StateCollector(Collector):
             "Failed /api/ps polls (unreachable or malformed)",
             labels=["host"],
         )
+        primed = GaugeMetricFamily(
+            f"{_PREFIX}_model_primed",
+            "1 while the model's configured prefix is cached since its last load",
+            labels=["host", "model"],
+        )
         ready = GaugeMetricFamily(f"{_PREFIX}_ready", "1 once the first warm pass is done")
         document = self._status()
         ready.add_metric([], 1.0 if document.get("ready") else 0.0)
@@ -80,10 +85,23 @@ class _StateCollector(Collector):
                     lease.add_metric(labels, math.inf if left is None else float(left))
                 paused.add_metric(labels, 1.0 if model["state"] == "paused" else 0.0)
                 held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
+                if model.get("prime"):
+                    primed.add_metric(labels, 1.0 if model["prime"]["primed"] else 0.0)
                 mismatch.add_metric(labels, 1.0 if model["state"] == "mismatch" else 0.0)
                 window = model.get("window")
                 in_window.add_metric(labels, 1.0 if window is None or window["inside"] else 0.0)
-        yield from (resident, lease, paused, held, mismatch, in_window, up, poll_errors, ready)
+        yield from (
+            resident,
+            lease,
+            paused,
+            held,
+            primed,
+            mismatch,
+            in_window,
+            up,
+            poll_errors,
+            ready,
+        )
 
 
 class Metrics:
@@ -129,6 +147,19 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.primes = Counter(
+            f"{_PREFIX}_primes",
+            "Priming requests (the clients' prefix after a load) by result (ok, error)",
+            [*labels, "result"],
+            registry=self.registry,
+        )
+        self.prime_seconds = Histogram(
+            f"{_PREFIX}_prime_duration_seconds",
+            "Wall time of successful priming requests",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.resumes = Counter(
             f"{_PREFIX}_resumes", "Resumes from suspend seen", registry=self.registry
         )
@@ -153,6 +184,11 @@ class Metrics:
             self.repairs.labels(*labels, "reload").inc()
         elif name == "warm_timed_out":
             self.warms.labels(*labels, "timeout").inc()
+        elif name == "model_primed":
+            self.primes.labels(*labels, "ok").inc()
+            self.prime_seconds.labels(*labels).observe(float(fields.get("duration_s", 0.0)))
+        elif name == "prime_failed":
+            self.primes.labels(*labels, "error").inc()
         elif name == "capacity_conflict":
             self.conflicts.labels(*labels).inc()
         elif name == "resumed_from_suspend":

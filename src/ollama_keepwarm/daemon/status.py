@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.prime import PrimeState
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
 __all__ = [
@@ -47,6 +48,8 @@ class HostView(Protocol):
     def decisions(self) -> Sequence[plan.Decision]: ...
     @property
     def all_warm(self) -> bool: ...
+    @property
+    def primes(self) -> Mapping[str, PrimeState]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,32 @@ def _seconds(at: datetime | None, now: datetime) -> float | None:
     return None if left > FOREVER_AFTER_S else round(left, 3)
 
 
-def model_entry(decision: plan.Decision, state: plan.ModelState, now: datetime) -> dict[str, Any]:
+def prime_entry(decision: plan.Decision, st: PrimeState | None) -> dict[str, Any] | None:
+    """Whether the model's prefix is cached since its last load, and what it cost (issue 14)."""
+    prefix = decision.model.prime
+    if prefix is None:
+        return None
+    st = st or PrimeState()
+    return {
+        "primed": st.primed(prefix) and decision.row is not None,
+        "primed_at": st.primed_at.isoformat() if st.primed_at else None,
+        "loaded_at": st.loaded_at.isoformat() if st.loaded_at else None,
+        "after": st.load_cause or None,
+        "endpoint": prefix.endpoint,
+        "prompt_tokens": st.prompt_tokens,
+        "prompt_eval_s": None if st.prompt_eval_s is None else round(st.prompt_eval_s, 3),
+        "duration_s": None if st.duration_s is None else round(st.duration_s, 3),
+        "primes": st.primes,
+        "last_error": st.last_error,
+    }
+
+
+def model_entry(
+    decision: plan.Decision,
+    state: plan.ModelState,
+    now: datetime,
+    prime: PrimeState | None = None,
+) -> dict[str, Any]:
     """One model's line of the status document."""
     row = decision.row
     next_refresh = decision.at if decision.action is plan.Action.WAIT and row else None
@@ -139,6 +167,7 @@ def model_entry(decision: plan.Decision, state: plan.ModelState, now: datetime) 
         "last_error": state.last_error,
         "warms": state.warms,
         "reloads": state.reloads,
+        "prime": prime_entry(decision, prime),
         "window": _window(decision),
     }
 
@@ -165,7 +194,12 @@ def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
         "poll_errors": keeper.poll_errors,
         "polled_at": keeper.snapshot.taken_at.isoformat() if keeper.snapshot else None,
         "models": [
-            model_entry(d, keeper.states.get(d.model.key, plan.ModelState()), now)
+            model_entry(
+                d,
+                keeper.states.get(d.model.key, plan.ModelState()),
+                now,
+                keeper.primes.get(d.model.key),
+            )
             for d in keeper.decisions
         ],
     }
@@ -194,6 +228,7 @@ _COLUMNS = (
     ("NEXT REFRESH", "next"),
     ("LAST WARM", "last"),
     ("PROCESSOR", "processor"),
+    ("PRIMED", "primed"),
     ("WINDOW", "window"),
     ("REASON", "reason"),
 )
@@ -209,9 +244,19 @@ def _cells(model: Mapping[str, Any]) -> dict[str, str]:
         "next": "-" if nxt is None else ("now" if nxt <= 0 else f"in {_span(nxt)}"),
         "last": "-" if last is None else f"{last:.1f}s",
         "processor": str(model["processor"]),
+        "primed": _primed_cell(model.get("prime")),
         "window": str((model.get("window") or {}).get("note", "-")),
         "reason": str(model["reason"]),
     }
+
+
+def _primed_cell(prime: Mapping[str, Any] | None) -> str:
+    if not prime:
+        return "-"
+    if prime.get("primed"):
+        tokens = prime.get("prompt_tokens")
+        return f"yes ({tokens} tok)" if tokens is not None else "yes"
+    return "failing" if prime.get("last_error") else "no"
 
 
 def render_table(document: Mapping[str, Any], *, colour: bool = False) -> str:
@@ -223,9 +268,13 @@ def render_table(document: Mapping[str, Any], *, colour: bool = False) -> str:
         version = f" v{host['version']}" if host.get("version") else ""
         lines.append(f"Ollama {host['host']} ({up}{version}) · {document.get('summary', '')}")
         rows = [_cells(m) for m in host.get("models", [])]
-        # The WINDOW column only where a model has `when`.
+        # The PRIMED column only where some model has a prefix to prime; WINDOW only where a
+        # model has `when`.
+        primed = any(r["primed"] != "-" for r in rows)
         windowed = any(m.get("window") for m in host.get("models", []))
-        columns = [(t, k) for t, k in _COLUMNS if k != "window" or windowed]
+        columns = [
+            (t, k) for t, k in _COLUMNS if (k != "window" or windowed) and (k != "primed" or primed)
+        ]
         widths = {key: max([len(title)] + [len(r[key]) for r in rows]) for title, key in columns}
         lines.append("    ".join(t.ljust(widths[k]) for t, k in columns).rstrip())
         for row in rows:

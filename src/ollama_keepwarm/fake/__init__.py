@@ -10,8 +10,9 @@ differences, aliases sharing one runner, and ``/api/ps`` byte-for-byte as a real
 
 Modules: ``versions`` (which Ollama it imitates), ``options`` (load-time options and the reload
 rule, pure), ``wire`` (Go JSON, times, errors, ``keep_alive`` parsing), ``catalog`` (models and
-manifests), ``clock`` (scaled, suspendable waits), ``scheduler`` (``server/sched.go``), ``api``
-(the Ollama routes), ``control`` (``/_fake/`` fault routes), ``server`` (:class:`FakeOllama`),
+manifests), ``clock`` (scaled, suspendable waits), ``scheduler`` (``server/sched.go``),
+``prompt_cache`` (slots and prefix reuse), ``api`` (the Ollama routes), ``control``
+(``/_fake/`` fault routes), ``server`` (:class:`FakeOllama`),
 ``records`` (what tests inspect), ``cli`` (``ollama-keepwarm fake-ollama``).
 
 **Versions.** ``FakeOllama(ollama_version=...)`` and ``fake-ollama --ollama-version`` (default
@@ -74,7 +75,10 @@ it is real now + 2^63-1 ns (year ~2318), as Ollama prints it. Measured durations
 - MLX models (ps blocking during their load) and image-generation models are not modelled.
 - The memory model is the weights size only (no KV cache for ``num_ctx`` * parallel, no batch
   surcharge), and the automatic ``num_batch`` is not lowered to fit memory.
-- One generation slot per runner (``OLLAMA_NUM_PARALLEL`` = 1, the current default).
+- Prompt processing is crude: a word is a token, a chat template is ``<|role|> ... <|end|>``.
+  Each runner has ``num_parallel`` slots (``OLLAMA_NUM_PARALLEL``, 1 by default as today), each
+  caching its last prompt; a request pays ``seconds_per_prompt_token`` per token past the
+  longest common prefix (``prompt_cache``). Generated tokens are not cached.
 """
 
 from __future__ import annotations

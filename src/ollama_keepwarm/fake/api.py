@@ -17,6 +17,7 @@ from aiohttp import web
 from ollama_keepwarm.core.names import canonical_name
 from ollama_keepwarm.fake.catalog import Catalog, CatalogModel, Manifest
 from ollama_keepwarm.fake.clock import Clock
+from ollama_keepwarm.fake.prompt_cache import chat_tokens, generate_tokens
 from ollama_keepwarm.fake.scheduler import Runner, Scheduler, SchedulerError
 from ollama_keepwarm.fake.versions import Behaviour
 from ollama_keepwarm.fake.wire import (
@@ -125,6 +126,8 @@ class ServerState(Protocol):
     def scheduler(self) -> Scheduler: ...
     @property
     def seconds_per_token(self) -> float: ...
+    @property
+    def seconds_per_prompt_token(self) -> float: ...
     @property
     def behaviour(self) -> Behaviour: ...
 
@@ -308,9 +311,11 @@ class OllamaRoutes:
             messages = body.get("messages") or []
             text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
             has_input = bool(messages)
+            prompt = chat_tokens(m for m in messages if isinstance(m, dict))
         else:
             text = body.get("prompt") or ""
             has_input = bool(text)
+            prompt = generate_tokens(text, body.get("system") or "", raw=body.get("raw") is True)
         keep_alive = body.get("keep_alive")
         scheduler = self.fake.scheduler
         if not has_input and keep_alive == 0:
@@ -329,7 +334,9 @@ class OllamaRoutes:
         try:
             if not has_input:
                 return await self._send(request, go_json(self._final(name, chat, "", "load")))
-            return await self._produce(request, runner, body, text, chat, started_ns, load_ns)
+            return await self._produce(
+                request, runner, body, (text, prompt), chat, started_ns, load_ns
+            )
         finally:
             scheduler.release(runner)
 
@@ -357,12 +364,14 @@ class OllamaRoutes:
         request: web.Request,
         runner: Runner,
         body: dict[str, Any],
-        text: str,
+        prompt: tuple[str, list[str]],
         chat: bool,
         started_ns: int,
         load_ns: int,
     ) -> web.StreamResponse:
-        """Generate ``num_predict`` canned tokens at ``seconds_per_token`` each, in one slot."""
+        """Process the prompt past the slot's cached prefix, then generate ``num_predict``
+        canned tokens at ``seconds_per_token`` each, in one slot."""
+        text, prompt_tokens = prompt
         name: str = body["model"]
         options = body.get("options") or {}
         num_predict = options.get("num_predict")
@@ -372,32 +381,36 @@ class OllamaRoutes:
         stream = body.get("stream") is not False
         clock = self.fake.clock
         async with runner.slots:
-            prompt_started = clock.monotonic_ns()
-            prompt_ids = _token_ids(text)
-            prompt_ns = self._elapsed_ns(prompt_started)
-            eval_started = clock.monotonic_ns()
-            response: web.StreamResponse | None = None
-            if stream:
-                response = web.StreamResponse(status=200)
-                response.content_type = "application/x-ndjson"
-                await response.prepare(request)
-            for token in tokens:
-                await clock.sleep(self.fake.seconds_per_token)
+            with runner.cache.slot(prompt_tokens) as uncached:
+                prompt_started = clock.monotonic_ns()
+                prompt_ids = _token_ids(text)
+                await clock.sleep(uncached * self.fake.seconds_per_prompt_token)
+                prompt_ns = self._elapsed_ns(prompt_started)
                 if runner.crashed:
-                    if response is None:
-                        raise SchedulerError(500, _RUNNER_DIED)
-                    await response.write(go_json({"error": _RUNNER_DIED}) + b"\n")
-                    await response.write_eof()
-                    return response
-                if response is not None:
-                    await response.write(go_json(self._chunk(name, chat, token)) + b"\n")
-            eval_ns = self._elapsed_ns(eval_started)
+                    raise SchedulerError(500, _RUNNER_DIED)
+                eval_started = clock.monotonic_ns()
+                response: web.StreamResponse | None = None
+                if stream:
+                    response = web.StreamResponse(status=200)
+                    response.content_type = "application/x-ndjson"
+                    await response.prepare(request)
+                for token in tokens:
+                    await clock.sleep(self.fake.seconds_per_token)
+                    if runner.crashed:
+                        if response is None:
+                            raise SchedulerError(500, _RUNNER_DIED)
+                        await response.write(go_json({"error": _RUNNER_DIED}) + b"\n")
+                        await response.write_eof()
+                        return response
+                    if response is not None:
+                        await response.write(go_json(self._chunk(name, chat, token)) + b"\n")
+                eval_ns = self._elapsed_ns(eval_started)
         final = self._final(name, chat, "" if stream else "".join(tokens), "length")
         if not chat:
             final["context"] = prompt_ids + [_WORDS.index(t) + 100 for t in tokens]
         final["total_duration"] = self._elapsed_ns(started_ns)
         final["load_duration"] = load_ns
-        final["prompt_eval_count"] = len(prompt_ids)
+        final["prompt_eval_count"] = len(prompt_tokens)
         final["prompt_eval_duration"] = prompt_ns
         if tokens:
             final["eval_count"] = len(tokens)

@@ -80,6 +80,16 @@ def add_parser(commands: Any) -> None:
         metavar="S",
         help="generation time per output token, before --time-scale (default 0.01)",
     )
+    parser.add_argument(
+        "--seconds-per-prompt-token",
+        type=float,
+        default=0.0002,
+        metavar="S",
+        help="prompt processing per token not in the slot's cache (0.0002)",
+    )
+    parser.add_argument(
+        "--num-parallel", type=int, default=1, metavar="N", help="OLLAMA_NUM_PARALLEL (1)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -121,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         ollama_version=args.ollama_version,
         unload_delay_s=args.unload_delay,
         seconds_per_token=args.seconds_per_token,
+        seconds_per_prompt_token=args.seconds_per_prompt_token,
+        num_parallel=args.num_parallel,
     )
     try:
         return asyncio.run(_serve(fake, args.host, args.port))

@@ -24,6 +24,7 @@ from ollama_keepwarm.fake import options as load_options
 from ollama_keepwarm.fake.catalog import CatalogModel, Manifest
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.options import LoadOptions
+from ollama_keepwarm.fake.prompt_cache import PromptCache
 from ollama_keepwarm.fake.records import (
     EvictionRecord,
     LoadReason,
@@ -93,6 +94,8 @@ class Runner:
     timer: asyncio.Task[None] | None = None
     unload_begun: bool = False
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    cache: PromptCache = field(default_factory=PromptCache)
+    """Each slot's last prompt (``prompt_cache.py``): a new runner starts with none."""
 
     @property
     def key(self) -> str:
@@ -171,8 +174,10 @@ class Scheduler:
         loads: list[LoadRecord],
         evictions: list[EvictionRecord],
         load_failures: deque[LoadFailure],
+        num_parallel: int = 1,
     ) -> None:
         self.behaviour = behaviour
+        self.num_parallel = num_parallel
         self.clock = clock
         self.max_loaded = max_loaded
         self.memory_bytes = memory_bytes
@@ -313,6 +318,7 @@ class Scheduler:
         if runner is None:
             return False
         runner.crashed = True
+        runner.cache.clear()
         return True
 
     def lose_gpu(self) -> None:
@@ -548,6 +554,10 @@ class Scheduler:
             keep_alive_ns=self.default_keep_alive_ns if keep_alive is None else keep_alive,
             size_vram=size_vram,
         )
+        # OLLAMA_NUM_PARALLEL request slots, each with its own prompt cache; one for an
+        # embedding model (§4.7).
+        parallel = 1 if model.is_embedding_only else self.num_parallel
+        runner.slots, runner.cache = asyncio.Semaphore(parallel), PromptCache(parallel)
         self.loaded[runner.key] = runner
         pending.future.set_result(runner)
 

@@ -78,6 +78,8 @@ class FakeOllama:
         unload_delay_s: float = 0.0,
         seconds_per_token: float = 0.01,
         max_queue: int = 512,
+        seconds_per_prompt_token: float = 0.0002,
+        num_parallel: int = 1,
     ) -> None:
         self.catalog = (catalog or default_catalog()).copy()
         self.max_loaded = max_loaded
@@ -88,6 +90,12 @@ class FakeOllama:
         self.behaviour = Behaviour.for_version(ollama_version)
         self.unload_delay_s = unload_delay_s
         self.seconds_per_token = seconds_per_token
+        self.seconds_per_prompt_token = seconds_per_prompt_token
+        """Prompt processing per uncached token (model time); 0.2 ms is a GPU's pace."""
+        if num_parallel < 1:
+            raise ValueError("num_parallel must be at least 1")
+        self.num_parallel = num_parallel
+        """``OLLAMA_NUM_PARALLEL``: request slots (and prompt caches) per runner."""
         self.max_queue = max_queue
         self.loads: list[LoadRecord] = []
         self.evictions: list[EvictionRecord] = []
@@ -322,6 +330,7 @@ class FakeOllama:
             loads=self.loads,
             evictions=self.evictions,
             load_failures=self._load_failures,
+            num_parallel=self.num_parallel,
         )
 
     def _hold(self) -> None:

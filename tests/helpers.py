@@ -118,3 +118,18 @@ async def running_keeper(
     finally:
         keeper.request_stop()
         assert await asyncio.wait_for(task, timeout=15) == 0
+
+
+async def more_looks(keeper: Keeper, count: int, within: float = 15.0) -> None:
+    """Wait until every host of ``keeper`` has finished ``count`` more looks (poll, decide, act).
+
+    The positive signal a "nothing happened" assertion needs: counting ``/api/ps`` requests
+    at the fake says a poll was answered, not that the keeper acted on it, and a fixed wait
+    passes whenever the bad event is merely slower than the wait.
+    """
+    targets = {host: host.looks + count for host in keeper.hosts.values()}
+    await eventually(
+        lambda: all(host.looks >= n for host, n in targets.items()),
+        within=within,
+        what=f"{count} more looks",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from helpers import eventually
@@ -117,14 +119,26 @@ async def test_warm_gives_up_when_ollama_never_answers(tmp_path: Path) -> None:
 
 
 async def test_check_prints_the_plan(fake: FakeOllama, tmp_path: Path) -> None:
-    """`check` reaches Ollama and says what the keeper would do."""
+    """`check` reaches Ollama and says what the keeper would do, model by model: warm what is
+    not loaded, claim the lease of what a client loaded."""
     config = write_config(tmp_path / "c.toml", fake.url)
     code, out, _ = await run_cli("check", "-c", str(config))
     assert code == 0
     assert f"Ollama {fake.ollama_version}, 0 loaded" in out
-    assert "llama3.1:8b" in out
-    assert "warm" in out
-    assert "embedding-only: warmed through /api/embed" in out
+    assert re.search(r"^  llama3\.1:8b +warm +not loaded$", out, re.M), out
+    assert re.search(
+        r"^  nomic-embed-text +warm +not loaded  \[embedding-only: warmed through /api/embed\]$",
+        out,
+        re.M,
+    ), out
+    async with aiohttp.ClientSession() as session:
+        body = {"model": "llama3.1:8b", "keep_alive": "1m"}
+        async with session.post(f"{fake.url}/api/generate", json=body) as response:
+            assert response.status == 200
+    code, out, _ = await run_cli("check", "-c", str(config))
+    assert code == 0
+    assert f"Ollama {fake.ollama_version}, 1 loaded" in out
+    assert re.search(r"^  llama3\.1:8b +refresh +claim the lease$", out, re.M), out
 
 
 async def test_check_reports_a_model_that_is_not_pulled(fake: FakeOllama, tmp_path: Path) -> None:

@@ -163,10 +163,15 @@ class TestDecide:
         assert again.action is plan.Action.WAIT
 
     def test_requested_refresh(self) -> None:
-        """A refresh asked for by the operator happens once."""
+        """A refresh asked for by the operator happens once: the look after it waits again."""
         st = warmed(NOW - s(60), refresh_requested_at=NOW - s(1))
         d = one(LLAMA, snap(row("llama3.1:8b", 1700)), st)
         assert (d.action, d.reason) == (plan.Action.REFRESH, "refresh requested")
+        st = plan.record_warm_started(st, NOW, listed=True, row=d.row)
+        st, _ = plan.record_warm_finished(LLAMA, st, NOW + s(0.02), 0.02)
+        later = NOW + s(5)
+        after = one(LLAMA, snap(row("llama3.1:8b", 1800, now=later), at=later), st, later)
+        assert (after.action, after.reason) == (plan.Action.WAIT, "lease ending")
 
     def test_vanished_model_is_rewarmed_with_cause(self) -> None:
         """A model we warmed that is gone is warmed again, saying why it went."""
@@ -283,6 +288,60 @@ class TestObserve:
         # First time: after whatever took the room has loaded (1.5 x our 5 s cold load).
         assert obs.states[LLAMA.key].rewarm_not_before == NOW + s(5) + s(7.5)
 
+    def evicted_at(self, st: plan.ModelState, t: datetime) -> plan.ModelState:
+        """Listed at ``t``, gone at ``t + 5`` with another client's model in its place."""
+        before = snap(row("llama3.1:8b", 1000, now=t), at=t)
+        after = snap(row("big:70b", 300, now=t + s(5)), at=t + s(5))
+        return observe([LLAMA], before, after, {LLAMA.key: st}).states[LLAMA.key]
+
+    def test_a_loss_to_another_client_waits_before_the_rewarm(self) -> None:
+        """The re-warm after an external eviction waits the settle delay: the look right after
+        waits, the look after the delay warms."""
+        st = self.evicted_at(warmed(NOW), NOW)
+        soon = one(LLAMA, snap(row("big:70b", 300), at=NOW + s(6)), st, NOW + s(6))
+        assert (soon.action, soon.at) == (plan.Action.WAIT, NOW + s(12.5))
+        later = one(LLAMA, snap(row("big:70b", 300), at=NOW + s(13)), st, NOW + s(13))
+        assert later.action is plan.Action.WARM
+
+    def test_loss_delays_are_capped(self) -> None:
+        """However often it repeats, a re-warm never waits more than 10 minutes."""
+        st, t, delays = warmed(NOW), NOW, []
+        for _ in range(10):
+            st = self.evicted_at(st, t)
+            delays.append((st.rewarm_not_before - (t + s(5))).total_seconds())  # type: ignore[operator]
+            t += s(delays[-1] + 60)
+        assert delays == [7.5, 15, 30, 60, 120, 240, 480, 600, 600, 600]
+
+    def test_a_loss_long_after_the_last_starts_the_streak_again(self) -> None:
+        """Losses more than conflict_retry apart are not "in a row": the short delay again."""
+        first = self.evicted_at(warmed(NOW), NOW)
+        again = self.evicted_at(first, NOW + s(DAEMON.conflict_retry_s + 60))
+        delay = again.rewarm_not_before - (NOW + s(DAEMON.conflict_retry_s + 65))  # type: ignore[operator]
+        assert delay == s(7.5)
+
+    def test_a_lone_model_gone_is_evicted_not_a_restart(self) -> None:
+        """One model gone with nothing else listed says neither restart nor OOM (an `ollama
+        stop`, or an eviction whose loader is still invisible): evicted, with a settle delay."""
+        before = snap(row("llama3.1:8b", 1000))
+        obs = observe([LLAMA], before, snap(at=NOW + s(5)), {LLAMA.key: warmed(NOW)})
+        assert obs.events[0].fields["cause"] == "evicted"
+        assert obs.events[0].fields["rewarm_delay_s"] == 7.5
+
+    @pytest.mark.parametrize(
+        ("expires_after_gone_s", "cause"),
+        [(-3, "expired"), (0, "expired"), (0.9, "expired"), (1.5, "evicted"), (60, "evicted")],
+    )
+    def test_gone_within_a_second_of_expires_at_expired(
+        self, expires_after_gone_s: float, cause: str
+    ) -> None:
+        """ps shows whole seconds and timers fire a little early: a model gone up to 1 s before
+        its expires_at expired; any earlier it was evicted."""
+        gone = NOW + s(5)
+        before = snap(row("llama3.1:8b", 5 + expires_after_gone_s), row("other:latest", 900))
+        after = snap(row("other:latest", 895, now=gone), at=gone)
+        obs = observe([LLAMA], before, after, {LLAMA.key: warmed(NOW - s(100))})
+        assert obs.events[0].fields["cause"] == cause
+
     def test_repeated_external_evictions_back_off(self) -> None:
         """The third eviction by other clients in a row delays the re-warm, growing each time."""
         st = warmed(NOW)
@@ -384,6 +443,53 @@ class TestObserve:
         by_name = {d.model.name: d.action for d in decisions}
         assert by_name == {LLAMA.name: plan.Action.WARM, CODER.name: plan.Action.HOLD}
 
+    def test_strikes_further_apart_than_twice_conflict_retry_are_no_conflict(self) -> None:
+        """Two evictions by our loads an hour and more apart are coincidences, not a set that
+        does not fit: no hold. (Within the window the second one holds: the test above.)"""
+        states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
+        first = self.conflict_round(states, CODER, LLAMA, NOW)
+        later = NOW + s(2 * DAEMON.conflict_retry_s + 10)
+        second = self.conflict_round(first.states, LLAMA, CODER, later)
+        assert [e.fields.get("during_load_of") for e in second.events] == [LLAMA.name]
+        assert not [e for e in second.events if e.name == "capacity_conflict"]
+        assert second.states[CODER.key].held_since is None
+
+    def outside_eviction(self, states: dict[str, plan.ModelState], t: datetime) -> plan.Observation:
+        """Both kept models listed at ``t``; at ``t + 5`` LLAMA is gone, a client's model in."""
+        before = snap(row(LLAMA.name, 1000, now=t), row(CODER.name, 1000, now=t), at=t)
+        after = snap(
+            row(CODER.name, 995, now=t + s(5)), row("big:70b", 300, now=t + s(5)), at=t + s(5)
+        )
+        return observe([LLAMA, CODER], before, after, states)
+
+    def test_an_outside_eviction_long_after_our_load_is_not_ours(self) -> None:
+        """A kept model evicted by another client is not blamed on a load of ours that ended
+        long before: no strike, the external-loss delay instead, and never a hold."""
+        states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
+        st = plan.record_warm_started(states[CODER.key], NOW + s(1), listed=False)
+        states[CODER.key], _ = plan.record_warm_finished(CODER, st, NOW + s(4), 3.0)
+        t = NOW + s(100)
+        for _ in range(3):
+            obs = self.outside_eviction(states, t)
+            gone = obs.events[0]
+            assert (gone.name, gone.fields["cause"]) == ("model_vanished", "evicted")
+            assert "during_load_of" not in gone.fields
+            assert gone.fields["rewarm_delay_s"] > 0  # type: ignore[operator]
+            states = dict(obs.states)
+            states[LLAMA.key] = replace(states[LLAMA.key], rewarm_not_before=None)
+            t += s(100)
+        assert all(st.held_since is None for st in states.values())
+
+    def test_a_failed_load_of_ours_closes_its_window(self) -> None:
+        """A load of ours that failed took no room afterwards: a later outside eviction is
+        the other client's, not a strike against the failed model."""
+        states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
+        st = plan.record_warm_started(states[CODER.key], NOW + s(1), listed=False)
+        states[CODER.key], _ = plan.record_warm_failed(CODER, st, NOW + s(2), 500, "exit 2")
+        obs = self.outside_eviction(states, NOW + s(100))
+        assert "during_load_of" not in obs.events[0].fields
+        assert obs.states[LLAMA.key].strikes == ()
+
     def test_thrash_is_bounded(self) -> None:
         """However long two models fight, the weaker is held after a bounded number of loads."""
         states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
@@ -469,6 +575,62 @@ class TestWarmOutcomes:
         assert max(delays) <= 300 * 1.25
         assert delays[1] > delays[0]
 
+    def test_jitter_spreads_models_apart(self) -> None:
+        """Models failing together do not retry in lockstep: their first waits differ, and the
+        same (model, attempt) always gives the same wait (the tests rely on it)."""
+        waits = [plan.backoff_delay_s("server_error", 1, f"model-{i}") for i in range(20)]
+        assert all(3.75 <= w <= 6.25 for w in waits)
+        assert len(set(waits)) == 20
+        assert max(waits) - min(waits) > 1.0
+        assert 5.0 not in waits
+        assert waits == [plan.backoff_delay_s("server_error", 1, f"model-{i}") for i in range(20)]
+
+    @pytest.mark.parametrize(
+        ("kind", "first", "cap"),
+        [
+            ("not_found", 30, 900),
+            ("bad_request", 60, 1800),
+            ("out_of_memory", 15, 600),
+            ("timed_out", 10, 600),
+            ("busy", 5, 120),
+            ("server_error", 5, 300),
+        ],
+    )
+    def test_each_kind_has_its_own_backoff(self, kind: str, first: float, cap: float) -> None:
+        """A missing model waits 30 s first (pulling takes a while), a full queue 5 s."""
+        assert 0.75 * first <= plan.backoff_delay_s(kind, 1, LLAMA.name) <= 1.25 * first
+        assert 0.75 * cap <= plan.backoff_delay_s(kind, 40, LLAMA.name) <= 1.25 * cap
+
+    def test_repeated_failures_wait_longer_each_time(self) -> None:
+        """Two failed warms in a row: the second waits longer, and says it is attempt 2."""
+        st = plan.ModelState()
+        waits, attempts = [], []
+        for attempt in range(3):
+            t = NOW + s(1000 * attempt)
+            st = plan.record_warm_started(st, t, listed=False)
+            st, events = plan.record_warm_failed(LLAMA, st, t, 500, "llama runner exited")
+            assert one(LLAMA, snap(at=t), st, t).action is plan.Action.WAIT
+            waits.append((st.backoff_until - t).total_seconds())  # type: ignore[operator]
+            attempts.append(events[0].fields["attempt"])
+        assert attempts == [1, 2, 3]
+        assert waits[0] < waits[1] < waits[2]
+
+    def test_a_missing_model_waits_the_not_found_backoff(self) -> None:
+        """A 404 is retried after about 30 s, not the generic 5 s: the operator must pull."""
+        st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+        st, _ = plan.record_warm_failed(LLAMA, st, NOW, 404, "model 'x' not found")
+        assert one(LLAMA, snap(at=NOW + s(20)), st, NOW + s(20)).action is plan.Action.WAIT
+        assert one(LLAMA, snap(at=NOW + s(40)), st, NOW + s(40)).action is plan.Action.WARM
+
+    def test_refresh_of_a_model_we_never_loaded_is_judged_by_the_floor(self) -> None:
+        """Without a cold load of ours to compare with, only a refresh slower than the floor
+        (0.1 s; a loaded model answers in 10-20 ms) is taken for a reload."""
+        for duration, reloaded in ((0.02, False), (0.5, True)):
+            st = plan.record_warm_started(plan.ModelState(), NOW, listed=True)
+            st, events = plan.record_warm_finished(LLAMA, st, NOW + s(duration), duration)
+            assert ("runner_reloaded" in [e.name for e in events]) is reloaded, duration
+            assert st.reloads == int(reloaded)
+
     def test_not_found_hints_ollama_pull(self) -> None:
         """An unknown model backs off and tells the operator to pull it."""
         st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
@@ -522,6 +684,64 @@ class TestSummary:
         assert plan.summarize([], NOW, ollama_up=False, host="http://h:1") == (
             "waiting for Ollama at http://h:1"
         )
+
+
+class TestSmallRules:
+    """Rules that are one line each, checked by what the planner decides."""
+
+    def test_a_clients_short_lease_is_renewed_half_way(self) -> None:
+        """A client set a 60 s lease on our model (last writer wins, §1.3): renewed half-way
+        through it, not at once and not after it ends."""
+        st = warmed(NOW - s(600))
+        listed = snap(row("llama3.1:8b", 60))
+        st = observe(
+            [LLAMA], snap(row("llama3.1:8b", 1000), at=NOW - s(5)), listed, {LLAMA.key: st}
+        )
+        d = one(LLAMA, listed, st.states[LLAMA.key])
+        assert (d.action, d.reason, d.at) == (plan.Action.WAIT, "lease ending", NOW + s(30))
+
+    def test_a_health_ping_carries_no_keep_alive(self) -> None:
+        """A health check must not revive a runner Ollama is draining: renew is False for it,
+        True for a lease renewal."""
+        health = one(EMBED, snap(row("nomic-embed-text:latest", 9e9)), warmed(NOW - s(3601)))
+        lease = one(LLAMA, snap(row("llama3.1:8b", 100)), warmed(NOW - s(1700)))
+        assert (health.reason, health.renew) == ("health check", False)
+        assert (lease.reason, lease.renew) == ("lease ending", True)
+
+    def test_a_model_whose_call_ended_after_the_snapshot_waits(self) -> None:
+        """Absent from a snapshot asked for before our load ended may mean "was loading":
+        wait for the next look instead of loading twice."""
+        decisions = plan.decide(
+            [LLAMA], DAEMON, snap(), {LLAMA.key: warmed(NOW)}, NOW, unconfirmed={LLAMA.key}
+        )
+        assert (decisions[0].action, decisions[0].reason) == (plan.Action.WAIT, "confirming")
+
+    def test_a_held_resident_model_is_unloaded_once(self) -> None:
+        """A model held for capacity gives its room back: one unload, then it is only held."""
+        held = warmed(NOW, held_since=NOW, held_reason=f"{plan.CAPACITY}: x")
+        listed = snap(row("llama3.1:8b", 1000))
+        assert one(LLAMA, listed, held).action is plan.Action.UNLOAD
+        assert one(LLAMA, listed, plan.record_release_sent(held)).action is plan.Action.HOLD
+
+    def test_a_clients_runner_with_other_options_is_left_alone(self) -> None:
+        """While a runner with other load options is resident, no call of ours touches it."""
+        st = warmed(NOW - s(3000), foreign=True, foreign_context=1024)
+        d = one(LLAMA, snap(row("llama3.1:8b", 10)), st)
+        assert d.action is plan.Action.HOLD
+        assert d.reason.startswith(plan.MISMATCH)
+        assert "context 1024" in d.reason
+
+    @pytest.mark.parametrize(
+        ("cold_load_s", "timeouts", "limit"),
+        [(None, 0, 30), (5, 0, 30), (20, 0, 60), (None, 1, 60), (None, 2, 120), (None, 40, 21600)],
+    )
+    def test_load_time_limit_learns_and_doubles(
+        self, cold_load_s: float | None, timeouts: int, limit: float
+    ) -> None:
+        """The limit is load_timeout, or three measured cold loads, doubled per timeout, at
+        most six hours: giving up aborts the load inside Ollama (§2.6)."""
+        st = plan.ModelState(cold_load_s=cold_load_s, timeouts=timeouts)
+        assert plan.load_timeout_s(st, 30) == limit
 
 
 class TestOutOfMemory:

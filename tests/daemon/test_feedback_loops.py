@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.daemon.host import HostKeeper
 from ollama_keepwarm.fake import FakeOllama
@@ -53,14 +53,6 @@ async def post(fake: FakeOllama, path: str, body: dict[str, Any]) -> dict[str, A
 def host_of(keeper: Any) -> HostKeeper:
     host: HostKeeper = next(iter(keeper.hosts.values()))
     return host
-
-
-async def more_looks(keeper: Any, count: int, within: float = 15.0) -> None:
-    """Wait until the keeper has finished ``count`` more looks: the positive signal that a
-    'nothing happened' assertion needs, so it cannot pass merely because the bad event is slow."""
-    host = host_of(keeper)
-    target = host.looks + count
-    await eventually(lambda: host.looks >= target, within=within, what=f"{count} more looks")
 
 
 def state_of(keeper: Any, name: str) -> dict[str, Any]:

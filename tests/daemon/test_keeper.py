@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from helpers import FAST_FAKE, VERSIONS, eventually, make_config, running_keeper
+from helpers import FAST_FAKE, VERSIONS, eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.fake import FakeOllama
 
@@ -202,11 +202,7 @@ async def _capacity_conflict_keeps_higher_priority(fake: FakeOllama) -> None:
             )
             # A while later: no more loads, the weaker model is held and reported.
             await asyncio.wait_for(keeper.ready.wait(), 5)
-            polls = len([r for r in fake.requests if r.path == "/api/ps"])
-            await eventually(
-                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 10,
-                what="ten more polls",
-            )
+            await more_looks(keeper, 10)
             assert len(fake.loads) == loads_then
             assert len(fake.loads) <= 4
             assert any("conflict" in s for s in notifier.statuses())
@@ -222,11 +218,7 @@ async def test_unknown_model_backs_off_without_hurting_others(fake: FakeOllama) 
         async with running_keeper(config) as (keeper, _):
             await asyncio.wait_for(keeper.ready.wait(), 10)
             assert "llama3.1:8b" in listed(fake)
-            polls = len([r for r in fake.requests if r.path == "/api/ps"])
-            await eventually(
-                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 10,
-                what="ten more polls",
-            )
+            await more_looks(keeper, 10)
             status = keeper.status()["hosts"][0]["models"]
     failures = [e for e in logs if e["event"] == "warm_failed"]
     assert len(failures) == 1  # backed off (first retry is ~30 s away), not retried each poll
@@ -422,11 +414,7 @@ async def test_listed_model_without_manifest_is_asked_about_once(fake: FakeOllam
     config = make_config(fake.url, [LLAMA])
     async with running_keeper(config) as (keeper, _):
         await asyncio.wait_for(keeper.ready.wait(), 10)
-        polls = len([r for r in fake.requests if r.path == "/api/ps"])
-        await eventually(
-            lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 10,
-            what="ten more polls",
-        )
+        await more_looks(keeper, 10)
     shows = [
         r
         for r in fake.requests

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import ModelConfig
 from ollama_keepwarm.core.ps import RunningModel
@@ -154,11 +154,7 @@ async def test_pause_unload_resume_refresh_over_the_socket() -> None:
                 "message": "paused llama3.1:8b until resumed and unloaded it",
             }
             await eventually(lambda: "llama3.1:8b" not in listed(fake), what="unloaded")
-            polls = len([r for r in fake.requests if r.path == "/api/ps"])
-            await eventually(
-                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 10,
-                what="ten more polls",
-            )
+            await more_looks(keeper, 10)
             assert "llama3.1:8b" not in listed(fake)
             assert keeper.status()["hosts"][0]["models"][0]["state"] == "paused"
             readyz = keeper.status()["all_warm"]
@@ -167,10 +163,7 @@ async def test_pause_unload_resume_refresh_over_the_socket() -> None:
         # A new keeper on the same state directory keeps the pause.
         async with running_keeper(config) as (keeper, _):
             await asyncio.wait_for(keeper.ready.wait(), 10)
-            await eventually(
-                lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 20,
-                what="more polls",
-            )
+            await more_looks(keeper, 10)
             assert "llama3.1:8b" not in listed(fake)
             reply = await send_command(socket_path, {"command": "resume", "model": "llama3.1:8b"})
             assert reply == {"ok": True, "message": "resumed llama3.1:8b"}

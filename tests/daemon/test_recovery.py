@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.fake import FakeOllama
 
@@ -63,11 +63,7 @@ async def test_suspend_of_an_hour_refreshes_everything_within_a_second(tmp_path:
                 )
                 refreshed = datetime.now(UTC)
                 await eventually(marker.exists, within=5, what="the on_gpu_lost hook")
-                polls = len([r for r in fake.requests if r.path == "/api/ps"])
-                await eventually(
-                    lambda: len([r for r in fake.requests if r.path == "/api/ps"]) > polls + 5,
-                    what="five more polls",
-                )
+                await more_looks(keeper, 5)
                 assert listed(fake) == ALL
     assert (refreshed - resumed).total_seconds() < 1.0
     assert marker.read_text() == "x"  # ran once

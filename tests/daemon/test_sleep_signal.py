@@ -7,8 +7,10 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from ollama_keepwarm.daemon import keeper as keeper_module
 from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.daemon.sleep_signal import LOGIN1_MANAGER, LOGIN1_PATH, SleepSignal
 from ollama_keepwarm.fake import FakeOllama
@@ -63,34 +65,55 @@ async def test_no_bus_is_not_an_error() -> None:
     assert await signal.start() is False
 
 
-async def test_keeper_refreshes_on_logind_resume(bus_address: str) -> None:
-    """A logind resume alone refreshes every model at once; with the clocks also seeing the
-    sleep, it is still counted once."""
+async def test_keeper_refreshes_on_logind_resume(
+    bus_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A logind resume alone refreshes every model at once; one wake-up seen by both the
+    signal and the clock gap is counted exactly once: not twice, and not never."""
+    monkeypatch.setattr(keeper_module, "RESUME_DEDUP_S", 1.0)  # the window, shortened
     clocks = ManualClocks()
 
     def generates(fake: FakeOllama) -> int:
         return len([r for r in fake.requests if r.path == "/api/generate"])
 
-    def polls(fake: FakeOllama) -> int:
-        return len([r for r in fake.requests if r.path == "/api/ps"])
+    async def window_passed() -> None:
+        start = clocks.monotonic()
+        await eventually(lambda: clocks.monotonic() - start > 1.5, what="the dedup window")
 
     async with FakeOllama(**FAST_FAKE) as fake:
         config = make_config(
             fake.url, [{"name": "llama3.1:8b", "keep_alive": "1h"}], resume_threshold="1s"
         )
-        async with running_keeper(config, clocks=clocks, dbus_address=bus_address) as (keeper, _):
-            await asyncio.wait_for(keeper.ready.wait(), 10)
-            before = generates(fake)
-            await prepare_for_sleep(bus_address, False)  # the clocks saw nothing: signal only
-            await eventually(
-                lambda: generates(fake) > before, within=3, what="a refresh after the signal"
-            )
-            assert keeper.resumes == 1
+        with capture_logs() as logs:
+            async with running_keeper(config, clocks=clocks, dbus_address=bus_address) as (
+                keeper,
+                _,
+            ):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                before = generates(fake)
+                await prepare_for_sleep(bus_address, False)  # the clocks saw nothing
+                await eventually(
+                    lambda: generates(fake) > before, within=3, what="a refresh after the signal"
+                )
+                assert keeper.resumes == 1
+                await window_passed()
 
-            # A second wake-up reported by both the signal and the clock gap, in either order,
-            # within the dedup window: still one resume.
-            clocks.suspend(600)
-            await prepare_for_sleep(bus_address, False)
-            seen = polls(fake)
-            await eventually(lambda: polls(fake) > seen + 15, what="1.5 s of polls (ticks)")
-            assert keeper.resumes == 1
+                # One wake-up reported by the clock gap first, then by the signal.
+                clocks.suspend(600)
+                await eventually(lambda: keeper.resumes >= 2, within=3, what="the clock's report")
+                await prepare_for_sleep(bus_address, False)  # within the window: the same one
+                await window_passed()
+                # One wake-up reported by the signal first (it consumes the clock gap).
+                clocks.suspend(600)
+                await prepare_for_sleep(bus_address, False)
+                await eventually(lambda: keeper.resumes >= 3, within=3, what="the third wake")
+                await window_passed()  # a late second report would be counted by now
+
+                # A last wake-up, signal only: once it is counted, every earlier report has
+                # been handled (one bus, in order), so the count below is final.
+                await prepare_for_sleep(bus_address, False)
+                await eventually(lambda: keeper.resumes >= 4, within=3, what="the last wake")
+                assert keeper.resumes == 4
+    resumed = [e["source"] for e in logs if e["event"] == "resumed_from_suspend"]
+    assert resumed[:2] == ["logind", "clocks"]
+    assert len(resumed) == 4

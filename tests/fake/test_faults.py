@@ -70,6 +70,10 @@ async def test_suspend_freezes_timers_and_holds_requests(make_fake, client_for) 
     assert parse_time(row["expires_at"]) < resumed
     assert row["size_vram"] == 0
     await eventually(lambda: not fake.runners(), within_s=2.0)
+    # The GPU stays lost until a restart: a later load lands on the CPU too.
+    await post(session, "/api/generate", {"model": "tiny", "keep_alive": "20s"})
+    [row] = await ps(session)
+    assert row["size_vram"] == 0
 
 
 async def test_delete_does_not_unload(fake, session) -> None:

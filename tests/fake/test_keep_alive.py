@@ -147,9 +147,13 @@ async def test_timer_restarts_full_length_when_idle(fake, session) -> None:
     await eventually(lambda: not fake.runners())
 
 
-async def test_stale_expiry_race(make_fake, client_for) -> None:
-    """A request arriving after the timer fired but before the unload is served, then unloaded."""
+@pytest.mark.parametrize("tokens", [1, 40], ids=["ends-before-the-unload", "outlasts-it"])
+async def test_stale_expiry_race(make_fake, client_for, tokens) -> None:
+    """A request arriving after the timer fired but before the unload is served, then unloaded:
+    also when it is still running as the unload comes due (Go re-checks every 10 ms and never
+    asks whether the runner was renewed meanwhile)."""
     fake = await make_fake(unload_delay_s=50.0)  # 0.5 s real window between timer and unload
+    fake.seconds_per_token = 2.5  # 40 tokens: 100 s, 1 s real: past the unload
     session = client_for(fake)
     await post(session, "/api/generate", {"model": "tiny", "keep_alive": "1s"})
     fired = fake.runners()[0].expires_at + timedelta(milliseconds=30)
@@ -158,7 +162,13 @@ async def test_stale_expiry_race(make_fake, client_for) -> None:
     status, body = await post(
         session,
         "/api/generate",
-        {"model": "tiny", "prompt": "x", "stream": False, "keep_alive": "1h"},
+        {
+            "model": "tiny",
+            "prompt": "x",
+            "stream": False,
+            "keep_alive": "1h",
+            "options": {"num_predict": tokens},
+        },
     )
     assert (status, body["done"]) == (200, True)
     await eventually(lambda: not fake.runners(), within_s=2.0)
@@ -167,13 +177,15 @@ async def test_stale_expiry_race(make_fake, client_for) -> None:
 
 async def test_unload_command(fake, session) -> None:
     """Empty prompt + keep_alive 0 answers done_reason unload without loading; 404 if unknown."""
-    await post(session, "/api/generate", {"model": "tiny"})
+    # A lease far longer than the wait below (1h is 36 s at this scale): only the unload
+    # command can empty the list in time.
+    await post(session, "/api/generate", {"model": "tiny", "keep_alive": "1h"})
     status, body = await post(session, "/api/generate", {"model": "tiny", "keep_alive": 0})
     expected = capture("tiny_unload.json")
     assert status == 200
     assert list(body) == list(expected)
     assert body["done_reason"] == "unload"
-    await eventually(lambda: not fake.runners())
+    await eventually(lambda: not fake.runners(), within_s=2.0)
     for keep_alive in (0, "0", "0s", 0.0):
         status, body = await post(
             session, "/api/generate", {"model": "llama3.2", "keep_alive": keep_alive}
@@ -189,3 +201,26 @@ async def test_unload_command(fake, session) -> None:
         404,
         {"error": "model 'nosuch' not found"},
     )
+
+
+async def test_unload_while_busy_shows_expiry_now_and_unloads_after(fake, session) -> None:
+    """An unload asked while a request runs (§1.4): ps shows expires_at = the moment it was
+    asked, not the old lease, and the runner goes when the request ends."""
+    fake.seconds_per_token = 2.5  # 40 tokens: 1 s real
+    await post(session, "/api/generate", {"model": "tiny", "keep_alive": "1h"})
+    busy = asyncio.create_task(
+        post(
+            session,
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "stream": False, "options": {"num_predict": 40}},
+        )
+    )
+    await eventually(lambda: fake.runners()[0].busy == 1)
+    asked = datetime.now(UTC)
+    status, body = await post(session, "/api/generate", {"model": "tiny", "keep_alive": 0})
+    assert (status, body["done_reason"]) == (200, "unload")
+    [row] = await ps(session)
+    assert abs(parse_time(row["expires_at"]) - asked) < timedelta(seconds=1)
+    assert not busy.done()
+    assert (await busy)[0] == 200
+    await eventually(lambda: not fake.runners(), within_s=2.0)

@@ -508,6 +508,7 @@ def _vanished(
         "cause": cause,
         "expires_at": old.expires_at.isoformat() if old is not None else None,
     }
+    last_loss = st.last_vanished_at
     st = replace(
         st,
         last_row=None,
@@ -520,7 +521,7 @@ def _vanished(
         fields["during_load_of"] = culprit.name
         st = replace(st, strikes=(*st.strikes, now))
     elif cause in {"evicted", "oom"}:
-        st = _note_repeated_loss(st, daemon, now, seen_at, oom=cause == "oom")
+        st = _note_repeated_loss(st, daemon, now, seen_at, last_loss, oom=cause == "oom")
         wait = st.rewarm_not_before
         fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
     return st, Event("model_vanished", model.name, fields)
@@ -640,7 +641,13 @@ def _culprit(
 
 
 def _note_repeated_loss(
-    st: ModelState, daemon: DaemonConfig, now: datetime, seen_at: datetime, *, oom: bool = False
+    st: ModelState,
+    daemon: DaemonConfig,
+    now: datetime,
+    seen_at: datetime,
+    last_loss: datetime | None,
+    *,
+    oom: bool = False,
 ) -> ModelState:
     """Wait before re-warming a model another client took away; longer each time in a row.
 
@@ -653,8 +660,8 @@ def _note_repeated_loss(
     alike so the load lane takes them in priority order; a repeat waits a poll, then doubles,
     so a set that does not fit cannot set off evict-all after evict-all.
     """
-    recent = st.last_vanished_at is not None and (
-        (seen_at - st.last_vanished_at).total_seconds() < daemon.conflict_retry_s
+    recent = last_loss is not None and (
+        (seen_at - last_loss).total_seconds() < daemon.conflict_retry_s
     )
     count = st.vanishes + 1 if recent else 1
     if oom:

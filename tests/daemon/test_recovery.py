@@ -100,29 +100,30 @@ async def test_verify_generates_one_token_after_resume() -> None:
 
 
 async def test_ten_restarts_in_a_row_none_missed_no_storm() -> None:
-    """Ten server restarts: every model back after each, and bounded requests while down."""
+    """Ten server restarts: every model back after each, and bounded requests while down.
+
+    How fast they come back is a benchmark's business (docs/benchmarks.md); here each restart
+    must be repaired at all, with a handful of calls, not a flood."""
+    down_s = 0.2
     async with FakeOllama(**FAST_FAKE) as fake:
         config = make_config(fake.url, [LLAMA, EMBED])
         async with running_keeper(config) as (keeper, _):
             await asyncio.wait_for(keeper.ready.wait(), 10)
             for round_ in range(10):
-                down_s = 0.6
                 sent_before = len(fake.requests)
+                loads_before = len(fake.loads)
                 await fake.restart(down_s=down_s)
-                back = datetime.now(UTC)
                 await eventually(
                     lambda: listed(fake) == {"llama3.1:8b", "nomic-embed-text:latest"},
                     within=5,
                     what=f"both models back after restart {round_}",
                 )
-                elapsed = (datetime.now(UTC) - back).total_seconds()
-                # fast poll cadence (<= down_poll_max 0.2 s) + two loads of ~0.25 s
-                assert elapsed < 0.2 + 0.6 + 0.5, elapsed
-                # The fake records only requests it answered; count attempts via our own view:
-                # after coming back, the keeper needed a handful of calls, not a flood.
+                assert len(fake.loads) - loads_before == 2  # one load each, no duplicate
+                # The fake records only requests it answered; after coming back, the keeper
+                # needed a handful of calls, not a flood.
                 assert len(fake.requests) - sent_before < 30
             # While down: the regular poll (100 ms) plus the fast retry (<= 200 ms), no more.
-            assert keeper.hosts[fake.url].poll_errors <= 10 * (0.6 * (1 / 0.1 + 1 / 0.2) + 2)
+            assert keeper.hosts[fake.url].poll_errors <= 10 * (down_s * (1 / 0.1 + 1 / 0.2) + 2)
 
 
 async def test_crashed_runner_is_repaired_within_health_interval() -> None:

@@ -2,7 +2,9 @@
 
 Three renderings: a human console on a TTY; ``key=value`` lines without a timestamp under journald
 (``JOURNAL_STREAM`` is set; journald stamps every line itself); JSON lines otherwise, for
-collectors. Event names are stable snake_case facts; data goes in fields, never in the text.
+collectors, on **stdout** (what a container's log driver and ``kubectl logs`` read as the
+program's output; the other two go to stderr, beside the CLI's messages). Event names are stable
+snake_case facts; data goes in fields, never in the text.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout if fmt == "json" else sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Libraries log through the stdlib; APScheduler says "Running job ..." at INFO every tick.

@@ -125,15 +125,15 @@ async def test_readyz_follows_the_models_through_a_restart(tmp_path: Path) -> No
 
             started = time.monotonic()
             keeper.send_signal(signal.SIGTERM)
-            _, stderr = await asyncio.wait_for(keeper.communicate(), GRACE_S)
+            stdout, stderr = await asyncio.wait_for(keeper.communicate(), GRACE_S)
             stopped_in_s = time.monotonic() - started
     assert keeper.returncode == 0, stderr.decode()
     assert stopped_in_s < GRACE_S / 3
     # Collapse the probe history into its transitions: the story a kubelet saw.
     transitions = [code for i, code in enumerate(seen) if i == 0 or seen[i - 1] != code]
     assert transitions == [503, 200, 503, 200], seen
-    # No TTY and no journal: every log line is a JSON object, for the cluster's collector.
-    events = [json.loads(line) for line in stderr.decode().splitlines() if line.strip()]
+    # No TTY and no journal: every log line is a JSON object on stdout, for the collector.
+    events = [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
     names = [event["event"] for event in events]
     assert "ollama_down" in names
     assert "keeper_stopped" in names

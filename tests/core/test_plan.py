@@ -285,8 +285,19 @@ class TestObserve:
         obs = observe([LLAMA], before, after, {LLAMA.key: warmed(NOW)})
         assert obs.events[0].fields["cause"] == "evicted"
         assert "evicted_by" not in obs.events[0].fields
-        # First time: after whatever took the room has loaded (1.5 x our 5 s cold load).
+        # First time, long after our own load: at once (a fast restart looks the same).
+        assert obs.states[LLAMA.key].rewarm_not_before is None
+
+    def test_a_loss_soon_after_our_load_waits(self) -> None:
+        """Gone within a minute of our own load: maybe a client reloading it with its options;
+        the re-warm waits 1.5 cold loads (7.5 s), so its runner can be seen."""
+        loaded = warmed(NOW - s(20), load_window=(NOW - s(25), NOW - s(20)))
+        before = snap(row("llama3.1:8b", 1000))
+        obs = observe([LLAMA], before, snap(at=NOW + s(5)), {LLAMA.key: loaded})
         assert obs.states[LLAMA.key].rewarm_not_before == NOW + s(5) + s(7.5)
+        late = warmed(NOW - s(61), load_window=(NOW - s(66), NOW - s(61)))
+        obs = observe([LLAMA], before, snap(at=NOW + s(5)), {LLAMA.key: late})
+        assert obs.states[LLAMA.key].rewarm_not_before is None
 
     def evicted_at(self, st: plan.ModelState, t: datetime) -> plan.ModelState:
         """Listed at ``t``, gone at ``t + 5`` with another client's model in its place."""
@@ -295,9 +306,11 @@ class TestObserve:
         return observe([LLAMA], before, after, {LLAMA.key: st}).states[LLAMA.key]
 
     def test_a_loss_to_another_client_waits_before_the_rewarm(self) -> None:
-        """The re-warm after an external eviction waits the settle delay: the look right after
-        waits, the look after the delay warms."""
-        st = self.evicted_at(warmed(NOW), NOW)
+        """The re-warm after a repeated external eviction waits the settle delay: the look
+        right after waits, the look after the delay warms."""
+        st = self.evicted_at(warmed(NOW - s(100)), NOW - s(100))
+        st = replace(st, rewarm_not_before=None)
+        st = self.evicted_at(st, NOW)
         soon = one(LLAMA, snap(row("big:70b", 300), at=NOW + s(6)), st, NOW + s(6))
         assert (soon.action, soon.at) == (plan.Action.WAIT, NOW + s(12.5))
         later = one(LLAMA, snap(row("big:70b", 300), at=NOW + s(13)), st, NOW + s(13))
@@ -308,24 +321,28 @@ class TestObserve:
         st, t, delays = warmed(NOW), NOW, []
         for _ in range(10):
             st = self.evicted_at(st, t)
-            delays.append((st.rewarm_not_before - (t + s(5))).total_seconds())  # type: ignore[operator]
+            wait = st.rewarm_not_before
+            delays.append((wait - (t + s(5))).total_seconds() if wait else 0.0)
             t += s(delays[-1] + 60)
-        assert delays == [7.5, 15, 30, 60, 120, 240, 480, 600, 600, 600]
+        assert delays[0] is None or delays[0] == 0  # the first, long after our load: at once
+        assert delays[1:] == [7.5, 15, 30, 60, 120, 240, 480, 600, 600]
 
     def test_a_loss_long_after_the_last_starts_the_streak_again(self) -> None:
         """Losses more than conflict_retry apart are not "in a row": the short delay again."""
         first = self.evicted_at(warmed(NOW), NOW)
-        again = self.evicted_at(first, NOW + s(DAEMON.conflict_retry_s + 60))
-        delay = again.rewarm_not_before - (NOW + s(DAEMON.conflict_retry_s + 65))  # type: ignore[operator]
-        assert delay == s(7.5)
+        second = self.evicted_at(first, NOW + s(60))
+        assert second.rewarm_not_before == NOW + s(65) + s(7.5)  # in a row: it waits
+        again = self.evicted_at(second, NOW + s(60 + DAEMON.conflict_retry_s + 60))
+        assert again.rewarm_not_before is None  # a new streak: at once again
 
     def test_a_lone_model_gone_is_evicted_not_a_restart(self) -> None:
         """One model gone with nothing else listed says neither restart nor OOM (an `ollama
-        stop`, or an eviction whose loader is still invisible): evicted, with a settle delay."""
+        stop`, an eviction whose loader is still invisible, a restart faster than a poll):
+        evicted, and re-warmed at once the first time."""
         before = snap(row("llama3.1:8b", 1000))
         obs = observe([LLAMA], before, snap(at=NOW + s(5)), {LLAMA.key: warmed(NOW)})
         assert obs.events[0].fields["cause"] == "evicted"
-        assert obs.events[0].fields["rewarm_delay_s"] == 7.5
+        assert obs.events[0].fields["rewarm_delay_s"] == 0.0
 
     @pytest.mark.parametrize(
         ("expires_after_gone_s", "cause"),
@@ -354,8 +371,8 @@ class TestObserve:
             wait = st.rewarm_not_before
             delays.append((wait - (t + s(5))).total_seconds() if wait else 0.0)
             t += s(60)
-        # The first outlasts a load (1.5 x the 5 s cold load); then twice as long each time.
-        assert delays == [7.5, 15.0, 30.0, 60.0, 120.0]
+        # The first at once; then 1.5 x the 5 s cold load, twice as long each time in a row.
+        assert delays == [0.0, 7.5, 15.0, 30.0, 60.0]
 
     def test_loaded_model_is_not_vanished(self) -> None:
         """No event for a model that is still listed."""
@@ -464,17 +481,20 @@ class TestObserve:
 
     def test_an_outside_eviction_long_after_our_load_is_not_ours(self) -> None:
         """A kept model evicted by another client is not blamed on a load of ours that ended
-        long before: no strike, the external-loss delay instead, and never a hold."""
+        long before: no strike, the external-loss rule instead (at once the first time, a
+        delay when it repeats), and never a hold."""
         states = {LLAMA.key: warmed(NOW), CODER.key: warmed(NOW)}
         st = plan.record_warm_started(states[CODER.key], NOW + s(1), listed=False)
         states[CODER.key], _ = plan.record_warm_finished(CODER, st, NOW + s(4), 3.0)
         t = NOW + s(100)
-        for _ in range(3):
+        for round_ in range(3):
             obs = self.outside_eviction(states, t)
             gone = obs.events[0]
             assert (gone.name, gone.fields["cause"]) == ("model_vanished", "evicted")
             assert "during_load_of" not in gone.fields
-            assert gone.fields["rewarm_delay_s"] > 0  # type: ignore[operator]
+            assert gone.fields["rewarm_delay_s"] == (
+                0.0 if round_ == 0 else 7.5 * 2 ** (round_ - 1)
+            )
             states = dict(obs.states)
             states[LLAMA.key] = replace(states[LLAMA.key], rewarm_not_before=None)
             t += s(100)

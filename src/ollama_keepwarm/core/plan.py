@@ -97,6 +97,10 @@ REWARM_DELAY_CAP_S = 600.0
 FIRST_REWARM_DELAY_CAP_S = 60.0
 """The first wait after a loss to another client is at most this long."""
 
+SOON_AFTER_OUR_LOAD_S = 60.0
+"""A model lost this soon after our own load of it may be a client reloading it with other
+options: the re-warm waits, so the client's runner shows (an options mismatch)."""
+
 MAX_EXPONENT = 20
 """Back-off exponents stop growing here: the caps bind long before, and floats never overflow."""
 
@@ -651,10 +655,13 @@ def _note_repeated_loss(
 ) -> ModelState:
     """Wait before re-warming a model another client took away; longer each time in a row.
 
-    After an eviction the first wait is a poll, or one and a half measured cold loads if
-    longer (at most a minute): whatever took the room is still loading then (loads are
-    invisible, §3.5), and a load of ours would queue behind it and evict again (§4.3). A client
-    that reloads the model with other options is then seen with them instead of being fought.
+    A first loss long after our own load of the model is repaired at once: it is usually a
+    restart faster than a poll (one model gone, nothing listed, §7.8), or an eviction. A loss
+    within :data:`SOON_AFTER_OUR_LOAD_S` of our own load, or a repeat, waits a poll, or one and a
+    half measured cold loads if longer (at most a minute), doubling each time in a row: a client
+    that reloads the model with other options makes it vanish right after each of our loads,
+    and after that wait its runner is seen with them (an options mismatch) instead of being
+    fought; whatever took the room has finished loading too (loads are invisible, §3.5).
 
     After an out-of-memory drop of everything (§4.4) the first re-warm is at once, all models
     alike so the load lane takes them in priority order; a repeat waits a poll, then doubles,
@@ -670,7 +677,9 @@ def _note_repeated_loss(
         step = min(
             FIRST_REWARM_DELAY_CAP_S, max(daemon.poll_interval_s, 1.5 * (st.cold_load_s or 0.0))
         )
-        exponent = count - 1
+        ours = st.load_window[1] if st.load_window else None
+        soon = ours is not None and (now - ours).total_seconds() <= SOON_AFTER_OUR_LOAD_S
+        exponent = count - 1 if soon else count - 2
     delay = (
         0.0 if exponent < 0 else min(REWARM_DELAY_CAP_S, step * 2 ** min(exponent, MAX_EXPONENT))
     )

@@ -800,3 +800,17 @@ class TestOutOfMemory:
         obs = plan.observe([LLAMA, CODER, other], DAEMON, before, snap(at=NOW + s(5)), states)
         causes = {e.model: e.fields["cause"] for e in obs.events if e.name == "model_vanished"}
         assert causes == {CODER.name: "oom", other.name: "oom"}
+
+
+def test_a_resume_forgives_timeouts_not_other_errors() -> None:
+    """A call in flight across a suspend timed out: after the resume it is retried at once
+    (the resume refresh), while a model that is not pulled keeps its back-off."""
+    timed_out, _ = plan.record_warm_timed_out(
+        LLAMA, warmed(NOW), NOW, limit_s=600, waited_s=600, configured_s=600
+    )
+    missing, _ = plan.record_warm_failed(CODER, warmed(NOW), NOW, 404, "model 'x' not found")
+    states = plan.forgive_timeouts({LLAMA.key: timed_out, CODER.key: missing})
+    assert states[LLAMA.key].backoff_until is None
+    assert states[CODER.key].backoff_until == missing.backoff_until
+    d = one(LLAMA, snap(row(LLAMA.name, 100)), states[LLAMA.key], NOW + s(1), resumed_at=NOW)
+    assert (d.action, d.reason) == (plan.Action.REFRESH, plan.RESUMED)

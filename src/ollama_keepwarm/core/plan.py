@@ -62,6 +62,7 @@ __all__ = [
     "classify_error",
     "decide",
     "describe_state",
+    "forgive_timeouts",
     "load_timeout_s",
     "match_rows",
     "observe",
@@ -961,6 +962,17 @@ def record_warm_failed(
             },
         )
     ]
+
+
+def forgive_timeouts(states: Mapping[str, ModelState]) -> dict[str, ModelState]:
+    """End the back-off of models whose last call timed out (after a resume: the call was in
+    flight across the suspend, or Ollama was asleep with us); other errors keep theirs."""
+    return {
+        key: replace(st, backoff_until=None)
+        if st.last_error is not None and st.last_error.startswith("timed_out")
+        else st
+        for key, st in states.items()
+    }
 
 
 def record_warm_timed_out(

@@ -171,6 +171,12 @@ class HostKeeper:
                     self.states[m.key], own_context=None, foreign=False, mismatch_reported=False
                 )
 
+    def note_resume(self, now: datetime) -> None:
+        """The machine woke up: refresh every model now, and forget timeouts met while asleep
+        (a call in flight across a suspend proves nothing about the model)."""
+        self.resumed_at = now
+        self.states = plan.forgive_timeouts(self.states)
+
     def request_refresh(self, model: ModelConfig, now: datetime) -> None:
         """An operator asked: refresh ``model`` now, and try held models again."""
         self.states = plan.release_holds(self.states)

@@ -310,7 +310,7 @@ class Keeper:
         fields = {"slept_s": round(slept_s, 1), "source": source}
         self._emit(plan.Event("resumed_from_suspend", "", fields), "")
         for keeper in self.hosts.values():
-            keeper.resumed_at = now
+            keeper.note_resume(now)
         self._look_all()
 
     def _publish(self) -> None:

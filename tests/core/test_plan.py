@@ -812,5 +812,6 @@ def test_a_resume_forgives_timeouts_not_other_errors() -> None:
     states = plan.forgive_timeouts({LLAMA.key: timed_out, CODER.key: missing})
     assert states[LLAMA.key].backoff_until is None
     assert states[CODER.key].backoff_until == missing.backoff_until
-    d = one(LLAMA, snap(row(LLAMA.name, 100)), states[LLAMA.key], NOW + s(1), resumed_at=NOW)
+    woke = NOW + s(0.5)
+    d = one(LLAMA, snap(row(LLAMA.name, 900)), states[LLAMA.key], NOW + s(1), resumed_at=woke)
     assert (d.action, d.reason) == (plan.Action.REFRESH, plan.RESUMED)

@@ -110,61 +110,41 @@ class Metrics:
     def __init__(self, status: StatusSource) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ["host", "model"]
-        self.warms = Counter(
-            f"{_PREFIX}_warms",
-            "Warm calls by result (ok, error)",
-            [*labels, "result"],
-            registry=self.registry,
+
+        def counter(name: str, doc: str, *extra: str) -> Counter:
+            return Counter(f"{_PREFIX}_{name}", doc, [*labels, *extra], registry=self.registry)
+
+        def histogram(name: str, doc: str) -> Histogram:
+            return Histogram(
+                f"{_PREFIX}_{name}", doc, labels, buckets=_BUCKETS, registry=self.registry
+            )
+
+        self.warms = counter("warms", "Warm calls by result (ok, error, timeout)", "result")
+        self.warm_seconds = histogram("warm_duration_seconds", "Wall time of successful warms")
+        self.cold_loads = counter("cold_loads", "Warms that loaded a model that was not listed")
+        self.repairs = counter(
+            "repairs",
+            "Models lost and re-warmed, by cause (expired, evicted, restart, oom, reload, resume)",
+            "cause",
         )
-        self.warm_seconds = Histogram(
-            f"{_PREFIX}_warm_duration_seconds",
-            "Wall time of successful warm calls",
-            labels,
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
-        self.cold_loads = Counter(
-            f"{_PREFIX}_cold_loads",
-            "Warms that loaded a model that was not listed",
-            labels,
-            registry=self.registry,
-        )
-        self.repairs = Counter(
-            f"{_PREFIX}_repairs",
-            "Models lost and re-warmed, by cause (expired, evicted, restart, crash, resume)",
-            [*labels, "cause"],
-            registry=self.registry,
-        )
-        self.reloads = Counter(
-            f"{_PREFIX}_reloads_suspected",
+        self.reloads = counter(
+            "reloads_suspected",
             "Refreshes that took as long as a load (Ollama reloaded the model)",
-            labels,
-            registry=self.registry,
         )
-        self.conflicts = Counter(
-            f"{_PREFIX}_capacity_conflicts",
-            "Times a model was held back because it does not fit",
-            labels,
-            registry=self.registry,
+        self.conflicts = counter(
+            "capacity_conflicts", "Times a model was held back because it does not fit"
         )
-        self.wedged = Counter(
-            f"{_PREFIX}_runners_wedged",
+        self.wedged = counter(
+            "runners_wedged",
             "Refreshes of a loaded model that hung while Ollama answered (once per episode)",
-            labels,
-            registry=self.registry,
         )
-        self.primes = Counter(
-            f"{_PREFIX}_primes",
+        self.primes = counter(
+            "primes",
             "Priming requests (the clients' prefix after a load) by result (ok, error)",
-            [*labels, "result"],
-            registry=self.registry,
+            "result",
         )
-        self.prime_seconds = Histogram(
-            f"{_PREFIX}_prime_duration_seconds",
-            "Wall time of successful priming requests",
-            labels,
-            buckets=_BUCKETS,
-            registry=self.registry,
+        self.prime_seconds = histogram(
+            "prime_duration_seconds", "Wall time of successful priming requests"
         )
         self.resumes = Counter(
             f"{_PREFIX}_resumes", "Resumes from suspend seen", registry=self.registry

@@ -116,6 +116,8 @@ async def test_warm_gives_up_when_ollama_never_answers(tmp_path: Path) -> None:
     assert "waiting for Ollama" in err
     assert "connection refused" in err
     assert "ssl:default" not in err  # aiohttp's words, not ours
+    assert "Ollama at http://127.0.0.1:" in err
+    assert "never answered within 1s" in err
 
 
 async def test_check_prints_the_plan(fake: FakeOllama, tmp_path: Path) -> None:

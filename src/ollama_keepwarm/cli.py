@@ -87,6 +87,8 @@ def cmd_warm(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if not o.ok]
     skipped = [o for o in outcomes if o.skipped]
     if not reached:
+        unreached = sorted({o.detail for o in failed if o.detail.endswith("never answered")})
+        _say(f"ollama-keepwarm: {'; '.join(unreached)} within {args.timeout:g}s")
         return EX_UNAVAILABLE
     warm = len(outcomes) - len(failed) - len(skipped)
     left = f", {len(skipped)} left to the daemon ({', '.join(o.name for o in skipped)})"

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,8 @@ class ControlServer:
                 return False
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()  # a stale socket from a daemon that died
-            old_umask = os.umask(0o117)  # no window in which the socket is world-usable
-            try:
-                self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-            finally:
-                os.umask(old_umask)
+            listener = _bind_private(self.path)
+            self._server = await asyncio.start_unix_server(self._serve, sock=listener)
             self.path.chmod(SOCKET_MODE)
         except OSError as exc:
             _log.warning("control_socket_failed", path=str(self.path), error=str(exc))
@@ -143,3 +141,26 @@ async def send_command(
     if not isinstance(reply, dict):
         raise ControlError("garbled reply from the daemon")
     return reply
+
+
+def _bind_private(path: Path) -> socket.socket:
+    """Bind a listening Unix socket that is never world-usable, not even for an instant.
+
+    The umask is process-wide, so it is changed only around the synchronous ``bind``: with an
+    ``await`` inside that window, whatever else the loop ran meanwhile (a state file, a test's
+    files, another server) would be created with it, and a task cancelled there would leave it
+    changed for good.
+    """
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o117)
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(16)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+    return listener

@@ -280,10 +280,13 @@ def test_stop_of_ollama_stops_the_companion_cleanly(fresh: Container) -> None:
     assert c.show(UNIT, "Result", "ExecMainStatus") == {"Result": "success", "ExecMainStatus": "0"}
 
 
-def test_uninstall_removes_the_units_and_keeps_the_config(system: Container) -> None:
-    """uninstall stops and removes the companion and the drop-in; a re-install brings it back."""
-    c = system
-    c.run("systemctl", "start", "ollama.service", timeout=120)
+def test_uninstall_removes_the_units_and_keeps_the_config(fresh: Container) -> None:
+    """uninstall stops and removes the companion and the drop-in; a re-install brings it back.
+
+    It starts from ``fresh`` like the others: in random order it may follow the reload test,
+    which leaves a broken config behind, or the bad-config test, which leaves the unit failed.
+    """
+    c = fresh
     c.run(*program(), "systemd", "uninstall", timeout=60)
     assert c.prop(UNIT, "LoadState") == "not-found"
     assert "ollama-keepwarm.conf" not in c.prop("ollama.service", "DropInPaths")

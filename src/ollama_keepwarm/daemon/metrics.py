@@ -32,44 +32,33 @@ class _StateCollector(Collector):
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
-        resident = GaugeMetricFamily(
-            f"{_PREFIX}_model_resident",
-            "1 while the model is listed in /api/ps",
-            labels=["host", "model"],
+        def model_gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{_PREFIX}_{name}", doc, labels=["host", "model"])
+
+        resident = model_gauge("model_resident", "1 while the model is listed in /api/ps")
+        lease = model_gauge(
+            "model_lease_seconds", "Seconds until the model's expires_at (+Inf: forever)"
         )
-        lease = GaugeMetricFamily(
-            f"{_PREFIX}_model_lease_seconds",
-            "Seconds until the model's expires_at (+Inf: forever)",
-            labels=["host", "model"],
+        # One 0/1 gauge per state the status document names.
+        by_state = {
+            "paused": model_gauge("model_paused", "1 while paused by an operator"),
+            "conflict": model_gauge("model_conflict", "1 while held back by a capacity conflict"),
+            "mismatch": model_gauge(
+                "model_options_mismatch",
+                "1 while a client's runner with other load options is resident (left alone)",
+            ),
+        }
+        in_window = model_gauge(
+            "model_in_window", "1 while inside one of the model's windows (always 1 without `when`)"
         )
-        paused = GaugeMetricFamily(
-            f"{_PREFIX}_model_paused", "1 while paused by an operator", labels=["host", "model"]
-        )
-        held = GaugeMetricFamily(
-            f"{_PREFIX}_model_conflict",
-            "1 while held back by a capacity conflict",
-            labels=["host", "model"],
-        )
-        in_window = GaugeMetricFamily(
-            f"{_PREFIX}_model_in_window",
-            "1 while inside one of the model's windows (always 1 without `when`)",
-            labels=["host", "model"],
-        )
-        mismatch = GaugeMetricFamily(
-            f"{_PREFIX}_model_options_mismatch",
-            "1 while a client's runner with other load options is resident (left alone)",
-            labels=["host", "model"],
+        primed = model_gauge(
+            "model_primed", "1 while the model's configured prefix is cached since its last load"
         )
         up = GaugeMetricFamily(f"{_PREFIX}_ollama_up", "1 while Ollama answers", labels=["host"])
         poll_errors = CounterMetricFamily(
             f"{_PREFIX}_poll_errors",
             "Failed /api/ps polls (unreachable or malformed)",
             labels=["host"],
-        )
-        primed = GaugeMetricFamily(
-            f"{_PREFIX}_model_primed",
-            "1 while the model's configured prefix is cached since its last load",
-            labels=["host", "model"],
         )
         ready = GaugeMetricFamily(f"{_PREFIX}_ready", "1 once the first warm pass is done")
         document = self._status()
@@ -83,25 +72,13 @@ class _StateCollector(Collector):
                 if model["listed_as"]:
                     left = model["lease_left_s"]
                     lease.add_metric(labels, math.inf if left is None else float(left))
-                paused.add_metric(labels, 1.0 if model["state"] == "paused" else 0.0)
-                held.add_metric(labels, 1.0 if model["state"] == "conflict" else 0.0)
+                for state, gauge in by_state.items():
+                    gauge.add_metric(labels, 1.0 if model["state"] == state else 0.0)
                 if model.get("prime"):
                     primed.add_metric(labels, 1.0 if model["prime"]["primed"] else 0.0)
-                mismatch.add_metric(labels, 1.0 if model["state"] == "mismatch" else 0.0)
                 window = model.get("window")
                 in_window.add_metric(labels, 1.0 if window is None or window["inside"] else 0.0)
-        yield from (
-            resident,
-            lease,
-            paused,
-            held,
-            primed,
-            mismatch,
-            in_window,
-            up,
-            poll_errors,
-            ready,
-        )
+        yield from (resident, lease, *by_state.values(), primed, in_window, up, poll_errors, ready)
 
 
 class Metrics:

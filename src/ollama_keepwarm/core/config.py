@@ -7,12 +7,12 @@ to a default on a box that runs for years.
 
 from __future__ import annotations
 
-import contextlib
+import difflib
 import ipaddress
 import math
 import os
+import re
 import tomllib
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from ollama_keepwarm.core.durations import (
     format_go_duration,
     parse_go_duration,
 )
-from ollama_keepwarm.core.names import is_cloud_model, match_key
+from ollama_keepwarm.core.names import is_cloud_model, match_key, name_problem
 from ollama_keepwarm.core.prime import CHAT, GENERATE, Message, Prime
 
 __all__ = [
@@ -55,6 +55,11 @@ EX_CONFIG = 78
 DEFAULT_HOST = "http://127.0.0.1:11434"
 SEARCH_PATH = (Path("config.toml"), Path("/etc/ollama-keepwarm/config.toml"))
 FOREVER = math.inf
+WEEK_S = 7 * 86400.0
+"""The longest interval or timeout a daemon setting takes: beyond it is a typo, and the
+scheduler's arithmetic would overflow near Go's ~292 years."""
+MIN_POLL_S = 0.05
+"""The shortest poll: a shorter one would only hammer Ollama's ``/api/ps``."""
 
 
 class ConfigError(Exception):
@@ -165,48 +170,91 @@ def keep_alive_wire(seconds: float) -> int | str:
     return format_go_duration(round(seconds * NS_PER_SECOND))
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
 def parse_host(raw: str | None) -> str:
     """Turn an ``OLLAMA_HOST``-style value into a base URL, as ollama-python's ``_parse_host``.
 
     ``0.0.0.0`` and ``::`` are bind-all addresses; we dial loopback for them (Ollama's own
-    ``ConnectableHost``).
+    ``ConnectableHost``). What no Ollama client could dial is refused, never passed on to fail
+    inside the HTTP client: a scheme other than http/https (reference §6), ``http://`` with no
+    host, credentials, a query, a port outside 1-65535, characters no host name has.
+
+    Raises:
+        ValueError: saying what is wrong with the value.
     """
-    text = (raw or "").strip().strip("\"'")
+    text = (raw or "").strip().strip("\"'").strip()
+    if not text:
+        return DEFAULT_HOST
     port = 11434
-    scheme, _, hostport = text.partition("://")
-    if not hostport:
+    scheme, sep, hostport = text.partition("://")
+    if not sep:
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", text):
+            raise ValueError(f"{raw!r} is not a URL: write http://host:port")
         scheme, hostport = "http", text
+    elif scheme.lower() not in {"http", "https"}:
+        raise ValueError(f"{scheme}:// is not a scheme Ollama speaks: use http:// or https://")
     elif scheme == "http":
         port = 80
     elif scheme == "https":
         port = 443
-    with contextlib.suppress(ValueError):  # a bare IPv6 address, as Ollama's own parser allows
-        if isinstance(ipaddress.ip_address(hostport), ipaddress.IPv6Address):
-            hostport = f"[{hostport}]"
-    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
-    try:
-        host = split.hostname or "127.0.0.1"
-        port = split.port or port
-    except ValueError as exc:
-        raise ValueError(f"not a host[:port] or URL: {raw!r}") from exc
-    if host == "0.0.0.0":
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    try:
-        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
-            host = f"[{host}]"
-    except ValueError:
-        pass
-    path = split.path.strip("/")
+    scheme = scheme.lower()
+    hostport, _, path = hostport.partition("/")
+    if "?" in hostport + path or "#" in hostport + path:
+        raise ValueError(f"{raw!r}: a host URL takes no query or fragment")
+    if "@" in hostport:
+        raise ValueError(f"{raw!r}: credentials in the URL are not supported")
+    host, port = _split_hostport(raw, hostport, port, bare=not sep)
+    path = path.strip("/")
+    if any(char.isspace() for char in path):
+        raise ValueError(f"{raw!r}: the path contains a space")
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
 
 
-def parse_duration_s(value: object, key: str, *, allow_forever: bool = False) -> float:
+def _split_hostport(raw: str | None, hostport: str, port: int, *, bare: bool) -> tuple[str, int]:
+    """Split ``host[:port]`` (IPv6 bracketed, or bare without a port) and check both parts."""
+    host, port_text = hostport, ""
+    if hostport.startswith("["):
+        host, close, after = hostport[1:].partition("]")
+        if not close or (after and not after.startswith(":")):
+            raise ValueError(f"{raw!r}: an IPv6 address in brackets, e.g. [::1]:11434")
+        port_text = after[1:]
+        if after and not port_text:
+            raise ValueError(f"{raw!r}: the port after ':' is missing")
+    elif hostport.count(":") > 1:
+        host = hostport  # a bare IPv6 address, as Ollama's own parser allows
+    elif ":" in hostport:
+        host, _, port_text = hostport.partition(":")
+        if not port_text:
+            raise ValueError(f"{raw!r}: the port after ':' is missing")
+    if port_text:
+        if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{raw!r}: the port must be a number from 1 to 65535")
+        port = int(port_text)
+    if not host:
+        if not bare and not port_text:
+            raise ValueError(f"{raw!r} names no host: write e.g. http://127.0.0.1:11434")
+        host = "127.0.0.1"  # ":8080", as ollama-python reads it
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if ":" in host or not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{raw!r}: {host!r} is not a host name or IP address") from None
+        return host.lower(), port
+    if address.is_unspecified:  # a bind-all address: dial loopback
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return (f"[{address}]" if address.version == 6 else str(address)), port
+
+
+def parse_duration_s(
+    value: object, key: str, *, allow_forever: bool = False, maximum: float | None = None
+) -> float:
     """Parse a duration in Ollama's syntax: Go strings (``"5m"``) or a number of seconds.
 
-    With ``allow_forever`` (leases), ``-1``, ``"-1"``, ``"forever"`` and any negative value mean
-    forever, as Ollama treats negatives; elsewhere a duration must be positive.
+    With ``allow_forever`` (leases), ``-1``, ``"-1"`` and ``"forever"`` mean forever; any other
+    negative is refused (Ollama would read it as forever too, which ``-30`` does not say).
+    Elsewhere a duration must be positive, and at most ``maximum`` when one is given.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(key, f'must be a duration such as "5m" or seconds, not {_kind(value)}')
@@ -222,16 +270,27 @@ def parse_duration_s(value: object, key: str, *, allow_forever: bool = False) ->
     else:
         seconds = float(value)
         if math.isnan(seconds) or math.isinf(seconds):
-            raise ConfigError(key, "must be a finite number of seconds")
+            hint = ' (write -1 or "forever" for a lease that never ends)' if allow_forever else ""
+            raise ConfigError(key, f"must be a finite number of seconds{hint}")
+        if allow_forever and seconds == -1:
+            return FOREVER
         if seconds * NS_PER_SECOND >= INFINITE_NS:
             raise ConfigError(key, "is too large for Ollama; use -1 for forever")
     if seconds < 0:
         if allow_forever:
-            return FOREVER
+            # Ollama reads any negative as forever (§1.1); -30 reads like 30 seconds, so only
+            # the spelling that says forever is taken.
+            raise ConfigError(
+                key,
+                f"{value!r} is negative, which Ollama reads as forever: write -1 (or "
+                '"forever") if you mean forever, else a positive duration',
+            )
         raise ConfigError(key, "must not be negative")
     if seconds == 0:
         reason = "0 would unload the model at once; use -1 for forever" if allow_forever else ""
         raise ConfigError(key, reason or "must be greater than 0")
+    if maximum is not None and seconds > maximum:
+        raise ConfigError(key, f"must be at most {format_go_duration(round(maximum * 1e9))}")
     return seconds
 
 
@@ -267,11 +326,26 @@ class _Table:
         self._seen.add(name)
         return self._raw.get(name)
 
-    def duration(self, name: str, default: float, *, allow_forever: bool = False) -> float:
+    def duration(
+        self,
+        name: str,
+        default: float,
+        *,
+        allow_forever: bool = False,
+        maximum: float | None = None,
+        minimum: float = 0.0,
+    ) -> float:
         if not self.has(name):
             self._seen.add(name)
             return default
-        return parse_duration_s(self.get(name), self.key(name), allow_forever=allow_forever)
+        seconds = parse_duration_s(
+            self.get(name), self.key(name), allow_forever=allow_forever, maximum=maximum
+        )
+        if seconds < minimum:
+            raise ConfigError(
+                self.key(name), f"must be at least {format_go_duration(round(minimum * 1e9))}"
+            )
+        return seconds
 
     def string(self, name: str, default: str) -> str:
         value = self.get(name)
@@ -320,13 +394,18 @@ def _host(table: _Table, name: str, default: str) -> str:
 
 def _parse_ollama(raw: object, environ: Mapping[str, str]) -> OllamaConfig:
     table = _Table(raw, "ollama")
-    default_host = (
-        parse_host(environ.get("OLLAMA_HOST")) if environ.get("OLLAMA_HOST") else DEFAULT_HOST
-    )
+    try:
+        default_host = parse_host(environ.get("OLLAMA_HOST"))
+    except ValueError as exc:
+        raise ConfigError("OLLAMA_HOST", str(exc)) from None
     config = OllamaConfig(
         host=_host(table, "host", default_host),
-        load_timeout_s=table.duration("load_timeout", _OLLAMA_DEFAULTS.load_timeout_s),
-        request_timeout_s=table.duration("request_timeout", _OLLAMA_DEFAULTS.request_timeout_s),
+        load_timeout_s=table.duration(
+            "load_timeout", _OLLAMA_DEFAULTS.load_timeout_s, maximum=WEEK_S
+        ),
+        request_timeout_s=table.duration(
+            "request_timeout", _OLLAMA_DEFAULTS.request_timeout_s, maximum=WEEK_S
+        ),
         cgroup=_cgroup(table),
     )
     table.finish()
@@ -368,13 +447,25 @@ def _parse_daemon(raw: object) -> DaemonConfig:
     defaults = DaemonConfig()
     on_gpu_lost = _command(table, "on_gpu_lost")
     config = DaemonConfig(
-        poll_interval_s=table.duration("poll_interval", defaults.poll_interval_s),
-        refresh_before_s=table.duration("refresh_before", defaults.refresh_before_s),
-        health_interval_s=table.duration("health_interval", defaults.health_interval_s),
-        ready_timeout_s=table.duration("ready_timeout", defaults.ready_timeout_s),
-        down_poll_max_s=table.duration("down_poll_max", defaults.down_poll_max_s),
-        resume_threshold_s=table.duration("resume_threshold", defaults.resume_threshold_s),
-        conflict_retry_s=table.duration("conflict_retry", defaults.conflict_retry_s),
+        poll_interval_s=table.duration(
+            "poll_interval", defaults.poll_interval_s, maximum=WEEK_S, minimum=MIN_POLL_S
+        ),
+        refresh_before_s=table.duration(
+            "refresh_before", defaults.refresh_before_s, maximum=WEEK_S
+        ),
+        health_interval_s=table.duration(
+            "health_interval", defaults.health_interval_s, maximum=WEEK_S
+        ),
+        ready_timeout_s=table.duration("ready_timeout", defaults.ready_timeout_s, maximum=WEEK_S),
+        down_poll_max_s=table.duration(
+            "down_poll_max", defaults.down_poll_max_s, maximum=WEEK_S, minimum=MIN_POLL_S
+        ),
+        resume_threshold_s=table.duration(
+            "resume_threshold", defaults.resume_threshold_s, maximum=WEEK_S
+        ),
+        conflict_retry_s=table.duration(
+            "conflict_retry", defaults.conflict_retry_s, maximum=WEEK_S
+        ),
         on_gpu_lost=on_gpu_lost,
         on_runner_wedged=_command(table, "on_runner_wedged"),
         control_socket=table.string("control_socket", ""),
@@ -418,33 +509,109 @@ def _when(table: _Table) -> tuple[tuple[windows.Interval, ...] | None, tuple[str
     return windows.parse_windows(raw), tuple(raw)
 
 
+def _listen_host(table: _Table) -> str:
+    """``[http] host``: an address or name to bind, not a URL (a typo fails at bind otherwise)."""
+    host = table.string("host", _HTTP_DEFAULTS.host)
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(bare):
+            raise ConfigError(
+                table.key("host"), f"{host!r} is not an address to listen on (e.g. 127.0.0.1)"
+            ) from None
+    return bare
+
+
 def _parse_http(raw: object) -> HttpConfig:
     table = _Table(raw, "http")
     config = HttpConfig(
         enabled=table.boolean("enabled", _HTTP_DEFAULTS.enabled),
-        host=table.string("host", _HTTP_DEFAULTS.host),
+        host=_listen_host(table),
         port=table.integer("port", _HTTP_DEFAULTS.port, low=0, high=65535),
     )
     table.finish()
     return config
 
 
-_OPTION_TYPES = (bool, int, float, str)
+LOAD_OPTIONS: Mapping[str, tuple[type, int | None, int | None]] = MappingProxyType(
+    {
+        "num_ctx": (int, 1, 2**31 - 1),
+        "num_batch": (int, 1, 2**31 - 1),
+        "num_gpu": (int, -1, 2**31 - 1),
+        "main_gpu": (int, 0, 1024),
+        "use_mmap": (bool, None, None),
+        "num_thread": (int, 0, 65536),
+        "draft_num_predict": (int, 0, 2**31 - 1),
+    }
+)
+"""The load-time options of current Ollama (``api.Runner``, reference §4.6): the only ones a warm
+call can usefully send, with their type and range. Any other name is a typo or has no effect."""
+
+LEGACY_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        **dict.fromkeys(("low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock"), "0.6.8"),
+        **dict.fromkeys(
+            ("numa", "num_gqa", "rope_frequency_base", "rope_frequency_scale"), "0.1.33"
+        ),
+    }
+)
+"""Load options only older Ollama read (up to the version named); current Ollama ignores them."""
+
+SAMPLING_OPTIONS = frozenset(
+    {
+        "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p",
+        "repeat_last_n", "temperature", "repeat_penalty", "presence_penalty",
+        "frequency_penalty", "stop", "penalize_newline", "mirostat", "mirostat_tau",
+        "mirostat_eta", "tfs_z",
+    }
+)  # fmt: skip
+"""Per-request options (``api.Options``): a warm call generates nothing, so they do nothing."""
+
+
+_MODEL_KEYS = (
+    "name", "host", "keep_alive", "priority", "verify", "when", "after_window", "lead",
+    "prime", "prime_file", "prime_endpoint", "prime_raw",
+)  # fmt: skip
+"""A model's own keys: a misspelt one in the environment lands among the load options."""
+
+
+def _option_problem(name: str, value: object) -> str | None:
+    """What is wrong with one load option, in words; None when it is fine."""
+    if name in SAMPLING_OPTIONS:
+        return (
+            "is a per-request sampling option: a warm call generates nothing, so it has no "
+            f"effect (load options: {', '.join(LOAD_OPTIONS)})"
+        )
+    if name in LEGACY_OPTIONS:
+        return (
+            f"only Ollama up to {LEGACY_OPTIONS[name]} reads it; current Ollama ignores it "
+            f"(load options: {', '.join(LOAD_OPTIONS)})"
+        )
+    if name not in LOAD_OPTIONS:
+        close = difflib.get_close_matches(name, [*LOAD_OPTIONS, *_MODEL_KEYS], n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"unknown load option ({hint}load options: {', '.join(LOAD_OPTIONS)})"
+    kind, low, high = LOAD_OPTIONS[name]
+    if kind is bool:
+        return None if isinstance(value, bool) else f"must be true or false, not {_kind(value)}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer, not {_kind(value)}"
+    if low is not None and high is not None and not low <= value <= high:
+        return f"must be between {low} and {high}, not {value}"
+    return None
 
 
 def _parse_options(raw: object, key: str) -> Mapping[str, Any]:
+    """``options``: only the load-time options Ollama compares (a typo would be sent and lost)."""
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, Mapping):
         raise ConfigError(key, f"must be a table such as {{ num_ctx = 8192 }}, not {_kind(raw)}")
     for name, value in raw.items():
-        ok = isinstance(value, _OPTION_TYPES) or (
-            isinstance(value, list) and all(isinstance(item, _OPTION_TYPES) for item in value)
-        )
-        if not ok:
-            raise ConfigError(
-                f"{key}.{name}", f"must be a number, string, boolean or array, not {_kind(value)}"
-            )
+        problem = _option_problem(str(name), value)
+        if problem:
+            raise ConfigError(f"{key}.{name}", problem)
     return MappingProxyType(dict(raw))
 
 
@@ -525,7 +692,19 @@ def _parse_model(
     table = _Table(raw, f"models[{index}]")
     if not table.has("name"):
         raise ConfigError(table.key("name"), "is required")
-    name = table.string("name", "")
+    raw_name = table.get("name")
+    if not isinstance(raw_name, str):
+        raise ConfigError(table.key("name"), f"must be a model name string, not {_kind(raw_name)}")
+    name = raw_name.strip()
+    if not name:
+        raise ConfigError(table.key("name"), "must not be empty: name a model, e.g. llama3.2")
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(
+            table.key("name"),
+            f"{raw_name!r} is not a name Ollama accepts ({problem}); it would answer "
+            '"invalid model name"',
+        )
     if is_cloud_model(name):
         raise ConfigError(
             table.key("name"),
@@ -557,7 +736,20 @@ def _parse_model(
         raise ConfigError(table.key(key), "has no effect without `when`")
     if model.lead_s is not None and model.lead_s > windows.MAX_LEAD_S:
         raise ConfigError(table.key("lead"), "must be at most 24h")
+    if model.when is not None and math.isinf(model.keep_alive_s) and after_window == "expire":
+        # A forever lease never expires: outside its windows the model would stay in VRAM.
+        raise ConfigError(
+            table.key("keep_alive"),
+            "-1 (forever) with `when` never leaves VRAM outside the windows, as after_window = "
+            '"expire" waits for a lease that never ends: set after_window = "unload" or a '
+            "finite keep_alive",
+        )
     return model
+
+
+def _or_empty(value: object) -> object:
+    """A table left out is empty; ``daemon = []`` or ``= false`` is an error, not a default."""
+    return {} if value is None else value
 
 
 def parse_config(
@@ -577,9 +769,9 @@ def parse_config(
     """
     env = os.environ if environ is None else environ
     top = _Table(raw, "")
-    ollama = _parse_ollama(top.get("ollama") or {}, env)
-    daemon = _parse_daemon(top.get("daemon") or {})
-    http = _parse_http(top.get("http") or {})
+    ollama = _parse_ollama(_or_empty(top.get("ollama")), env)
+    daemon = _parse_daemon(_or_empty(top.get("daemon")))
+    http = _parse_http(_or_empty(top.get("http")))
     raw_models = top.get("models")
     top.finish()
     if raw_models is None:
@@ -618,13 +810,7 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            with path.open("rb") as handle:
-                raw = tomllib.load(handle)
-        except OSError as exc:
-            raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
+        raw = _read_toml(path)
     try:
         merged, layer = envconfig.read_env(env).beneath(raw)
     except envconfig.EnvError as exc:
@@ -639,6 +825,29 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
         return parse_config(merged, source=path, environ=env, read_text=read_text)
     except ConfigError as exc:
         raise ConfigError(*layer.explain(exc.key, exc.reason)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML document; every way it can fail is a ConfigError naming the file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")  # an editor's byte-order mark is harmless
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            "",
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "TOML files must be UTF-8: save it as UTF-8",
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError("", f"{path}: invalid TOML: nested too deeply") from None
 
 
 def find_config(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path | None:

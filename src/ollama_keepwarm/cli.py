@@ -9,20 +9,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ollama_keepwarm import __version__
 from ollama_keepwarm.core.config import (
     EX_CONFIG,
+    WEEK_S,
     Config,
     ConfigError,
     find_config,
     load_config,
     parse_duration_s,
+    parse_host,
 )
 from ollama_keepwarm.fake import cli as fake_cli
 
@@ -46,11 +49,45 @@ def _config_or_exit(args: argparse.Namespace) -> Config:
         raise SystemExit(EX_CONFIG) from None
 
 
+EX_USAGE = 2
+"""argparse's status for a bad command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in ONE line, naming the argument and the rule.
+
+    The default prints the whole usage first; a unit's journal or a script's log then shows a
+    screenful where one line says it all. ``--help`` still shows the usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _duration(text: str) -> float:
     try:
-        return parse_duration_s(text, "--timeout")
+        return parse_duration_s(text, "", maximum=WEEK_S)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(exc.reason) from None
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (``demo --duration``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > WEEK_S:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to {WEEK_S:g}")
+    return value
+
+
+def _url(text: str) -> str:
+    """The daemon's HTTP endpoint (``status --url``): http(s)://host:port, nothing else."""
+    try:
+        return parse_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -206,7 +243,7 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: str | None = None) 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ollama-keepwarm",
         description="Keep Ollama models warm across expiries, evictions, restarts and suspends.",
     )
@@ -251,13 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show each kept model's state")
     _add_common(status)
     status.add_argument("--json", action="store_true", help="print the JSON document")
-    status.add_argument("--url", help="the daemon's HTTP endpoint (default: from the config)")
+    status.add_argument(
+        "--url", type=_url, help="the daemon's HTTP endpoint (default: from the config)"
+    )
     status.set_defaults(run=cmd_status)
 
     demo = commands.add_parser("demo", help="the daemon against a built-in fake Ollama, narrated")
     demo.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=45.0,
         metavar="SECONDS",
         help="how long the demo runs (default 45)",

@@ -165,7 +165,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             _say(f"ollama-keepwarm: config error: {exc}")
             return EX_CONFIG
         config = None
-    document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))
+    try:
+        document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))
+    except ConfigError as exc:  # no config, and $OLLAMA_HOST is no host
+        _say(f"ollama-keepwarm: config error: {exc}")
+        return EX_CONFIG
     if document is None:
         _say("ollama-keepwarm: nothing answered; tried " + "; ".join(tried(config, args.url)))
         return EX_UNAVAILABLE

@@ -14,15 +14,27 @@ from typing import Any
 import aiohttp
 
 from ollama_keepwarm.core import plan
-from ollama_keepwarm.core.config import Config, DaemonConfig, ModelConfig, parse_host
+from ollama_keepwarm.core.config import Config, ConfigError, DaemonConfig, ModelConfig, parse_host
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.daemon.control import ControlError, default_socket_path, send_command
 from ollama_keepwarm.daemon.status import model_entry
 from ollama_keepwarm.ollama import OllamaClient, OllamaError
 
-__all__ = ["fetch_status"]
+__all__ = ["env_host", "fetch_status"]
 
 _SHORT = aiohttp.ClientTimeout(total=3)
+
+
+def env_host() -> str:
+    """``$OLLAMA_HOST`` as a URL, for when no config names the hosts.
+
+    Raises:
+        ConfigError: naming OLLAMA_HOST, when no client could dial it.
+    """
+    try:
+        return parse_host(os.environ.get("OLLAMA_HOST"))
+    except ValueError as exc:
+        raise ConfigError("OLLAMA_HOST", str(exc)) from None
 
 
 async def _from_daemon(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
@@ -42,7 +54,7 @@ async def _from_daemon(session: aiohttp.ClientSession, url: str) -> dict[str, An
 async def _from_ollama(
     session: aiohttp.ClientSession, config: Config | None
 ) -> dict[str, Any] | None:
-    hosts = config.hosts if config else (parse_host(os.environ.get("OLLAMA_HOST")),)
+    hosts = config.hosts if config else (env_host(),)
     entries: list[dict[str, Any]] = []
     reached = False
     now = datetime.now().astimezone()
@@ -117,7 +129,7 @@ def tried(config: Config | None, url: str | None) -> list[str]:
         url = f"http://{config.http.host}:{config.http.port}"
     if url or config is None:
         places.append(f"the daemon at {url or 'http://127.0.0.1:11435'}")
-    hosts = config.hosts if config else (parse_host(os.environ.get("OLLAMA_HOST")),)
+    hosts = config.hosts if config else (env_host(),)
     places.append("Ollama at " + ", ".join(hosts or (parse_host(None),)))
     return places
 

@@ -275,6 +275,9 @@ def parse_duration_s(
         if allow_forever and seconds == -1:
             return FOREVER
         if seconds * NS_PER_SECOND >= INFINITE_NS:
+            if not allow_forever and maximum is not None:
+                limit = format_go_duration(round(maximum * NS_PER_SECOND))
+                raise ConfigError(key, f"must be at most {limit}")
             raise ConfigError(key, "is too large for Ollama; use -1 for forever")
     if seconds < 0:
         if allow_forever:
@@ -290,7 +293,9 @@ def parse_duration_s(
         reason = "0 would unload the model at once; use -1 for forever" if allow_forever else ""
         raise ConfigError(key, reason or "must be greater than 0")
     if maximum is not None and seconds > maximum:
-        raise ConfigError(key, f"must be at most {format_go_duration(round(maximum * 1e9))}")
+        raise ConfigError(
+            key, f"must be at most {format_go_duration(round(maximum * NS_PER_SECOND))}"
+        )
     return seconds
 
 

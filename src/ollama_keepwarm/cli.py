@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from ollama_keepwarm import __version__
 from ollama_keepwarm.core.config import (
@@ -252,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep Ollama models warm across expiries, evictions, restarts and suspends.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Subcommands are _Parser too (argparse uses the parent's class); typed as the base class
+    # the modules that add subcommands expect.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+    )
 
     run = commands.add_parser("run", help="run the daemon (what systemd runs)")
     _add_common(run)

@@ -152,7 +152,7 @@ async def test_check_reports_a_model_that_is_not_pulled(fake: FakeOllama, tmp_pa
     assert code == 1
     assert "no-such-model" in out
     assert "PROBLEM not_found" in out
-    assert "ollama pull" in out
+    assert "run `ollama pull no-such-model`" in out  # the name, not a literal <name>
 
 
 @pytest.fixture(name="notify_socket")
@@ -287,12 +287,24 @@ async def test_status_from_daemon_and_from_ollama(
         code, table, _ = await run_cli("status", "-c", str(config))
         assert "NAME" in table
         assert "Forever" in table
+        # `check` asks the daemon first and shows its view, not a fresh plan (issue 24).
+        code, out, _ = await run_cli("check", "-c", str(config))
+        assert code == 0
+        assert re.search(r"^the daemon at .* keeps them; its view:$", out, re.M), out
+        assert re.search(r"^  llama3\.1:8b +warm ", out, re.M), out
+        assert "claim the lease" not in out
         d.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(d.process.wait(), 15) == 0
     code, out, err = await run_cli("status", "-c", str(config), "--json")
     assert code == 0
-    assert json.loads(out)["source"] == "ollama"
+    document = json.loads(out)
+    assert document["source"] == "ollama"
     assert f"status from no daemon; Ollama at {fake.url}" in err
+    # Nothing will refresh them: no "now" under NEXT REFRESH, and the summary says so.
+    assert "nobody is keeping these models" in document["summary"]
+    assert all(m["next_refresh_in_s"] is None for h in document["hosts"] for m in h["models"])
+    code, out, _ = await run_cli("check", "-c", str(config))
+    assert "no daemon answered: nobody is keeping these models; a keeper would:" in out
 
 
 async def test_status_with_nothing_answering_says_where_it_looked(tmp_path: Path) -> None:

@@ -144,8 +144,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EX_WARM_FAILED
     print(f"config {config.source or 'from the environment'}: ok, {len(config.models)} models")
     from ollama_keepwarm.commands.oneshot import check
+    from ollama_keepwarm.commands.status_client import fetch_daemon_status
 
-    reached, problems, lines = asyncio.run(check(config, args.timeout, _say))
+    daemon = asyncio.run(fetch_daemon_status(config))  # its view first: it keeps them
+    reached, problems, lines = asyncio.run(check(config, args.timeout, _say, daemon))
     print("\n".join(lines))
     if not reached:
         return EX_UNAVAILABLE

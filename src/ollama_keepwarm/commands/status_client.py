@@ -20,7 +20,7 @@ from ollama_keepwarm.daemon.control import ControlError, default_socket_path, se
 from ollama_keepwarm.daemon.status import model_entry
 from ollama_keepwarm.ollama import OllamaClient, OllamaError
 
-__all__ = ["env_host", "fetch_status"]
+__all__ = ["env_host", "fetch_daemon_status", "fetch_status"]
 
 _SHORT = aiohttp.ClientTimeout(total=3)
 
@@ -74,6 +74,9 @@ async def _from_ollama(
         decisions = plan.decide(
             models, config.daemon if config else DaemonConfig(), snapshot, {}, now
         )
+        entries_of_host = [model_entry(d, plan.ModelState(), now) for d in decisions]
+        for entry in entries_of_host:  # no daemon: nothing will refresh anything
+            entry["next_refresh_in_s"] = None
         entries.append(
             {
                 "host": host,
@@ -81,7 +84,7 @@ async def _from_ollama(
                 "version": version,
                 "poll_errors": 0,
                 "polled_at": now.isoformat() if snapshot else None,
-                "models": [model_entry(d, plan.ModelState(), now) for d in decisions],
+                "models": entries_of_host,
             }
         )
     if not reached:
@@ -91,7 +94,7 @@ async def _from_ollama(
         "now": now.isoformat(),
         "ready": None,
         "all_warm": all(m["state"] == "warm" for h in entries for m in h["models"]),
-        "summary": "no daemon answered; this is Ollama's own view",
+        "summary": "no daemon answered: nobody is keeping these models; this is Ollama's own view",
         "resumes": None,
         "config": str(config.source) if config and config.source else "",
         "hosts": entries,
@@ -132,6 +135,19 @@ def tried(config: Config | None, url: str | None) -> list[str]:
     hosts = config.hosts if config else (env_host(),)
     places.append("Ollama at " + ", ".join(hosts or (parse_host(None),)))
     return places
+
+
+async def fetch_daemon_status(config: Config) -> dict[str, Any] | None:
+    """The running daemon's own status document (its socket, then its HTTP endpoint), or None.
+
+    ``check`` asks it first: while a daemon keeps the models, its view is the truth, not what
+    a fresh keeper would plan.
+    """
+    document = await _from_socket(config)
+    if document is None and config.http.enabled:
+        async with aiohttp.ClientSession() as session:
+            document = await _from_daemon(session, f"http://{config.http.host}:{config.http.port}")
+    return document
 
 
 async def fetch_status(config: Config | None, url: str | None) -> dict[str, Any] | None:

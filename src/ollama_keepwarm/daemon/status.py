@@ -106,13 +106,26 @@ def processor(row: RunningModel | None) -> str:
     return f"{100 - gpu}%/{gpu}% CPU/GPU"
 
 
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def _count(count: int, unit: str) -> str:
+    return f"{count} {unit}{'s' if count != 1 else ''}"
+
+
 def _span(seconds: float) -> str:
+    """A time left in words. Below ten of the largest unit the next one is added, so 1m51s
+    reads "1 minute 51 seconds", not "1 minute"; above, the part left off is under 10%."""
     seconds = int(seconds)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+    for i, (unit, size) in enumerate(_UNITS[:-1]):
         if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} second{'s' if seconds != 1 else ''}"
+            count, rest = divmod(seconds, size)
+            smaller, smaller_size = _UNITS[i + 1]
+            extra = rest // smaller_size
+            if count < 10 and extra:
+                return f"{_count(count, unit)} {_count(extra, smaller)}"
+            return _count(count, unit)
+    return _count(seconds, "second")
 
 
 def until_text(expires_at: datetime | None, now: datetime) -> str:
@@ -279,7 +292,7 @@ def _cells(model: Mapping[str, Any]) -> dict[str, str]:
         "name": str(model["name"]),
         "state": str(model["state"]),
         "until": str(model["until"]),
-        "next": "-" if nxt is None else ("now" if nxt <= 0 else f"in {_span(nxt)}"),
+        "next": "-" if nxt is None else ("now" if nxt < 1 else f"in {_span(nxt)}"),
         "last": "-" if last is None else f"{last:.1f}s",
         "processor": str(model["processor"]),
         "primed": _primed_cell(model.get("prime")),

@@ -72,11 +72,16 @@ FILE_CASES: dict[str, Case] = {
     "priority huge": Case(_m("priority = 99999999999"), "models[0].priority: must be between"),
     "cgroup a word": Case('[ollama]\ncgroup = "foo"', "ollama.cgroup: must be"),
     "timezone unknown": Case('[daemon]\ntimezone = "Mars/Base"', "daemon.timezone: 'Mars/Base'"),
+    "NUL in a path": Case('[daemon]\nstate_dir = "/tmp/a\\u0000b"', "state_dir: contains a NUL"),
+    "socket path too long": Case(
+        f'[daemon]\ncontrol_socket = "/tmp/{"a" * 120}"', "control_socket: is 125 bytes long"
+    ),
     "hook empty": Case("[daemon]\non_gpu_lost = []", "daemon.on_gpu_lost: must be a command"),
     # durations: huge, negative, tiny, NaN, infinite
     "interval huge number": Case("[daemon]\npoll_interval = 1e300", "must be at most 168h0m0s"),
     "interval huge string": Case('[daemon]\nhealth_interval = "2562047h"', "must be at most"),
     "timeout huge": Case('[ollama]\nload_timeout = "9000h"', "ollama.load_timeout: must be at"),
+    "timeout 1ns": Case('[ollama]\nrequest_timeout = "1ns"', "request_timeout: must be at least"),
     "interval negative": Case("[daemon]\npoll_interval = -5", "poll_interval: must not be neg"),
     "interval -5s": Case('[daemon]\npoll_interval = "-5s"', "poll_interval: must not be neg"),
     "interval 1ns": Case('[daemon]\npoll_interval = "1ns"', "poll_interval: must be at least"),

@@ -60,6 +60,8 @@ WEEK_S = 7 * 86400.0
 scheduler's arithmetic would overflow near Go's ~292 years."""
 MIN_POLL_S = 0.05
 """The shortest poll: a shorter one would only hammer Ollama's ``/api/ps``."""
+MIN_TIMEOUT_S = 0.1
+"""The shortest request or load timeout: a shorter one fails every call, even to a local Ollama."""
 
 
 class ConfigError(Exception):
@@ -358,6 +360,8 @@ class _Table:
             return default
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(self.key(name), f"must be a non-empty string, not {_kind(value)}")
+        if "\x00" in value:
+            raise ConfigError(self.key(name), "contains a NUL character")
         return value.strip()
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
@@ -406,10 +410,13 @@ def _parse_ollama(raw: object, environ: Mapping[str, str]) -> OllamaConfig:
     config = OllamaConfig(
         host=_host(table, "host", default_host),
         load_timeout_s=table.duration(
-            "load_timeout", _OLLAMA_DEFAULTS.load_timeout_s, maximum=WEEK_S
+            "load_timeout", _OLLAMA_DEFAULTS.load_timeout_s, maximum=WEEK_S, minimum=MIN_TIMEOUT_S
         ),
         request_timeout_s=table.duration(
-            "request_timeout", _OLLAMA_DEFAULTS.request_timeout_s, maximum=WEEK_S
+            "request_timeout",
+            _OLLAMA_DEFAULTS.request_timeout_s,
+            maximum=WEEK_S,
+            minimum=MIN_TIMEOUT_S,
         ),
         cgroup=_cgroup(table),
     )
@@ -473,12 +480,27 @@ def _parse_daemon(raw: object) -> DaemonConfig:
         ),
         on_gpu_lost=on_gpu_lost,
         on_runner_wedged=_command(table, "on_runner_wedged"),
-        control_socket=table.string("control_socket", ""),
+        control_socket=_socket_path(table),
         state_dir=table.string("state_dir", ""),
         timezone=_timezone(table),
     )
     table.finish()
     return config
+
+
+SOCKET_PATH_MAX = 107
+"""sun_path holds 108 bytes with the terminating NUL: a longer path cannot be bound."""
+
+
+def _socket_path(table: _Table) -> str:
+    path = table.string("control_socket", "")
+    size = len(path.encode("utf-8", "surrogateescape"))
+    if size > SOCKET_PATH_MAX:
+        raise ConfigError(
+            table.key("control_socket"),
+            f"is {size} bytes long; a Unix socket path has at most {SOCKET_PATH_MAX}",
+        )
+    return path
 
 
 def _timezone(table: _Table) -> str:

@@ -82,6 +82,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _file_name(text: str) -> str:
+    """``-c FILE``: an empty name would silently fall back to the search path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("names no file")
+    return text
+
+
 def _url(text: str) -> str:
     """The daemon's HTTP endpoint (``status --url``): http(s)://host:port, nothing else."""
     try:
@@ -233,6 +240,7 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: str | None = None) 
     parser.add_argument(
         "-c",
         "--config",
+        type=_file_name,
         metavar="FILE",
         help="config file (default: $OLLAMA_KEEPWARM_CONFIG, ./config.toml, "
         "/etc/ollama-keepwarm/config.toml)",

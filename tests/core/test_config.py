@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -104,6 +105,27 @@ class TestValid:
 def test_parse_host(raw: str | None, url: str) -> None:
     """OLLAMA_HOST values become URLs as ollama-python's _parse_host does (§6.2)."""
     assert parse_host(raw) == url
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ftp://x:11434", "ftp:// is not a scheme Ollama speaks"),
+        ("http://", "'http://' names no host"),  # not http://http:11434
+        ("https://", "'https://' names no host"),
+        ("http:/x", "'http:/x' is not a URL"),
+        ("x:99999", "the port must be a number from 1 to 65535"),
+        ("x:", "the port after ':' is missing"),
+        ("user:pw@x", "credentials in the URL are not supported"),
+        ("x?a=1", "a host URL takes no query or fragment"),
+        ("a b", "'a b' is not a host name or IP address"),
+        ("[::1", "an IPv6 address in brackets"),
+    ],
+)
+def test_parse_host_refuses_what_no_client_could_dial(raw: str, reason: str) -> None:
+    """What would fail inside the HTTP client (reference §6) is refused, saying why."""
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_host(raw)
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ FILE_CASES: dict[str, Case] = {
     "socket path too long": Case(
         f'[daemon]\ncontrol_socket = "/tmp/{"a" * 120}"', "control_socket: is 125 bytes long"
     ),
+    "empty string": Case('[daemon]\ntimezone = ""', "daemon.timezone: must not be empty (leave"),
     "hook empty": Case("[daemon]\non_gpu_lost = []", "daemon.on_gpu_lost: must be a command"),
     # durations: huge, negative, tiny, NaN, infinite
     "interval huge number": Case("[daemon]\npoll_interval = 1e300", "must be at most 168h0m0s"),

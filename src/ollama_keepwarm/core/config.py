@@ -358,8 +358,12 @@ class _Table:
         value = self.get(name)
         if value is None:
             return default
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
             raise ConfigError(self.key(name), f"must be a non-empty string, not {_kind(value)}")
+        if not value.strip():
+            raise ConfigError(
+                self.key(name), "must not be empty (leave the key out for the default)"
+            )
         if "\x00" in value:
             raise ConfigError(self.key(name), "contains a NUL character")
         return value.strip()

@@ -224,6 +224,8 @@ CLI_CASES: dict[str, tuple[list[str], str, int]] = {
     "fake time scale": (["fake-ollama", "--time-scale", "0"], "time_scale must be a positive", 2),
     "fake parallel": (["fake-ollama", "--num-parallel", "0"], "num_parallel must be at least", 2),
     "fake port": (["fake-ollama", "--port", "99999"], "argument --port: must be from 0 to", 2),
+    "config /dev/zero": (["check", "-c", "/dev/zero"], "/dev/zero: larger than 16 MiB", 78),
+    "config /dev/urandom": (["warm", "-c", "/dev/urandom"], "/dev/urandom: larger than", 78),
     "config empty name": (["check", "-c", ""], "argument -c/--config: names no file", 2),
     "config missing": (["check", "-c", "/nonexistent.toml"], "cannot read /nonexistent.toml", 78),
     "config a directory": (["warm", "-c", "/"], "cannot read /: Is a directory", 78),

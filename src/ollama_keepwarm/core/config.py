@@ -858,12 +858,19 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
         raise ConfigError(*layer.explain(exc.key, exc.reason)) from None
 
 
+MAX_CONFIG_BYTES = 16 << 20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     """The file's TOML document; every way it can fail is a ConfigError naming the file."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)  # /dev/zero must not fill the memory
     except OSError as exc:
         raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        limit = MAX_CONFIG_BYTES >> 20
+        raise ConfigError("", f"{path}: larger than {limit} MiB, which no config file is")
     try:
         text = data.decode("utf-8-sig")  # an editor's byte-order mark is harmless
     except UnicodeDecodeError as exc:

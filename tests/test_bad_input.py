@@ -134,6 +134,8 @@ FILE_CASES: dict[str, Case] = {
     "lead without when": Case(_m('lead = "5m"'), "models[0].lead: has no effect without `when`"),
     "prime a number": Case(_m("prime = 5"), "models[0].prime: must be a system prompt"),
     "prime endpoint": Case(_m('prime = "x"\nprime_endpoint = "x"'), "prime_endpoint: must be"),
+    "prime file endless": Case(_m('prime_file = "/dev/zero"'), "cannot read /dev/zero: larger"),
+    "prime file a directory": Case(_m('prime_file = "/"'), "prime_file: cannot read /: Is a dir"),
     "prime file missing": Case(_m('prime_file = "nope.txt"'), "prime_file: cannot read nope.txt"),
 }
 

@@ -8,6 +8,7 @@ to a default on a box that runs for years.
 from __future__ import annotations
 
 import difflib
+import errno
 import ipaddress
 import math
 import os
@@ -850,7 +851,11 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
 
     def read_text(name: str) -> str:
         # Relative to the config file; read at every (re)load, so SIGHUP picks up an edit.
-        return (base / Path(name).expanduser()).read_text(encoding="utf-8")
+        with (base / Path(name).expanduser()).open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        return data.decode("utf-8")
 
     try:
         return parse_config(merged, source=path, environ=env, read_text=read_text)

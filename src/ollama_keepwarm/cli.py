@@ -173,6 +173,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.config:
             _say(f"ollama-keepwarm: config error: {exc}")
             return EX_CONFIG
+        if exc.key or "no config file found" not in exc.reason:
+            # A file on the search path (or a variable) is broken: status still shows what it
+            # can, but must not pretend the config was read.
+            _say(f"ollama-keepwarm: not using the config: {exc}")
         config = None
     try:
         document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))

@@ -10,7 +10,8 @@ A container is configured by its environment, so ``run`` needs no file there:
   are the model's keys; every other parameter is a load option (``num_ctx=8192``), checked by
   ``core/config.py`` against the known set like a file's ``options``. A parameter given twice
   is an error (``when`` excepted). A space does not separate models: ``llama 3.1:8b`` is one
-  name, which config.py refuses as Ollama would.
+  name, which config.py refuses as Ollama would. Values are URL-encoded: a comma in a ``prime``
+  is ``%2C`` (a bare one starts the next model).
 - ``OLLAMA_KEEPWARM_<KEY>`` for the ``[daemon]`` keys (``OLLAMA_KEEPWARM_POLL_INTERVAL=5s``),
   ``OLLAMA_KEEPWARM_HTTP_<KEY>`` for ``[http]`` (the prefix keeps ``HTTP_HOST`` apart from
   Ollama's host), and ``OLLAMA_KEEPWARM_LOAD_TIMEOUT`` / ``_REQUEST_TIMEOUT`` for ``[ollama]``.

@@ -303,6 +303,8 @@ async def test_status_from_daemon_and_from_ollama(
     # Nothing will refresh them: no "now" under NEXT REFRESH, and the summary says so.
     assert "nobody is keeping these models" in document["summary"]
     assert all(m["next_refresh_in_s"] is None for h in document["hosts"] for m in h["models"])
+    reasons = {m["reason"] for h in document["hosts"] for m in h["models"]}
+    assert all(r.startswith("nobody keeps it (a keeper would ") for r in reasons), reasons
     code, out, _ = await run_cli("check", "-c", str(config))
     assert "no daemon answered: nobody is keeping these models; a keeper would:" in out
 

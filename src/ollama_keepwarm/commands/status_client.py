@@ -23,6 +23,8 @@ from ollama_keepwarm.ollama import OllamaClient, OllamaError
 __all__ = ["env_host", "fetch_daemon_status", "fetch_status"]
 
 _SHORT = aiohttp.ClientTimeout(total=3)
+_ACTS = frozenset({plan.Action.WARM, plan.Action.REFRESH, plan.Action.UNLOAD})
+"""What a keeper would do now; without one, the fallback view says nobody does it."""
 
 
 def env_host() -> str:
@@ -74,9 +76,15 @@ async def _from_ollama(
         decisions = plan.decide(
             models, config.daemon if config else DaemonConfig(), snapshot, {}, now
         )
-        entries_of_host = [model_entry(d, plan.ModelState(), now) for d in decisions]
-        for entry in entries_of_host:  # no daemon: nothing will refresh anything
+        entries_of_host = []
+        for decision in decisions:  # no daemon: nothing will refresh anything
+            entry = model_entry(decision, plan.ModelState(), now)
             entry["next_refresh_in_s"] = None
+            if decision.action in _ACTS:
+                entry["reason"] = (
+                    f"nobody keeps it (a keeper would {decision.action.value}: {decision.reason})"
+                )
+            entries_of_host.append(entry)
         entries.append(
             {
                 "host": host,

@@ -45,6 +45,7 @@ FILE_CASES: dict[str, Case] = {
     "credentials": Case('[ollama]\nhost = "u:p@x"', "ollama.host: 'u:p@x': credentials"),
     "space in host": Case('[ollama]\nhost = "a b"', "ollama.host: 'a b': 'a b' is not a host"),
     "query in host": Case('[ollama]\nhost = "x?y=1"', "ollama.host: 'x?y=1': a host URL takes"),
+    "host blank": Case('[ollama]\nhost = " "', "ollama.host: must not be empty (leave the key"),
     "host a number": Case("[ollama]\nhost = 11434", "ollama.host: must be a string"),
     "model host gopher": Case(_m('host = "gopher://x"'), "models[0].host: gopher:// is not"),
     "http host a URL": Case('[http]\nhost = "http://0.0.0.0"', "http.host: 'http://0.0.0.0' is"),

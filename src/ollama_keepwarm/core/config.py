@@ -400,6 +400,8 @@ def _host(table: _Table, name: str, default: str) -> str:
         return default
     if not isinstance(raw, str):
         raise ConfigError(table.key(name), f"must be a string, not {_kind(raw)}")
+    if not raw.strip():
+        raise ConfigError(table.key(name), "must not be empty (leave the key out for the default)")
     try:
         return parse_host(raw)
     except ValueError as exc:

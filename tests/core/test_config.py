@@ -79,6 +79,13 @@ class TestValid:
         hosts = [m.host for m in config.models]  # type: ignore[attr-defined]
         assert hosts == ["http://gpu1:11434", "http://gpu2:80"]
 
+    def test_a_bad_ollama_host_env_is_ignored_when_the_file_names_the_host(self) -> None:
+        """$OLLAMA_HOST set for another tool does not stop a config that names its host."""
+        config = parse('[ollama]\nhost = "gpu1"\n', OLLAMA_HOST="ftp://elsewhere")
+        assert config.ollama.host == "http://gpu1:11434"  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match=r"^OLLAMA_HOST: ftp:// is not a scheme"):
+            parse("", OLLAMA_HOST="ftp://elsewhere")
+
     def test_ollama_host_env_is_the_default(self) -> None:
         """Without [ollama].host, OLLAMA_HOST applies as the official clients parse it."""
         config = parse("", OLLAMA_HOST="0.0.0.0:8080")

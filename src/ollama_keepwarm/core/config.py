@@ -410,10 +410,12 @@ def _host(table: _Table, name: str, default: str) -> str:
 
 def _parse_ollama(raw: object, environ: Mapping[str, str]) -> OllamaConfig:
     table = _Table(raw, "ollama")
-    try:
-        default_host = parse_host(environ.get("OLLAMA_HOST"))
-    except ValueError as exc:
-        raise ConfigError("OLLAMA_HOST", str(exc)) from None
+    default_host = DEFAULT_HOST
+    if not table.has("host"):  # $OLLAMA_HOST only matters (and is only checked) when used
+        try:
+            default_host = parse_host(environ.get("OLLAMA_HOST"))
+        except ValueError as exc:
+            raise ConfigError("OLLAMA_HOST", str(exc)) from None
     config = OllamaConfig(
         host=_host(table, "host", default_host),
         load_timeout_s=table.duration(

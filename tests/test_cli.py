@@ -155,6 +155,21 @@ async def test_check_reports_a_model_that_is_not_pulled(fake: FakeOllama, tmp_pa
     assert "run `ollama pull no-such-model`" in out  # the name, not a literal <name>
 
 
+@pytest.mark.parametrize("fake", ["0.24.0"], indirect=True)
+async def test_check_names_an_option_the_running_ollama_ignores(
+    fake: FakeOllama, tmp_path: Path
+) -> None:
+    """draft_num_predict is a load option since 0.30: against 0.24 `check` says it is ignored."""
+    models = '[[models]]\nname = "llama3.1:8b"\noptions = { draft_num_predict = 4 }\n'
+    config = write_config(tmp_path / "c.toml", fake.url, models)
+    code, out, _ = await run_cli("check", "-c", str(config))
+    assert code == 1
+    assert (
+        "PROBLEM options: Ollama 0.24.0 does not read draft_num_predict (Ollama 0.30.0+); "
+        "it would ignore them" in out
+    ), out
+
+
 @pytest.fixture(name="notify_socket")
 def _notify_socket() -> Iterator[tuple[socket.socket, str]]:
     """A real AF_UNIX datagram socket on a short path, as systemd's NOTIFY_SOCKET."""

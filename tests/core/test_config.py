@@ -15,6 +15,7 @@ from ollama_keepwarm.core.config import (
     find_config,
     keep_alive_wire,
     load_config,
+    options_unknown_to,
     parse_config,
     parse_host,
 )
@@ -189,3 +190,22 @@ def test_find_config_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert find_config(None, {"OLLAMA_KEEPWARM_CONFIG": "y.toml"}) == Path("y.toml")
     (tmp_path / "config.toml").write_text("")
     assert find_config(None, {}) == Path("config.toml")
+
+
+@pytest.mark.parametrize(
+    ("version", "options", "unknown"),
+    [
+        ("0.24.0", {"num_ctx": 8192}, []),
+        ("0.24.0", {"draft_num_predict": 4}, ["draft_num_predict (Ollama 0.30.0+)"]),
+        ("0.29.9", {"draft_num_predict": 4}, ["draft_num_predict (Ollama 0.30.0+)"]),
+        ("0.30.0", {"draft_num_predict": 4}, []),
+        ("0.32.15", {"draft_num_predict": 4, "num_ctx": 1}, []),
+        ("0.0.0", {"draft_num_predict": 4}, []),  # a build from source
+        ("dev", {"draft_num_predict": 4}, []),  # unparsable: the benefit of the doubt
+    ],
+)
+def test_options_per_ollama_version(
+    version: str, options: dict[str, int], unknown: list[str]
+) -> None:
+    """Load options are a known set per Ollama version (§4.6): check names the ones it ignores."""
+    assert options_unknown_to(version, options) == unknown

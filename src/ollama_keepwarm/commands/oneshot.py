@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from ollama_keepwarm.core import plan
-from ollama_keepwarm.core.config import Config, ModelConfig
+from ollama_keepwarm.core.config import Config, ModelConfig, options_unknown_to
 from ollama_keepwarm.core.prime import Prime
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.daemon.state import LoadTimeStore
@@ -246,6 +246,12 @@ async def check(
             lines.append(f"{host}: Ollama {version}, {len(snapshot.models)} loaded")
             for decision in plan.decide(models, config.daemon, snapshot, {}, now):
                 note = await _model_note(client, decision.model)
+                ignored = options_unknown_to(version or "", decision.model.options)
+                if ignored and not note.startswith("PROBLEM"):
+                    note = (
+                        f"PROBLEM options: Ollama {version} does not read {', '.join(ignored)}; "
+                        "it would ignore them"
+                    )
                 problems += note.startswith("PROBLEM")
                 row = kept.get((host, decision.model.name))
                 if daemon is None:

@@ -45,6 +45,7 @@ __all__ = [
     "find_config",
     "keep_alive_wire",
     "load_config",
+    "options_unknown_to",
     "parse_config",
     "parse_duration_s",
     "parse_host",
@@ -583,6 +584,29 @@ LOAD_OPTIONS: Mapping[str, tuple[type, int | None, int | None]] = MappingProxyTy
 )
 """The load-time options of current Ollama (``api.Runner``, reference §4.6): the only ones a warm
 call can usefully send, with their type and range. Any other name is a typo or has no effect."""
+
+OPTION_SINCE: Mapping[str, tuple[int, int, int]] = MappingProxyType(
+    {"draft_num_predict": (0, 30, 0)}
+)
+"""Load options younger than the rest: an older Ollama ignores them (``check`` says so)."""
+
+
+def options_unknown_to(version: str, options: Mapping[str, Any]) -> list[str]:
+    """The configured load options ``version`` of Ollama does not read, as "name (since X.Y)".
+
+    An unparsable version, or 0.0.0 (what a build from source reports), is given the benefit of
+    the doubt.
+    """
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
+    running = (int(found[1]), int(found[2]), int(found[3])) if found else (0, 0, 0)
+    if running == (0, 0, 0):
+        return []
+    return [
+        f"{name} (Ollama {'.'.join(map(str, OPTION_SINCE[name]))}+)"
+        for name in options
+        if name in OPTION_SINCE and running < OPTION_SINCE[name]
+    ]
+
 
 LEGACY_OPTIONS: Mapping[str, str] = MappingProxyType(
     {

@@ -367,3 +367,9 @@ async def test_demo_runs_and_ends_by_itself() -> None:
     assert "READY: the first warm pass is done" in out
     assert "Summary:" in out
     assert "Traceback" not in out + err
+    summary = next(line for line in out.splitlines() if line.startswith("Summary:"))
+    assert not re.search(r"\b1 [a-z ]+s\b", summary), summary  # "1 lease renewal", not "1 ...s"
+    assert "other client's" not in summary  # an 8 s demo has no client scene
+    assert "Its times are real time" in out  # the table is in one time scale, and says which
+    table = out.split("trace time.")[1].split("Summary:")[0]
+    assert "minute" not in table, table  # no real-time hour ("in 59 minutes") beside seconds

@@ -15,10 +15,10 @@ from ollama_keepwarm.core.config import (
     find_config,
     keep_alive_wire,
     load_config,
-    options_unknown_to,
     parse_config,
     parse_host,
 )
+from ollama_keepwarm.core.options import options_unknown_to
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import aiohttp
 
 from ollama_keepwarm.core import plan
-from ollama_keepwarm.core.config import Config, ModelConfig, options_unknown_to
+from ollama_keepwarm.core.config import Config, ModelConfig
+from ollama_keepwarm.core.options import options_unknown_to
 from ollama_keepwarm.core.prime import Prime
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.daemon.state import LoadTimeStore

@@ -7,12 +7,10 @@ to a default on a box that runs for years.
 
 from __future__ import annotations
 
-import difflib
 import errno
 import ipaddress
 import math
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +27,10 @@ from ollama_keepwarm.core.durations import (
     format_go_duration,
     parse_go_duration,
 )
+from ollama_keepwarm.core.hosts import DEFAULT_HOST, HOSTNAME, parse_host
 from ollama_keepwarm.core.names import is_cloud_model, match_key, name_problem
+from ollama_keepwarm.core.options import kind_of as _kind
+from ollama_keepwarm.core.options import option_problem
 from ollama_keepwarm.core.prime import CHAT, GENERATE, Message, Prime
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "find_config",
     "keep_alive_wire",
     "load_config",
-    "options_unknown_to",
     "parse_config",
     "parse_duration_s",
     "parse_host",
@@ -54,7 +54,6 @@ __all__ = [
 EX_CONFIG = 78
 """sysexits.h: configuration error. The unit sets RestartPreventExitStatus=78."""
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
 SEARCH_PATH = (Path("config.toml"), Path("/etc/ollama-keepwarm/config.toml"))
 FOREVER = math.inf
 WEEK_S = 7 * 86400.0
@@ -174,83 +173,6 @@ def keep_alive_wire(seconds: float) -> int | str:
     return format_go_duration(round(seconds * NS_PER_SECOND))
 
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
-
-
-def parse_host(raw: str | None) -> str:
-    """Turn an ``OLLAMA_HOST``-style value into a base URL, as ollama-python's ``_parse_host``.
-
-    ``0.0.0.0`` and ``::`` are bind-all addresses; we dial loopback for them (Ollama's own
-    ``ConnectableHost``). What no Ollama client could dial is refused, never passed on to fail
-    inside the HTTP client: a scheme other than http/https (reference §6), ``http://`` with no
-    host, credentials, a query, a port outside 1-65535, characters no host name has.
-
-    Raises:
-        ValueError: saying what is wrong with the value.
-    """
-    text = (raw or "").strip().strip("\"'").strip()
-    if not text:
-        return DEFAULT_HOST
-    port = 11434
-    scheme, sep, hostport = text.partition("://")
-    if not sep:
-        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", text):
-            raise ValueError(f"{raw!r} is not a URL: write http://host:port")
-        scheme, hostport = "http", text
-    elif scheme.lower() not in {"http", "https"}:
-        raise ValueError(f"{scheme}:// is not a scheme Ollama speaks: use http:// or https://")
-    elif scheme == "http":
-        port = 80
-    elif scheme == "https":
-        port = 443
-    scheme = scheme.lower()
-    hostport, _, path = hostport.partition("/")
-    if "?" in hostport + path or "#" in hostport + path:
-        raise ValueError(f"{raw!r}: a host URL takes no query or fragment")
-    if "@" in hostport:
-        raise ValueError(f"{raw!r}: credentials in the URL are not supported")
-    host, port = _split_hostport(raw, hostport, port, bare=not sep)
-    path = path.strip("/")
-    if any(char.isspace() for char in path):
-        raise ValueError(f"{raw!r}: the path contains a space")
-    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
-
-
-def _split_hostport(raw: str | None, hostport: str, port: int, *, bare: bool) -> tuple[str, int]:
-    """Split ``host[:port]`` (IPv6 bracketed, or bare without a port) and check both parts."""
-    host, port_text = hostport, ""
-    if hostport.startswith("["):
-        host, close, after = hostport[1:].partition("]")
-        if not close or (after and not after.startswith(":")):
-            raise ValueError(f"{raw!r}: an IPv6 address in brackets, e.g. [::1]:11434")
-        port_text = after[1:]
-        if after and not port_text:
-            raise ValueError(f"{raw!r}: the port after ':' is missing")
-    elif hostport.count(":") > 1:
-        host = hostport  # a bare IPv6 address, as Ollama's own parser allows
-    elif ":" in hostport:
-        host, _, port_text = hostport.partition(":")
-        if not port_text:
-            raise ValueError(f"{raw!r}: the port after ':' is missing")
-    if port_text:
-        if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"{raw!r}: the port must be a number from 1 to 65535")
-        port = int(port_text)
-    if not host:
-        if not bare and not port_text:
-            raise ValueError(f"{raw!r} names no host: write e.g. http://127.0.0.1:11434")
-        host = "127.0.0.1"  # ":8080", as ollama-python reads it
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if ":" in host or not _HOSTNAME.fullmatch(host):
-            raise ValueError(f"{raw!r}: {host!r} is not a host name or IP address") from None
-        return host.lower(), port
-    if address.is_unspecified:  # a bind-all address: dial loopback
-        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
-    return (f"[{address}]" if address.version == 6 else str(address)), port
-
-
 def parse_duration_s(
     value: object, key: str, *, allow_forever: bool = False, maximum: float | None = None
 ) -> float:
@@ -301,18 +223,6 @@ def parse_duration_s(
             key, f"must be at most {format_go_duration(round(maximum * NS_PER_SECOND))}"
         )
     return seconds
-
-
-def _kind(value: object) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)
 
 
 class _Table:
@@ -553,7 +463,7 @@ def _listen_host(table: _Table) -> str:
     try:
         ipaddress.ip_address(bare)
     except ValueError:
-        if not _HOSTNAME.fullmatch(bare):
+        if not HOSTNAME.fullmatch(bare):
             raise ConfigError(
                 table.key("host"), f"{host!r} is not an address to listen on (e.g. 127.0.0.1)"
             ) from None
@@ -571,97 +481,6 @@ def _parse_http(raw: object) -> HttpConfig:
     return config
 
 
-LOAD_OPTIONS: Mapping[str, tuple[type, int | None, int | None]] = MappingProxyType(
-    {
-        "num_ctx": (int, 1, 2**31 - 1),
-        "num_batch": (int, 1, 2**31 - 1),
-        "num_gpu": (int, -1, 2**31 - 1),
-        "main_gpu": (int, 0, 1024),
-        "use_mmap": (bool, None, None),
-        "num_thread": (int, 0, 65536),
-        "draft_num_predict": (int, 0, 2**31 - 1),
-    }
-)
-"""The load-time options of current Ollama (``api.Runner``, reference §4.6): the only ones a warm
-call can usefully send, with their type and range. Any other name is a typo or has no effect."""
-
-OPTION_SINCE: Mapping[str, tuple[int, int, int]] = MappingProxyType(
-    {"draft_num_predict": (0, 30, 0)}
-)
-"""Load options younger than the rest: an older Ollama ignores them (``check`` says so)."""
-
-
-def options_unknown_to(version: str, options: Mapping[str, Any]) -> list[str]:
-    """The configured load options ``version`` of Ollama does not read, as "name (since X.Y)".
-
-    An unparsable version, or 0.0.0 (what a build from source reports), is given the benefit of
-    the doubt.
-    """
-    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
-    running = (int(found[1]), int(found[2]), int(found[3])) if found else (0, 0, 0)
-    if running == (0, 0, 0):
-        return []
-    return [
-        f"{name} (Ollama {'.'.join(map(str, OPTION_SINCE[name]))}+)"
-        for name in options
-        if name in OPTION_SINCE and running < OPTION_SINCE[name]
-    ]
-
-
-LEGACY_OPTIONS: Mapping[str, str] = MappingProxyType(
-    {
-        **dict.fromkeys(("low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock"), "0.6.8"),
-        **dict.fromkeys(
-            ("numa", "num_gqa", "rope_frequency_base", "rope_frequency_scale"), "0.1.33"
-        ),
-    }
-)
-"""Load options only older Ollama read (up to the version named); current Ollama ignores them."""
-
-SAMPLING_OPTIONS = frozenset(
-    {
-        "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p",
-        "repeat_last_n", "temperature", "repeat_penalty", "presence_penalty",
-        "frequency_penalty", "stop", "penalize_newline", "mirostat", "mirostat_tau",
-        "mirostat_eta", "tfs_z",
-    }
-)  # fmt: skip
-"""Per-request options (``api.Options``): a warm call generates nothing, so they do nothing."""
-
-
-_MODEL_KEYS = (
-    "name", "host", "keep_alive", "priority", "verify", "when", "after_window", "lead",
-    "prime", "prime_file", "prime_endpoint", "prime_raw",
-)  # fmt: skip
-"""A model's own keys: a misspelt one in the environment lands among the load options."""
-
-
-def _option_problem(name: str, value: object) -> str | None:
-    """What is wrong with one load option, in words; None when it is fine."""
-    if name in SAMPLING_OPTIONS:
-        return (
-            "is a per-request sampling option: a warm call generates nothing, so it has no "
-            f"effect (load options: {', '.join(LOAD_OPTIONS)})"
-        )
-    if name in LEGACY_OPTIONS:
-        return (
-            f"only Ollama up to {LEGACY_OPTIONS[name]} reads it; current Ollama ignores it "
-            f"(load options: {', '.join(LOAD_OPTIONS)})"
-        )
-    if name not in LOAD_OPTIONS:
-        close = difflib.get_close_matches(name, [*LOAD_OPTIONS, *_MODEL_KEYS], n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        return f"unknown load option ({hint}load options: {', '.join(LOAD_OPTIONS)})"
-    kind, low, high = LOAD_OPTIONS[name]
-    if kind is bool:
-        return None if isinstance(value, bool) else f"must be true or false, not {_kind(value)}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"must be an integer, not {_kind(value)}"
-    if low is not None and high is not None and not low <= value <= high:
-        return f"must be between {low} and {high}, not {value}"
-    return None
-
-
 def _parse_options(raw: object, key: str) -> Mapping[str, Any]:
     """``options``: only the load-time options Ollama compares (a typo would be sent and lost)."""
     if raw is None:
@@ -669,7 +488,7 @@ def _parse_options(raw: object, key: str) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
         raise ConfigError(key, f"must be a table such as {{ num_ctx = 8192 }}, not {_kind(raw)}")
     for name, value in raw.items():
-        problem = _option_problem(str(name), value)
+        problem = option_problem(str(name), value)
         if problem:
             raise ConfigError(f"{key}.{name}", problem)
     return MappingProxyType(dict(raw))

@@ -108,7 +108,7 @@ def section(rows: list[tuple[bool, list[float]]], kills: int, seed: int) -> str:
     lines = [
         SECTION,
         "",
-        "## Runner crash → warm again (issue 13)",
+        "## Runner crash → warm again",
         "",
         f"`python -m bench.crash --kills {kills} --seed {seed}`: a kept 8B model whose load "
         "takes 0.98 s in the fake, its runner (a real child process in a cgroup) killed with "

@@ -284,7 +284,7 @@ def markdown(run: Run, chart_note: str) -> str:
         lines += ["## The daemon's own cost (10 kept models, idle)", "", *_cost_table(run.costs)]
         lines.append("")
     lines += [
-        "## Against the targets of issue 7",
+        "## Against the project's promises",
         "",
         "What the run above means if you run ollama-keepwarm with its default configuration "
         "(✅ kept, ❌ not kept):",

@@ -152,7 +152,22 @@ async def test_check_reports_a_model_that_is_not_pulled(fake: FakeOllama, tmp_pa
     assert code == 1
     assert "no-such-model" in out
     assert "PROBLEM not_found" in out
-    assert "ollama pull" in out
+    assert "run `ollama pull no-such-model`" in out  # the name, not a literal <name>
+
+
+@pytest.mark.parametrize("fake", ["0.24.0"], indirect=True)
+async def test_check_names_an_option_the_running_ollama_ignores(
+    fake: FakeOllama, tmp_path: Path
+) -> None:
+    """draft_num_predict is a load option since 0.30: against 0.24 `check` says it is ignored."""
+    models = '[[models]]\nname = "llama3.1:8b"\noptions = { draft_num_predict = 4 }\n'
+    config = write_config(tmp_path / "c.toml", fake.url, models)
+    code, out, _ = await run_cli("check", "-c", str(config))
+    assert code == 1
+    assert (
+        "PROBLEM options: Ollama 0.24.0 does not read draft_num_predict (Ollama 0.30.0+); "
+        "it would ignore them" in out
+    ), out
 
 
 @pytest.fixture(name="notify_socket")
@@ -287,12 +302,26 @@ async def test_status_from_daemon_and_from_ollama(
         code, table, _ = await run_cli("status", "-c", str(config))
         assert "NAME" in table
         assert "Forever" in table
+        # `check` asks the daemon first and shows its view, not a fresh plan (issue 24).
+        code, out, _ = await run_cli("check", "-c", str(config))
+        assert code == 0
+        assert re.search(r"^the daemon at .* keeps them; its view:$", out, re.M), out
+        assert re.search(r"^  llama3\.1:8b +warm ", out, re.M), out
+        assert "claim the lease" not in out
         d.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(d.process.wait(), 15) == 0
     code, out, err = await run_cli("status", "-c", str(config), "--json")
     assert code == 0
-    assert json.loads(out)["source"] == "ollama"
+    document = json.loads(out)
+    assert document["source"] == "ollama"
     assert f"status from no daemon; Ollama at {fake.url}" in err
+    # Nothing will refresh them: no "now" under NEXT REFRESH, and the summary says so.
+    assert "nobody is keeping these models" in document["summary"]
+    assert all(m["next_refresh_in_s"] is None for h in document["hosts"] for m in h["models"])
+    reasons = {m["reason"] for h in document["hosts"] for m in h["models"]}
+    assert all(r.startswith("nobody keeps it (a keeper would ") for r in reasons), reasons
+    code, out, _ = await run_cli("check", "-c", str(config))
+    assert "no daemon answered: nobody is keeping these models; a keeper would:" in out
 
 
 async def test_status_with_nothing_answering_says_where_it_looked(tmp_path: Path) -> None:
@@ -338,3 +367,9 @@ async def test_demo_runs_and_ends_by_itself() -> None:
     assert "READY: the first warm pass is done" in out
     assert "Summary:" in out
     assert "Traceback" not in out + err
+    summary = next(line for line in out.splitlines() if line.startswith("Summary:"))
+    assert not re.search(r"\b1 [a-z ]+s\b", summary), summary  # "1 lease renewal", not "1 ...s"
+    assert "other client's" not in summary  # an 8 s demo has no client scene
+    assert "Its times are real time" in out  # the table is in one time scale, and says which
+    table = out.split("trace time.")[1].split("Summary:")[0]
+    assert "minute" not in table, table  # no real-time hour ("in 59 minutes") beside seconds

@@ -9,20 +9,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from ollama_keepwarm import __version__
 from ollama_keepwarm.core.config import (
     EX_CONFIG,
+    WEEK_S,
     Config,
     ConfigError,
     find_config,
     load_config,
     parse_duration_s,
+    parse_host,
 )
 from ollama_keepwarm.fake import cli as fake_cli
 
@@ -46,11 +49,52 @@ def _config_or_exit(args: argparse.Namespace) -> Config:
         raise SystemExit(EX_CONFIG) from None
 
 
+EX_USAGE = 2
+"""argparse's status for a bad command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in ONE line, naming the argument and the rule.
+
+    The default prints the whole usage first; a unit's journal or a script's log then shows a
+    screenful where one line says it all. ``--help`` still shows the usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _duration(text: str) -> float:
     try:
-        return parse_duration_s(text, "--timeout")
+        return parse_duration_s(text, "", maximum=WEEK_S)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(exc.reason) from None
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (``demo --duration``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > WEEK_S:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to {WEEK_S:g}")
+    return value
+
+
+def _file_name(text: str) -> str:
+    """``-c FILE``: an empty name would silently fall back to the search path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("names no file")
+    return text
+
+
+def _url(text: str) -> str:
+    """The daemon's HTTP endpoint (``status --url``): http(s)://host:port, nothing else."""
+    try:
+        return parse_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -107,8 +151,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EX_WARM_FAILED
     print(f"config {config.source or 'from the environment'}: ok, {len(config.models)} models")
     from ollama_keepwarm.commands.oneshot import check
+    from ollama_keepwarm.commands.status_client import fetch_daemon_status
 
-    reached, problems, lines = asyncio.run(check(config, args.timeout, _say))
+    daemon = asyncio.run(fetch_daemon_status(config))  # its view first: it keeps them
+    reached, problems, lines = asyncio.run(check(config, args.timeout, _say, daemon))
     print("\n".join(lines))
     if not reached:
         return EX_UNAVAILABLE
@@ -127,8 +173,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.config:
             _say(f"ollama-keepwarm: config error: {exc}")
             return EX_CONFIG
+        if exc.key or "no config file found" not in exc.reason:
+            # A file on the search path (or a variable) is broken: status still shows what it
+            # can, but must not pretend the config was read.
+            _say(f"ollama-keepwarm: not using the config: {exc}")
         config = None
-    document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))
+    try:
+        document: dict[str, Any] | None = asyncio.run(fetch_status(config, args.url))
+    except ConfigError as exc:  # no config, and $OLLAMA_HOST is no host
+        _say(f"ollama-keepwarm: config error: {exc}")
+        return EX_CONFIG
     if document is None:
         _say("ollama-keepwarm: nothing answered; tried " + "; ".join(tried(config, args.url)))
         return EX_UNAVAILABLE
@@ -190,6 +244,7 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: str | None = None) 
     parser.add_argument(
         "-c",
         "--config",
+        type=_file_name,
         metavar="FILE",
         help="config file (default: $OLLAMA_KEEPWARM_CONFIG, ./config.toml, "
         "/etc/ollama-keepwarm/config.toml)",
@@ -206,12 +261,17 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: str | None = None) 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ollama-keepwarm",
         description="Keep Ollama models warm across expiries, evictions, restarts and suspends.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Subcommands are _Parser too (argparse uses the parent's class); typed as the base class
+    # the modules that add subcommands expect.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+    )
 
     run = commands.add_parser("run", help="run the daemon (what systemd runs)")
     _add_common(run)
@@ -251,13 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show each kept model's state")
     _add_common(status)
     status.add_argument("--json", action="store_true", help="print the JSON document")
-    status.add_argument("--url", help="the daemon's HTTP endpoint (default: from the config)")
+    status.add_argument(
+        "--url", type=_url, help="the daemon's HTTP endpoint (default: from the config)"
+    )
     status.set_defaults(run=cmd_status)
 
     demo = commands.add_parser("demo", help="the daemon against a built-in fake Ollama, narrated")
     demo.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=45.0,
         metavar="SECONDS",
         help="how long the demo runs (default 45)",

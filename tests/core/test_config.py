@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ollama_keepwarm.core.config import (
     parse_config,
     parse_host,
 )
+from ollama_keepwarm.core.options import options_unknown_to
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +52,6 @@ class TestValid:
             ("-1", math.inf, -1),
             ('"-1"', math.inf, -1),
             ('"forever"', math.inf, -1),
-            ('"-1m"', math.inf, -1),
         ],
     )
     def test_keep_alive_forms(self, value: str, seconds: float, wire: object) -> None:
@@ -78,6 +79,13 @@ class TestValid:
         )
         hosts = [m.host for m in config.models]  # type: ignore[attr-defined]
         assert hosts == ["http://gpu1:11434", "http://gpu2:80"]
+
+    def test_a_bad_ollama_host_env_is_ignored_when_the_file_names_the_host(self) -> None:
+        """$OLLAMA_HOST set for another tool does not stop a config that names its host."""
+        config = parse('[ollama]\nhost = "gpu1"\n', OLLAMA_HOST="ftp://elsewhere")
+        assert config.ollama.host == "http://gpu1:11434"  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match=r"^OLLAMA_HOST: ftp:// is not a scheme"):
+            parse("", OLLAMA_HOST="ftp://elsewhere")
 
     def test_ollama_host_env_is_the_default(self) -> None:
         """Without [ollama].host, OLLAMA_HOST applies as the official clients parse it."""
@@ -108,6 +116,27 @@ def test_parse_host(raw: str | None, url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ftp://x:11434", "ftp:// is not a scheme Ollama speaks"),
+        ("http://", "'http://' names no host"),  # not http://http:11434
+        ("https://", "'https://' names no host"),
+        ("http:/x", "'http:/x' is not a URL"),
+        ("x:99999", "the port must be a number from 1 to 65535"),
+        ("x:", "the port after ':' is missing"),
+        ("user:pw@x", "credentials in the URL are not supported"),
+        ("x?a=1", "a host URL takes no query or fragment"),
+        ("a b", "'a b' is not a host name or IP address"),
+        ("[::1", "an IPv6 address in brackets"),
+    ],
+)
+def test_parse_host_refuses_what_no_client_could_dial(raw: str, reason: str) -> None:
+    """What would fail inside the HTTP client (reference §6) is refused, saying why."""
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_host(raw)
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ('[ollama]\nhots = "x"', "ollama.hots: unknown key"),
@@ -120,12 +149,12 @@ def test_parse_host(raw: str | None, url: str) -> None:
         ('[daemon]\non_gpu_lost = "systemctl restart ollama"', "daemon.on_gpu_lost: must be a"),
         ("[http]\nport = 70000", "http.port: must be between 0 and 65535"),
         ("[[models]]\nkeep_alive = 5", "models[0].name: is required"),
-        ('[[models]]\nname = ""', "models[0].name: must be a non-empty string"),
+        ('[[models]]\nname = ""', "models[0].name: must not be empty"),
         ('[[models]]\nname = "m"\nkeep_alive = 0', "models[0].keep_alive: 0 would unload"),
         ('[[models]]\nname = "m"\nkeep_alive = "0s"', "models[0].keep_alive: 0 would unload"),
         ('[[models]]\nname = "m"\nkeep_alive = 1e12', "models[0].keep_alive: is too large"),
         ('[[models]]\nname = "m"\noptions = 5', "models[0].options: must be a table"),
-        ('[[models]]\nname = "m"\noptions = { x = {} }', "models[0].options.x: must be"),
+        ('[[models]]\nname = "m"\noptions = { x = {} }', "models[0].options.x: unknown load"),
         ('[[models]]\nname = "m"\npriority = "high"', "models[0].priority: must be an integer"),
         ('[[models]]\nname = "m"\nkeepalive = "5m"', "models[0].keepalive: unknown key"),
         ('[[models]]\nname = "gpt-oss:120b-cloud"', "models[0].name: 'gpt-oss:120b-cloud' is a"),
@@ -161,3 +190,22 @@ def test_find_config_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert find_config(None, {"OLLAMA_KEEPWARM_CONFIG": "y.toml"}) == Path("y.toml")
     (tmp_path / "config.toml").write_text("")
     assert find_config(None, {}) == Path("config.toml")
+
+
+@pytest.mark.parametrize(
+    ("version", "options", "unknown"),
+    [
+        ("0.24.0", {"num_ctx": 8192}, []),
+        ("0.24.0", {"draft_num_predict": 4}, ["draft_num_predict (Ollama 0.30.0+)"]),
+        ("0.29.9", {"draft_num_predict": 4}, ["draft_num_predict (Ollama 0.30.0+)"]),
+        ("0.30.0", {"draft_num_predict": 4}, []),
+        ("0.32.15", {"draft_num_predict": 4, "num_ctx": 1}, []),
+        ("0.0.0", {"draft_num_predict": 4}, []),  # a build from source
+        ("dev", {"draft_num_predict": 4}, []),  # unparsable: the benefit of the doubt
+    ],
+)
+def test_options_per_ollama_version(
+    version: str, options: dict[str, int], unknown: list[str]
+) -> None:
+    """Load options are a known set per Ollama version (§4.6): check names the ones it ignores."""
+    assert options_unknown_to(version, options) == unknown

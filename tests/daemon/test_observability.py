@@ -403,6 +403,7 @@ async def test_status_json_schema() -> None:
         "summary",
         "resumes",
         "config",
+        "config_reload",  # None, or the failed reload (tests/daemon/test_reload_failed.py)
         "hosts",
     }
     assert document["source"] == "daemon"

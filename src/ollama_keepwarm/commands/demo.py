@@ -77,6 +77,11 @@ class _Narrator:
         return f"[{time.monotonic() - self.started:5.1f}s]"
 
 
+def _plural(count: int, noun: str) -> str:
+    """ "1 lease renewal", "2 lease renewals"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 async def _client_load(url: str, model: str) -> None:
     """Another client's request: the keep_alive its library defaults to (none sent)."""
     async with aiohttp.ClientSession() as session:
@@ -109,7 +114,9 @@ async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None
                 "daemon": {
                     "poll_interval": "1s",
                     "refresh_before": "8s",
-                    "health_interval": "1h",
+                    # The fake's hour is a minute: so is the health check's, or the final
+                    # table would mix trace time (leases) with real time ("in 59 minutes").
+                    "health_interval": f"{3600 / TIME_SCALE:g}s",
                     # Its own socket and state, away from any real daemon on this machine.
                     "control_socket": str(scratch / "control.sock"),
                     "state_dir": str(scratch),
@@ -131,6 +138,7 @@ async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None
         def listed() -> set[str]:
             return {r.name for r in fake.runners()}
 
+        client_loads = 0
         if ok and time.monotonic() + 20 < end:
             say("\nScene 2: leases run out after 30 s; the keeper renews each ~8 s before.")
             renewed = narrator.counts["model_refreshed"]
@@ -142,6 +150,7 @@ async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None
                 "whose weights hash sorts first)."
             )
             evictions = len(fake.evictions)
+            client_loads += 1
             await _client_load(fake.url, "llama3.2:3b")
             await _wait(
                 lambda: (
@@ -167,15 +176,22 @@ async def run_demo(duration_s: float = 45.0, write: Callable[[str], None] | None
             await _wait(lambda: len(listed()) == 3, end)
             say("  All three are warm again before any client asks.")
         await _wait(lambda: False, end)
-        say("\nStatus at the end (what `ollama-keepwarm status` shows):\n")
+        say(
+            "\nStatus at the end (what `ollama-keepwarm status` shows). Its times are real "
+            f"time: the fake runs {TIME_SCALE:g}x\nfaster, so 30 seconds here is 30 minutes "
+            "of trace time.\n"
+        )
         say(render_table(keeper.status()))
         keeper.request_stop()
         await task
         counts = narrator.counts
         say(
-            f"Summary: {len(fake.loads)} loads in Ollama (one was the other client's), "
-            f"{counts['model_refreshed']} lease renewals, {len(fake.evictions)} evictions, "
-            f"{counts['warm_failed']} failed warms, in {time.monotonic() - started:.0f}s."
+            f"Summary: {_plural(len(fake.loads), 'load')} in Ollama"
+            + (" (one was the other client's)" if client_loads else "")
+            + f", {_plural(counts['model_refreshed'], 'lease renewal')}, "
+            f"{_plural(len(fake.evictions), 'eviction')}, "
+            f"{_plural(counts['warm_failed'], 'failed warm')}, "
+            f"in {time.monotonic() - started:.0f}s."
         )
         say(
             "Next: `ollama-keepwarm fake-ollama --port 11434` gives you the fake to poke at; "

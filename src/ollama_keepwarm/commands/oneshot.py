@@ -13,12 +13,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import Config, ModelConfig
+from ollama_keepwarm.core.options import options_unknown_to
 from ollama_keepwarm.core.prime import Prime
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.daemon.state import LoadTimeStore
@@ -200,12 +201,32 @@ async def _warm_one(
     )
 
 
-async def check(config: Config, timeout_s: float, say: Say) -> tuple[bool, int, list[str]]:
-    """Reach every host, check each model exists, and say what the keeper would do now.
+def _daemon_rows(daemon: Mapping[str, Any] | None) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The running daemon's model rows by (host, name), from its status document."""
+    rows: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for host in (daemon or {}).get("hosts", []):
+        for row in host.get("models", []):
+            rows[(str(host.get("host")), str(row.get("name")))] = row
+    return rows
+
+
+async def check(
+    config: Config, timeout_s: float, say: Say, daemon: Mapping[str, Any] | None = None
+) -> tuple[bool, int, list[str]]:
+    """Reach every host, check each model exists, and say what is done about each.
+
+    With ``daemon`` (the running daemon's status document) each line is the daemon's view: it
+    keeps them, and a fresh plan ("claim the lease") would be false. Without, the lines say
+    what a keeper would do on start, and that nobody keeps them now.
 
     Returns whether every host answered, how many models have a problem, and the lines to print.
     """
+    kept = _daemon_rows(daemon)
     lines: list[str] = []
+    if daemon is None:
+        lines.append("no daemon answered: nobody is keeping these models; a keeper would:")
+    else:
+        lines.append(f"{daemon.get('reached', 'the daemon')} keeps them; its view:")
     reached, problems = True, 0
     async with aiohttp.ClientSession() as session:
         for host in config.hosts:
@@ -226,10 +247,22 @@ async def check(config: Config, timeout_s: float, say: Say) -> tuple[bool, int, 
             lines.append(f"{host}: Ollama {version}, {len(snapshot.models)} loaded")
             for decision in plan.decide(models, config.daemon, snapshot, {}, now):
                 note = await _model_note(client, decision.model)
+                ignored = options_unknown_to(version or "", decision.model.options)
+                if ignored and not note.startswith("PROBLEM"):
+                    note = (
+                        f"PROBLEM options: Ollama {version} does not read {', '.join(ignored)}; "
+                        "it would ignore them"
+                    )
                 problems += note.startswith("PROBLEM")
+                row = kept.get((host, decision.model.name))
+                if daemon is None:
+                    what, why = decision.action.value, decision.reason
+                elif row is None:
+                    what, why = "-", "not kept by the running daemon (reload it to take this file)"
+                else:
+                    what, why = str(row.get("state")), str(row.get("reason"))
                 lines.append(
-                    f"  {decision.model.name:<32} {decision.action.value:<8} {decision.reason}"
-                    + (f"  [{note}]" if note else "")
+                    f"  {decision.model.name:<32} {what:<8} {why}" + (f"  [{note}]" if note else "")
                 )
                 prefix = decision.model.prime
                 if prefix is not None and not note.startswith("PROBLEM"):
@@ -297,6 +330,6 @@ async def _model_note(client: OllamaClient, model: ModelConfig) -> str:
     try:
         info = await client.show(model.name)
     except OllamaError as exc:
-        kind, hint = plan.classify_error(exc.status, exc.message)
+        kind, hint = plan.classify_error(exc.status, exc.message, model.name)
         return f"PROBLEM {kind}: {exc.message} ({hint})"
     return "embedding-only: warmed through /api/embed" if info.embedding_only else ""

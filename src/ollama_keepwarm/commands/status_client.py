@@ -14,15 +14,29 @@ from typing import Any
 import aiohttp
 
 from ollama_keepwarm.core import plan
-from ollama_keepwarm.core.config import Config, DaemonConfig, ModelConfig, parse_host
+from ollama_keepwarm.core.config import Config, ConfigError, DaemonConfig, ModelConfig, parse_host
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.daemon.control import ControlError, default_socket_path, send_command
 from ollama_keepwarm.daemon.status import model_entry
 from ollama_keepwarm.ollama import OllamaClient, OllamaError
 
-__all__ = ["fetch_status"]
+__all__ = ["env_host", "fetch_daemon_status", "fetch_status"]
 
 _SHORT = aiohttp.ClientTimeout(total=3)
+_ACTS = frozenset({plan.Action.WARM, plan.Action.REFRESH, plan.Action.UNLOAD})
+"""What a keeper would do now; without one, the fallback view says nobody does it."""
+
+
+def env_host() -> str:
+    """``$OLLAMA_HOST`` as a URL, for when no config names the hosts.
+
+    Raises:
+        ConfigError: naming OLLAMA_HOST, when no client could dial it.
+    """
+    try:
+        return parse_host(os.environ.get("OLLAMA_HOST"))
+    except ValueError as exc:
+        raise ConfigError("OLLAMA_HOST", str(exc)) from None
 
 
 async def _from_daemon(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
@@ -42,7 +56,7 @@ async def _from_daemon(session: aiohttp.ClientSession, url: str) -> dict[str, An
 async def _from_ollama(
     session: aiohttp.ClientSession, config: Config | None
 ) -> dict[str, Any] | None:
-    hosts = config.hosts if config else (parse_host(os.environ.get("OLLAMA_HOST")),)
+    hosts = config.hosts if config else (env_host(),)
     entries: list[dict[str, Any]] = []
     reached = False
     now = datetime.now().astimezone()
@@ -62,6 +76,15 @@ async def _from_ollama(
         decisions = plan.decide(
             models, config.daemon if config else DaemonConfig(), snapshot, {}, now
         )
+        entries_of_host = []
+        for decision in decisions:  # no daemon: nothing will refresh anything
+            entry = model_entry(decision, plan.ModelState(), now)
+            entry["next_refresh_in_s"] = None
+            if decision.action in _ACTS:
+                entry["reason"] = (
+                    f"nobody keeps it (a keeper would {decision.action.value}: {decision.reason})"
+                )
+            entries_of_host.append(entry)
         entries.append(
             {
                 "host": host,
@@ -69,7 +92,7 @@ async def _from_ollama(
                 "version": version,
                 "poll_errors": 0,
                 "polled_at": now.isoformat() if snapshot else None,
-                "models": [model_entry(d, plan.ModelState(), now) for d in decisions],
+                "models": entries_of_host,
             }
         )
     if not reached:
@@ -79,7 +102,7 @@ async def _from_ollama(
         "now": now.isoformat(),
         "ready": None,
         "all_warm": all(m["state"] == "warm" for h in entries for m in h["models"]),
-        "summary": "no daemon answered; this is Ollama's own view",
+        "summary": "no daemon answered: nobody is keeping these models; this is Ollama's own view",
         "resumes": None,
         "config": str(config.source) if config and config.source else "",
         "hosts": entries,
@@ -117,9 +140,22 @@ def tried(config: Config | None, url: str | None) -> list[str]:
         url = f"http://{config.http.host}:{config.http.port}"
     if url or config is None:
         places.append(f"the daemon at {url or 'http://127.0.0.1:11435'}")
-    hosts = config.hosts if config else (parse_host(os.environ.get("OLLAMA_HOST")),)
+    hosts = config.hosts if config else (env_host(),)
     places.append("Ollama at " + ", ".join(hosts or (parse_host(None),)))
     return places
+
+
+async def fetch_daemon_status(config: Config) -> dict[str, Any] | None:
+    """The running daemon's own status document (its socket, then its HTTP endpoint), or None.
+
+    ``check`` asks it first: while a daemon keeps the models, its view is the truth, not what
+    a fresh keeper would plan.
+    """
+    document = await _from_socket(config)
+    if document is None and config.http.enabled:
+        async with aiohttp.ClientSession() as session:
+            document = await _from_daemon(session, f"http://{config.http.host}:{config.http.port}")
+    return document
 
 
 async def fetch_status(config: Config | None, url: str | None) -> dict[str, Any] | None:

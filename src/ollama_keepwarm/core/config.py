@@ -7,12 +7,11 @@ to a default on a box that runs for years.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import ipaddress
 import math
 import os
 import tomllib
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,10 @@ from ollama_keepwarm.core.durations import (
     format_go_duration,
     parse_go_duration,
 )
-from ollama_keepwarm.core.names import is_cloud_model, match_key
+from ollama_keepwarm.core.hosts import DEFAULT_HOST, HOSTNAME, parse_host
+from ollama_keepwarm.core.names import is_cloud_model, match_key, name_problem
+from ollama_keepwarm.core.options import kind_of as _kind
+from ollama_keepwarm.core.options import option_problem
 from ollama_keepwarm.core.prime import CHAT, GENERATE, Message, Prime
 
 __all__ = [
@@ -52,9 +54,15 @@ __all__ = [
 EX_CONFIG = 78
 """sysexits.h: configuration error. The unit sets RestartPreventExitStatus=78."""
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
 SEARCH_PATH = (Path("config.toml"), Path("/etc/ollama-keepwarm/config.toml"))
 FOREVER = math.inf
+WEEK_S = 7 * 86400.0
+"""The longest interval or timeout a daemon setting takes: beyond it is a typo, and the
+scheduler's arithmetic would overflow near Go's ~292 years."""
+MIN_POLL_S = 0.05
+"""The shortest poll: a shorter one would only hammer Ollama's ``/api/ps``."""
+MIN_TIMEOUT_S = 0.1
+"""The shortest request or load timeout: a shorter one fails every call, even to a local Ollama."""
 
 
 class ConfigError(Exception):
@@ -165,48 +173,14 @@ def keep_alive_wire(seconds: float) -> int | str:
     return format_go_duration(round(seconds * NS_PER_SECOND))
 
 
-def parse_host(raw: str | None) -> str:
-    """Turn an ``OLLAMA_HOST``-style value into a base URL, as ollama-python's ``_parse_host``.
-
-    ``0.0.0.0`` and ``::`` are bind-all addresses; we dial loopback for them (Ollama's own
-    ``ConnectableHost``).
-    """
-    text = (raw or "").strip().strip("\"'")
-    port = 11434
-    scheme, _, hostport = text.partition("://")
-    if not hostport:
-        scheme, hostport = "http", text
-    elif scheme == "http":
-        port = 80
-    elif scheme == "https":
-        port = 443
-    with contextlib.suppress(ValueError):  # a bare IPv6 address, as Ollama's own parser allows
-        if isinstance(ipaddress.ip_address(hostport), ipaddress.IPv6Address):
-            hostport = f"[{hostport}]"
-    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
-    try:
-        host = split.hostname or "127.0.0.1"
-        port = split.port or port
-    except ValueError as exc:
-        raise ValueError(f"not a host[:port] or URL: {raw!r}") from exc
-    if host == "0.0.0.0":
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    try:
-        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
-            host = f"[{host}]"
-    except ValueError:
-        pass
-    path = split.path.strip("/")
-    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
-
-
-def parse_duration_s(value: object, key: str, *, allow_forever: bool = False) -> float:
+def parse_duration_s(
+    value: object, key: str, *, allow_forever: bool = False, maximum: float | None = None
+) -> float:
     """Parse a duration in Ollama's syntax: Go strings (``"5m"``) or a number of seconds.
 
-    With ``allow_forever`` (leases), ``-1``, ``"-1"``, ``"forever"`` and any negative value mean
-    forever, as Ollama treats negatives; elsewhere a duration must be positive.
+    With ``allow_forever`` (leases), ``-1``, ``"-1"`` and ``"forever"`` mean forever; any other
+    negative is refused (Ollama would read it as forever too, which ``-30`` does not say).
+    Elsewhere a duration must be positive, and at most ``maximum`` when one is given.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(key, f'must be a duration such as "5m" or seconds, not {_kind(value)}')
@@ -222,29 +196,33 @@ def parse_duration_s(value: object, key: str, *, allow_forever: bool = False) ->
     else:
         seconds = float(value)
         if math.isnan(seconds) or math.isinf(seconds):
-            raise ConfigError(key, "must be a finite number of seconds")
+            hint = ' (write -1 or "forever" for a lease that never ends)' if allow_forever else ""
+            raise ConfigError(key, f"must be a finite number of seconds{hint}")
+        if allow_forever and seconds == -1:
+            return FOREVER
         if seconds * NS_PER_SECOND >= INFINITE_NS:
+            if not allow_forever and maximum is not None:
+                limit = format_go_duration(round(maximum * NS_PER_SECOND))
+                raise ConfigError(key, f"must be at most {limit}")
             raise ConfigError(key, "is too large for Ollama; use -1 for forever")
     if seconds < 0:
         if allow_forever:
-            return FOREVER
+            # Ollama reads any negative as forever (§1.1); -30 reads like 30 seconds, so only
+            # the spelling that says forever is taken.
+            raise ConfigError(
+                key,
+                f"{value!r} is negative, which Ollama reads as forever: write -1 (or "
+                '"forever") if you mean forever, else a positive duration',
+            )
         raise ConfigError(key, "must not be negative")
     if seconds == 0:
         reason = "0 would unload the model at once; use -1 for forever" if allow_forever else ""
         raise ConfigError(key, reason or "must be greater than 0")
+    if maximum is not None and seconds > maximum:
+        raise ConfigError(
+            key, f"must be at most {format_go_duration(round(maximum * NS_PER_SECOND))}"
+        )
     return seconds
-
-
-def _kind(value: object) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)
 
 
 class _Table:
@@ -267,18 +245,39 @@ class _Table:
         self._seen.add(name)
         return self._raw.get(name)
 
-    def duration(self, name: str, default: float, *, allow_forever: bool = False) -> float:
+    def duration(
+        self,
+        name: str,
+        default: float,
+        *,
+        allow_forever: bool = False,
+        maximum: float | None = None,
+        minimum: float = 0.0,
+    ) -> float:
         if not self.has(name):
             self._seen.add(name)
             return default
-        return parse_duration_s(self.get(name), self.key(name), allow_forever=allow_forever)
+        seconds = parse_duration_s(
+            self.get(name), self.key(name), allow_forever=allow_forever, maximum=maximum
+        )
+        if seconds < minimum:
+            raise ConfigError(
+                self.key(name), f"must be at least {format_go_duration(round(minimum * 1e9))}"
+            )
+        return seconds
 
     def string(self, name: str, default: str) -> str:
         value = self.get(name)
         if value is None:
             return default
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
             raise ConfigError(self.key(name), f"must be a non-empty string, not {_kind(value)}")
+        if not value.strip():
+            raise ConfigError(
+                self.key(name), "must not be empty (leave the key out for the default)"
+            )
+        if "\x00" in value:
+            raise ConfigError(self.key(name), "contains a NUL character")
         return value.strip()
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
@@ -312,6 +311,8 @@ def _host(table: _Table, name: str, default: str) -> str:
         return default
     if not isinstance(raw, str):
         raise ConfigError(table.key(name), f"must be a string, not {_kind(raw)}")
+    if not raw.strip():
+        raise ConfigError(table.key(name), "must not be empty (leave the key out for the default)")
     try:
         return parse_host(raw)
     except ValueError as exc:
@@ -320,13 +321,23 @@ def _host(table: _Table, name: str, default: str) -> str:
 
 def _parse_ollama(raw: object, environ: Mapping[str, str]) -> OllamaConfig:
     table = _Table(raw, "ollama")
-    default_host = (
-        parse_host(environ.get("OLLAMA_HOST")) if environ.get("OLLAMA_HOST") else DEFAULT_HOST
-    )
+    default_host = DEFAULT_HOST
+    if not table.has("host"):  # $OLLAMA_HOST only matters (and is only checked) when used
+        try:
+            default_host = parse_host(environ.get("OLLAMA_HOST"))
+        except ValueError as exc:
+            raise ConfigError("OLLAMA_HOST", str(exc)) from None
     config = OllamaConfig(
         host=_host(table, "host", default_host),
-        load_timeout_s=table.duration("load_timeout", _OLLAMA_DEFAULTS.load_timeout_s),
-        request_timeout_s=table.duration("request_timeout", _OLLAMA_DEFAULTS.request_timeout_s),
+        load_timeout_s=table.duration(
+            "load_timeout", _OLLAMA_DEFAULTS.load_timeout_s, maximum=WEEK_S, minimum=MIN_TIMEOUT_S
+        ),
+        request_timeout_s=table.duration(
+            "request_timeout",
+            _OLLAMA_DEFAULTS.request_timeout_s,
+            maximum=WEEK_S,
+            minimum=MIN_TIMEOUT_S,
+        ),
         cgroup=_cgroup(table),
     )
     table.finish()
@@ -368,21 +379,48 @@ def _parse_daemon(raw: object) -> DaemonConfig:
     defaults = DaemonConfig()
     on_gpu_lost = _command(table, "on_gpu_lost")
     config = DaemonConfig(
-        poll_interval_s=table.duration("poll_interval", defaults.poll_interval_s),
-        refresh_before_s=table.duration("refresh_before", defaults.refresh_before_s),
-        health_interval_s=table.duration("health_interval", defaults.health_interval_s),
-        ready_timeout_s=table.duration("ready_timeout", defaults.ready_timeout_s),
-        down_poll_max_s=table.duration("down_poll_max", defaults.down_poll_max_s),
-        resume_threshold_s=table.duration("resume_threshold", defaults.resume_threshold_s),
-        conflict_retry_s=table.duration("conflict_retry", defaults.conflict_retry_s),
+        poll_interval_s=table.duration(
+            "poll_interval", defaults.poll_interval_s, maximum=WEEK_S, minimum=MIN_POLL_S
+        ),
+        refresh_before_s=table.duration(
+            "refresh_before", defaults.refresh_before_s, maximum=WEEK_S
+        ),
+        health_interval_s=table.duration(
+            "health_interval", defaults.health_interval_s, maximum=WEEK_S
+        ),
+        ready_timeout_s=table.duration("ready_timeout", defaults.ready_timeout_s, maximum=WEEK_S),
+        down_poll_max_s=table.duration(
+            "down_poll_max", defaults.down_poll_max_s, maximum=WEEK_S, minimum=MIN_POLL_S
+        ),
+        resume_threshold_s=table.duration(
+            "resume_threshold", defaults.resume_threshold_s, maximum=WEEK_S
+        ),
+        conflict_retry_s=table.duration(
+            "conflict_retry", defaults.conflict_retry_s, maximum=WEEK_S
+        ),
         on_gpu_lost=on_gpu_lost,
         on_runner_wedged=_command(table, "on_runner_wedged"),
-        control_socket=table.string("control_socket", ""),
+        control_socket=_socket_path(table),
         state_dir=table.string("state_dir", ""),
         timezone=_timezone(table),
     )
     table.finish()
     return config
+
+
+SOCKET_PATH_MAX = 107
+"""sun_path holds 108 bytes with the terminating NUL: a longer path cannot be bound."""
+
+
+def _socket_path(table: _Table) -> str:
+    path = table.string("control_socket", "")
+    size = len(path.encode("utf-8", "surrogateescape"))
+    if size > SOCKET_PATH_MAX:
+        raise ConfigError(
+            table.key("control_socket"),
+            f"is {size} bytes long; a Unix socket path has at most {SOCKET_PATH_MAX}",
+        )
+    return path
 
 
 def _timezone(table: _Table) -> str:
@@ -418,33 +456,41 @@ def _when(table: _Table) -> tuple[tuple[windows.Interval, ...] | None, tuple[str
     return windows.parse_windows(raw), tuple(raw)
 
 
+def _listen_host(table: _Table) -> str:
+    """``[http] host``: an address or name to bind, not a URL (a typo fails at bind otherwise)."""
+    host = table.string("host", _HTTP_DEFAULTS.host)
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        if not HOSTNAME.fullmatch(bare):
+            raise ConfigError(
+                table.key("host"), f"{host!r} is not an address to listen on (e.g. 127.0.0.1)"
+            ) from None
+    return bare
+
+
 def _parse_http(raw: object) -> HttpConfig:
     table = _Table(raw, "http")
     config = HttpConfig(
         enabled=table.boolean("enabled", _HTTP_DEFAULTS.enabled),
-        host=table.string("host", _HTTP_DEFAULTS.host),
+        host=_listen_host(table),
         port=table.integer("port", _HTTP_DEFAULTS.port, low=0, high=65535),
     )
     table.finish()
     return config
 
 
-_OPTION_TYPES = (bool, int, float, str)
-
-
 def _parse_options(raw: object, key: str) -> Mapping[str, Any]:
+    """``options``: only the load-time options Ollama compares (a typo would be sent and lost)."""
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, Mapping):
         raise ConfigError(key, f"must be a table such as {{ num_ctx = 8192 }}, not {_kind(raw)}")
     for name, value in raw.items():
-        ok = isinstance(value, _OPTION_TYPES) or (
-            isinstance(value, list) and all(isinstance(item, _OPTION_TYPES) for item in value)
-        )
-        if not ok:
-            raise ConfigError(
-                f"{key}.{name}", f"must be a number, string, boolean or array, not {_kind(value)}"
-            )
+        problem = option_problem(str(name), value)
+        if problem:
+            raise ConfigError(f"{key}.{name}", problem)
     return MappingProxyType(dict(raw))
 
 
@@ -525,7 +571,19 @@ def _parse_model(
     table = _Table(raw, f"models[{index}]")
     if not table.has("name"):
         raise ConfigError(table.key("name"), "is required")
-    name = table.string("name", "")
+    raw_name = table.get("name")
+    if not isinstance(raw_name, str):
+        raise ConfigError(table.key("name"), f"must be a model name string, not {_kind(raw_name)}")
+    name = raw_name.strip()
+    if not name:
+        raise ConfigError(table.key("name"), "must not be empty: name a model, e.g. llama3.2")
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(
+            table.key("name"),
+            f"{raw_name!r} is not a name Ollama accepts ({problem}); it would answer "
+            '"invalid model name"',
+        )
     if is_cloud_model(name):
         raise ConfigError(
             table.key("name"),
@@ -557,7 +615,20 @@ def _parse_model(
         raise ConfigError(table.key(key), "has no effect without `when`")
     if model.lead_s is not None and model.lead_s > windows.MAX_LEAD_S:
         raise ConfigError(table.key("lead"), "must be at most 24h")
+    if model.when is not None and math.isinf(model.keep_alive_s) and after_window == "expire":
+        # A forever lease never expires: outside its windows the model would stay in VRAM.
+        raise ConfigError(
+            table.key("keep_alive"),
+            "-1 (forever) with `when` never leaves VRAM outside the windows, as after_window = "
+            '"expire" waits for a lease that never ends: set after_window = "unload" or a '
+            "finite keep_alive",
+        )
     return model
+
+
+def _or_empty(value: object) -> object:
+    """A table left out is empty; ``daemon = []`` or ``= false`` is an error, not a default."""
+    return {} if value is None else value
 
 
 def parse_config(
@@ -577,9 +648,9 @@ def parse_config(
     """
     env = os.environ if environ is None else environ
     top = _Table(raw, "")
-    ollama = _parse_ollama(top.get("ollama") or {}, env)
-    daemon = _parse_daemon(top.get("daemon") or {})
-    http = _parse_http(top.get("http") or {})
+    ollama = _parse_ollama(_or_empty(top.get("ollama")), env)
+    daemon = _parse_daemon(_or_empty(top.get("daemon")))
+    http = _parse_http(_or_empty(top.get("http")))
     raw_models = top.get("models")
     top.finish()
     if raw_models is None:
@@ -618,13 +689,7 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            with path.open("rb") as handle:
-                raw = tomllib.load(handle)
-        except OSError as exc:
-            raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
+        raw = _read_toml(path)
     try:
         merged, layer = envconfig.read_env(env).beneath(raw)
     except envconfig.EnvError as exc:
@@ -633,12 +698,46 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
 
     def read_text(name: str) -> str:
         # Relative to the config file; read at every (re)load, so SIGHUP picks up an edit.
-        return (base / Path(name).expanduser()).read_text(encoding="utf-8")
+        with (base / Path(name).expanduser()).open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        return data.decode("utf-8")
 
     try:
         return parse_config(merged, source=path, environ=env, read_text=read_text)
     except ConfigError as exc:
         raise ConfigError(*layer.explain(exc.key, exc.reason)) from None
+
+
+MAX_CONFIG_BYTES = 16 << 20
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML document; every way it can fail is a ConfigError naming the file."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)  # /dev/zero must not fill the memory
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        limit = MAX_CONFIG_BYTES >> 20
+        raise ConfigError("", f"{path}: larger than {limit} MiB, which no config file is")
+    try:
+        text = data.decode("utf-8-sig")  # an editor's byte-order mark is harmless
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            "",
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "TOML files must be UTF-8: save it as UTF-8",
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError("", f"{path}: invalid TOML: nested too deeply") from None
 
 
 def find_config(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path | None:

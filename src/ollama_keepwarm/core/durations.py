@@ -37,12 +37,20 @@ class DurationError(ValueError):
     """A string Go's ``time.ParseDuration`` rejects; ``str()`` is Go's own message."""
 
 
+def _bytes(char: str) -> bytes:
+    """The bytes behind one character; a non-UTF-8 environment value gives lone surrogates."""
+    try:
+        return char.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return char.encode("utf-8", "backslashreplace")
+
+
 def go_quote(text: str) -> str:
     """Quote ``text`` the way Go's ``time`` package does in its error messages."""
     out = ['"']
     for char in text:
         if char >= "\x80" or char < " ":
-            out.extend(f"\\x{byte:02x}" for byte in char.encode())
+            out.extend(f"\\x{byte:02x}" for byte in _bytes(char))
         else:
             if char in '"\\':
                 out.append("\\")

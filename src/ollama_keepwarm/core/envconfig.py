@@ -3,11 +3,15 @@
 A container is configured by its environment, so ``run`` needs no file there:
 
 - ``OLLAMA_KEEPWARM_MODELS="llama3.1:8b?keep_alive=1h&num_ctx=8192&priority=10,nomic-embed-text"``:
-  models separated by commas (or whitespace, for a YAML block with one model a line), each
+  models separated by commas (or new lines, for a YAML block with one model a line), each
   with query parameters, the syntax of Ollama's own open preload proposal (ollama/ollama#13342,
   ``OLLAMA_PRELOAD_MODELS``). ``keep_alive`` (or that proposal's ``keepalive``), ``priority``,
-  ``verify`` and ``host`` are the model's keys; every other parameter is a load option
-  (``num_ctx=8192``); a repeated one is an array (``stop=a&stop=b``).
+  ``verify``, ``host``, ``when`` (repeatable), ``after_window``, ``lead`` and the ``prime*`` keys
+  are the model's keys; every other parameter is a load option (``num_ctx=8192``), checked by
+  ``core/config.py`` against the known set like a file's ``options``. A parameter given twice
+  is an error (``when`` excepted). A space does not separate models: ``llama 3.1:8b`` is one
+  name, which config.py refuses as Ollama would. Values are URL-encoded: a comma in a ``prime``
+  is ``%2C`` (a bare one starts the next model).
 - ``OLLAMA_KEEPWARM_<KEY>`` for the ``[daemon]`` keys (``OLLAMA_KEEPWARM_POLL_INTERVAL=5s``),
   ``OLLAMA_KEEPWARM_HTTP_<KEY>`` for ``[http]`` (the prefix keeps ``HTTP_HOST`` apart from
   Ollama's host), and ``OLLAMA_KEEPWARM_LOAD_TIMEOUT`` / ``_REQUEST_TIMEOUT`` for ``[ollama]``.
@@ -67,6 +71,9 @@ VARIABLES: Mapping[str, tuple[str, str, Kind]] = {
 _MODEL_KEYS = {"keep_alive": "keep_alive", "keepalive": "keep_alive", "priority": "priority"}
 _MODEL_KEYS |= {"verify": "verify", "host": "host"}
 _MODEL_KEYS |= {"after_window": "after_window", "lead": "lead"}
+_MODEL_KEYS |= {k: k for k in ("prime", "prime_file", "prime_endpoint", "prime_raw")}
+_TEXT_KEYS = {"prime", "prime_file", "prime_endpoint", "host", "after_window"}
+"""Model keys whose value is text as written (a prompt of ``1`` is the text "1")."""
 _LIST_KEYS = {"when"}
 """Model keys that are lists: each repetition adds one (``when=mon-fri+08:00-19:00&when=...``)."""
 _RESERVED = {
@@ -177,7 +184,7 @@ def parse_models(text: str) -> tuple[Mapping[str, Any], ...]:
     Raises:
         EnvError: an entry without a name, a malformed or repeated parameter, a reserved one.
     """
-    entries = [entry for entry in re.split(r"[,\s]+", text) if entry]
+    entries = [entry.strip() for entry in re.split(r"[,\n]+", text) if entry.strip()]
     return tuple(_parse_model(entry, number) for number, entry in enumerate(entries, 1))
 
 
@@ -198,6 +205,8 @@ def _parse_model(entry: str, number: int) -> dict[str, Any]:
     for raw_key, raw_value in pairs:
         key = raw_key.strip()
         value = _scalar(raw_value.strip())
+        if not key:
+            raise EnvError(MODELS_VAR, f"{where}: a parameter has no name ({query!r})")
         if key in _RESERVED:
             raise EnvError(MODELS_VAR, f"{where}: {key}: not a parameter ({_RESERVED[key]})")
         if key in _LIST_KEYS:
@@ -206,10 +215,9 @@ def _parse_model(entry: str, number: int) -> dict[str, Any]:
             target = _MODEL_KEYS[key]
             if target in model:
                 raise EnvError(MODELS_VAR, f"{where}: {key}: given twice")
-            model[target] = value
+            model[target] = raw_value.strip() if target in _TEXT_KEYS else value
         elif key in options:
-            previous = options[key]
-            options[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            raise EnvError(MODELS_VAR, f"{where}: {key}: given twice")
         else:
             options[key] = value
     if options:
@@ -223,8 +231,7 @@ def _scalar(text: str) -> bool | int | float | str:
     if lowered in {"true", "false"}:
         return lowered == "true"
     if _NUMBER.fullmatch(text):
-        number = float(text)
-        return int(number) if re.fullmatch(r"[+-]?\d+", text) else number
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
     return text
 
 

@@ -50,11 +50,15 @@ def make_app(read_status: StatusSource, read_metrics: Exposition) -> web.Applica
             if m["state"] in {"mismatch", "conflict"}
         ]
         down = [h["host"] for h in document["hosts"] if not h["ollama_up"]]
+        # A failed reload does not make the kept models cold: said, not a 503 (issue 24).
+        reload = (document.get("config_reload") or {}).get("note")
+        extra = {"config_reload_failed": reload} if reload else {}
         if cold or down or not document["hosts"]:
             return web.json_response(
-                {"ready": False, "cold": cold, "ollama_down": down, "notes": notes}, status=503
+                {"ready": False, "cold": cold, "ollama_down": down, "notes": notes, **extra},
+                status=503,
             )
-        return web.json_response({"ready": True, "cold": [], "notes": notes})
+        return web.json_response({"ready": True, "cold": [], "notes": notes, **extra})
 
     async def status(_request: web.Request) -> web.Response:
         return web.json_response(read_status())

@@ -71,6 +71,8 @@ class Keeper:
         self.ready = asyncio.Event()
         self.started_at = self._clocks.wall()
         self._config_loaded_at = self.started_at
+        # input (issue 24): the last failed reload, shown by status until a good one.
+        self._reload_failed: tuple[datetime, str] | None = None
         self.resumes = 0
         self._should_exit = asyncio.Event()
         self._scheduler: Any = None
@@ -346,7 +348,9 @@ class Keeper:
                 keeping=f"the running config, loaded at {self._config_loaded_at:%Y-%m-%d %H:%M:%S}",
             )
             self._notifier.status(f"config reload failed, kept the running config: {exc}")
+            self._reload_failed = (self._clocks.wall(), str(exc))  # input (issue 24)
             return
+        self._reload_failed = None  # input (issue 24)
         self._notifier.reloading()
         old_daemon = self.config.daemon
         fixed = _restart_only_changes(self.config, new)
@@ -459,6 +463,9 @@ class Keeper:
             ready=self.ready.is_set(),
             resumes=self.resumes,
             config_source=str(self.config.source or ""),
+            config_loaded_at=self._config_loaded_at,
+            reload_failed_at=self._reload_failed[0] if self._reload_failed else None,
+            reload_error=self._reload_failed[1] if self._reload_failed else "",
         )
         return build_status(view, self._clocks.wall())
 

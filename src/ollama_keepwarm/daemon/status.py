@@ -22,6 +22,7 @@ __all__ = [
     "build_status",
     "model_entry",
     "processor",
+    "reload_note",
     "render_table",
     "until_text",
 ]
@@ -62,6 +63,21 @@ class DaemonView:
     ready: bool
     resumes: int
     config_source: str
+    # A failed reload (issue 24): shown until a good one; the daemon runs the older config.
+    config_loaded_at: datetime | None = None
+    reload_failed_at: datetime | None = None
+    reload_error: str = ""
+
+
+def reload_note(view: DaemonView) -> str | None:
+    """ "config reload failed at T: <reason>; running the config loaded at T0", or None."""
+    if view.reload_failed_at is None:
+        return None
+    loaded = f"{view.config_loaded_at:%Y-%m-%d %H:%M:%S}" if view.config_loaded_at else "start"
+    return (
+        f"config reload failed at {view.reload_failed_at:%Y-%m-%d %H:%M:%S}: "
+        f"{view.reload_error}; running the config loaded at {loaded}"
+    )
 
 
 _COLOURS = {
@@ -90,13 +106,26 @@ def processor(row: RunningModel | None) -> str:
     return f"{100 - gpu}%/{gpu}% CPU/GPU"
 
 
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def _count(count: int, unit: str) -> str:
+    return f"{count} {unit}{'s' if count != 1 else ''}"
+
+
 def _span(seconds: float) -> str:
+    """A time left in words. Below ten of the largest unit the next one is added, so 1m51s
+    reads "1 minute 51 seconds", not "1 minute"; above, the part left off is under 10%."""
     seconds = int(seconds)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+    for i, (unit, size) in enumerate(_UNITS[:-1]):
         if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} second{'s' if seconds != 1 else ''}"
+            count, rest = divmod(seconds, size)
+            smaller, smaller_size = _UNITS[i + 1]
+            extra = rest // smaller_size
+            if count < 10 and extra:
+                return f"{_count(count, unit)} {_count(extra, smaller)}"
+            return _count(count, unit)
+    return _count(seconds, "second")
 
 
 def until_text(expires_at: datetime | None, now: datetime) -> str:
@@ -224,7 +253,22 @@ def build_status(view: DaemonView, now: datetime) -> dict[str, Any]:
         "summary": plan.summarize(decisions, now, ollama_up=all(k.ollama_up for k in view.hosts)),
         "resumes": view.resumes,
         "config": view.config_source,
+        "config_reload": _reload_entry(view),
         "hosts": hosts,
+    }
+
+
+def _reload_entry(view: DaemonView) -> dict[str, Any] | None:
+    note = reload_note(view)
+    if note is None or view.reload_failed_at is None:
+        return None
+    return {
+        "failed_at": view.reload_failed_at.isoformat(),
+        "error": view.reload_error,
+        "running_config_loaded_at": (
+            view.config_loaded_at.isoformat() if view.config_loaded_at else None
+        ),
+        "note": note,
     }
 
 
@@ -248,7 +292,7 @@ def _cells(model: Mapping[str, Any]) -> dict[str, str]:
         "name": str(model["name"]),
         "state": str(model["state"]),
         "until": str(model["until"]),
-        "next": "-" if nxt is None else ("now" if nxt <= 0 else f"in {_span(nxt)}"),
+        "next": "-" if nxt is None else ("now" if nxt < 1 else f"in {_span(nxt)}"),
         "last": "-" if last is None else f"{last:.1f}s",
         "processor": str(model["processor"]),
         "primed": _primed_cell(model.get("prime")),
@@ -269,6 +313,10 @@ def _primed_cell(prime: Mapping[str, Any] | None) -> str:
 def render_table(document: Mapping[str, Any], *, colour: bool = False) -> str:
     """Render the status document as a table in the spirit of ``ollama ps``."""
     lines: list[str] = []
+    reload = document.get("config_reload")
+    if isinstance(reload, Mapping) and reload.get("note"):
+        note = f"WARNING: {reload['note']}"
+        lines.append(f"\x1b[31m{note}\x1b[0m" if colour else note)
     hosts: Sequence[Mapping[str, Any]] = document.get("hosts", [])
     for host in hosts:
         up = "up" if host.get("ollama_up") else "DOWN"

@@ -33,7 +33,7 @@ def add_parser(commands: Any) -> None:
         description="Serve a fake Ollama API that behaves like the real scheduler.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=11434, help="port to bind (11434)")
+    parser.add_argument("--port", type=_port, default=11434, help="port to bind (11434)")
     parser.add_argument("--catalog", metavar="FILE", help="TOML catalogue of [[models]]")
     parser.add_argument(
         "--max-loaded",
@@ -99,6 +99,17 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535: a bad one is a usage error, not a bind traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {port}")
+    return port
+
+
 def max_loaded_from_env(raw: str | None) -> int:
     """Read ``OLLAMA_MAX_LOADED_MODELS``: a positive integer, else the automatic 3 (no GPU)."""
     text = (raw or "").strip().strip("\"'")
@@ -125,9 +136,24 @@ def run(args: argparse.Namespace) -> int:
     max_loaded = args.max_loaded
     if max_loaded is None:
         max_loaded = max_loaded_from_env(os.environ.get("OLLAMA_MAX_LOADED_MODELS"))
+    try:
+        fake = _make_fake(args, catalog, memory_bytes, keep_alive, max_loaded)
+    except ValueError as error:  # a knob out of range: said in one line, as the flags above
+        print(f"fake-ollama: {error}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(fake, args.host, args.port))
+    except OSError as error:
+        print(f"fake-ollama: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+
+
+def _make_fake(
+    args: argparse.Namespace, catalog: Any, memory_bytes: int, keep_alive: str, max_loaded: int
+) -> FakeOllama:
     from ollama_keepwarm.fake.server import FakeOllama  # the server only when it is asked for
 
-    fake = FakeOllama(
+    return FakeOllama(
         catalog=catalog,
         max_loaded=max_loaded,
         memory_bytes=memory_bytes,
@@ -141,11 +167,6 @@ def run(args: argparse.Namespace) -> int:
         seconds_per_prompt_token=args.seconds_per_prompt_token,
         num_parallel=args.num_parallel,
     )
-    try:
-        return asyncio.run(_serve(fake, args.host, args.port))
-    except OSError as error:
-        print(f"fake-ollama: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 1
 
 
 async def _serve(fake: FakeOllama, host: str, port: int) -> int:

@@ -410,19 +410,21 @@ class FakeOllama:
             status = response.status
             return response
         finally:
-            self.requests.append(
-                RecordedRequest(
-                    wall_datetime(self.clock.wall_ns()), request.method, request.path, body, status
-                )
-            )
+            at = wall_datetime(self.clock.wall_ns())
+            self.requests.append(RecordedRequest(at, request.method, request.path, body, status))
             elapsed_ms = (self.clock.monotonic_ns() - started) / 1e6
+            # Gin's line as Ollama prints it (its timestamp on the fake's clock), plus the model
+            # asked for, so a user debugging a client against the fake sees what happened.
+            model = body.get("model") or body.get("name") if isinstance(body, dict) else None
             log.info(
-                "[GIN] %3d | %10.3fms | %15s | %-7s %s",
+                "[GIN] %s | %3d | %10.3fms | %15s | %-7s %s%s",
+                at.astimezone().strftime("%Y/%m/%d - %H:%M:%S"),
                 status,
                 elapsed_ms,
                 request.remote or "",
                 request.method,
                 json.dumps(request.path),
+                f" model={json.dumps(model)}" if isinstance(model, str) else "",
             )
 
     async def _answer(self, request: web.Request, handler: _Handler) -> web.StreamResponse:

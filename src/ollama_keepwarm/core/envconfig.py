@@ -67,6 +67,7 @@ VARIABLES: Mapping[str, tuple[str, str, Kind]] = {
 _MODEL_KEYS = {"keep_alive": "keep_alive", "keepalive": "keep_alive", "priority": "priority"}
 _MODEL_KEYS |= {"verify": "verify", "host": "host"}
 _MODEL_KEYS |= {"after_window": "after_window", "lead": "lead"}
+_MODEL_KEYS |= {"learn_threshold": "learn_threshold"}  # with when=learned (core/learned.py)
 _LIST_KEYS = {"when"}
 """Model keys that are lists: each repetition adds one (``when=mon-fri+08:00-19:00&when=...``)."""
 _RESERVED = {

@@ -45,6 +45,7 @@ __all__ = [
     "describe",
     "from_json",
     "hours",
+    "judge",
     "kept_share",
     "parse_threshold",
     "record",
@@ -203,7 +204,13 @@ def verdict(
     profile: Profile, zone: tzinfo, lead_min: int, now: datetime, threshold: float
 ) -> windows.WindowVerdict:
     """Kept at ``now``? The windows' verdict over the learned hours, noted as learned."""
-    learned = hours(profile, zone, now, threshold)
+    return judge(hours(profile, zone, now, threshold), zone, lead_min, now)
+
+
+def judge(
+    learned: LearnedHours, zone: tzinfo, lead_min: int, now: datetime
+) -> windows.WindowVerdict:
+    """:func:`verdict` from hours already derived (the daemon caches them per slot)."""
     if learned.learning:
         return windows.WindowVerdict(True, True, None, None, None, learned.text)
     if not learned.intervals:

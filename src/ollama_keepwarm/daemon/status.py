@@ -8,7 +8,7 @@ agree. Times in the table follow ``ollama ps``: ``Forever`` for leases over 20 y
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -62,6 +62,8 @@ class DaemonView:
     ready: bool
     resumes: int
     config_source: str
+    learned: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    """Learned hours by (host, model name): ``LearnedStore.entry`` (issue 25)."""
 
 
 _COLOURS = {
@@ -215,6 +217,9 @@ def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
 def build_status(view: DaemonView, now: datetime) -> dict[str, Any]:
     """Build the whole status document from what a running keeper shows of itself."""
     hosts = [_host_entry(k, now) for k in view.hosts]
+    for host in hosts:
+        for model in host["models"]:
+            model["learned"] = view.learned.get((model["host"], model["name"]))
     decisions = [d for k in view.hosts for d in k.decisions]
     return {
         "source": "daemon",

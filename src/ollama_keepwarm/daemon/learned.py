@@ -44,8 +44,9 @@ class LearnedStore:
         self._dirty = False
         self._cache: dict[str, tuple[tuple[int, int, int, float], learned.LearnedHours]] = {}
 
-    def load(self) -> None:
-        """Read the file once; a missing one is empty, a corrupt one is set aside."""
+    def load(self, *, set_aside: bool = True) -> None:
+        """Read the file once; a missing one is empty, a corrupt one is set aside (or, for a
+        reader such as ``ollama-keepwarm learned``, only reported)."""
         if self._loaded:
             return
         self._loaded = True
@@ -58,7 +59,10 @@ class LearnedStore:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.profiles = {}
-            self._set_aside(str(exc))
+            if set_aside:
+                self._set_aside(str(exc))
+            else:
+                _log.warning("learned_file_unreadable", path=str(self.path), error=str(exc))
 
     def _set_aside(self, error: str) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -103,20 +103,36 @@ def test_hours_of_a_workweek_with_neighbours() -> None:
 @pytest.mark.parametrize(
     ("threshold", "kept_friday"),
     [
-        # Friday 17:00 used only in the first of four weeks: its share is 0.7^3 / (1+.7+.49+.343).
-        (0.1, True),
-        (0.25, False),
+        # Friday 17:00 used only in the first of four weeks: its own share is
+        # 0.7^3 / (1+.7+.49+.343); the other weekdays' 17:00 never: pooled, a fifth of that.
+        (0.05, True),
+        (0.1, False),
     ],
 )
-def test_threshold_and_decay(threshold: float, kept_friday: bool) -> None:
+def test_threshold_decay_and_pooling(threshold: float, kept_friday: bool) -> None:
     p = Profile(since=MONDAY)
     for week in range(4):
         p = record(p, at(2026, 3, 2 + 7 * week, 9, 0), BERLIN, cold=False)
     p = record(p, at(2026, 3, 6, 17, 0), BERLIN, cold=False)
-    share = learned.shares(p, BERLIN, at(2026, 3, 29, 23, 0))[4 * 96 + 68]
-    assert share == pytest.approx(0.7**3 / (1 + 0.7 + 0.49 + 0.343))
+    own = 0.7**3 / (1 + 0.7 + 0.49 + 0.343)
+    shares = learned.shares(p, BERLIN, at(2026, 3, 29, 23, 0))
+    assert shares[4 * 96 + 68] == pytest.approx((own + own / 5) / 2)
+    assert shares[0 * 96 + 68] == pytest.approx(own / 5 / 2)  # Monday 17:00: pooled only
+    assert shares[5 * 96 + 68] == 0  # Saturday: another kind of day
     v = verdict(p, BERLIN, 1, at(2026, 3, 27, 17, 5), threshold)  # the 4th friday
     assert v.kept is kept_friday
+
+
+def test_gaps_up_to_an_hour_are_kept() -> None:
+    p = Profile(since=MONDAY)
+    for week in range(2):
+        for day in range(5):
+            for hour, minute in ((9, 0), (10, 30), (13, 0)):
+                moment = at(2026, 3, 2 + 7 * week + day, hour, minute)
+                p = record(p, moment, BERLIN, cold=False)
+    result = hours(p, BERLIN, at(2026, 3, 16, 0, 0), 0.25)
+    # 08:45-09:30 and 10:15-11:00 are 45 min apart: one span; 13:00's is 2 h away.
+    assert learned.when_texts(result.intervals) == ["mon-fri 08:45-11:00", "mon-fri 12:45-13:30"]
 
 
 def test_a_use_outside_the_hours_counts_at_once() -> None:

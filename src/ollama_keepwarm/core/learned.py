@@ -7,9 +7,11 @@ week however many uses fall in it, and each week's mark weighs ``DECAY`` times t
 so recent weeks count most. A slot's *share* is its decayed marks over the decayed weeks the
 keeper has watched that slot: 1.0 is "used in every watched week", 0.3 "in about a third".
 
-The kept hours are the slots whose share reaches ``learn_threshold`` (a number, or a named
-level), widened by ``NEIGHBOURS`` slots on each side to absorb drift (a meeting that starts ten
-minutes late); the lead a load needs is added by the calendar, as for written windows. The
+The kept hours are the slots whose share (half their own, half the same time on the days of
+their kind: weekdays, weekend) reaches ``learn_threshold`` (a number, or a named level), and
+the slots used this week; widened by ``NEIGHBOURS`` slots on each side to absorb drift (a
+meeting that starts ten minutes late), with gaps of up to an hour between them kept too; the
+lead a load needs is added by the calendar, as for written windows. The
 verdict is a :class:`~ollama_keepwarm.core.windows.WindowVerdict` from the same
 ``windows.evaluate``, so ``after_window`` and everything the plan does with windows applies.
 
@@ -65,6 +67,11 @@ LEARN_DAYS = 7.0
 """Days of data before the learned hours are used; until then the model is kept always."""
 NEIGHBOURS = 1
 """Slots kept on each side of a kept slot: usage drifts by a quarter of an hour."""
+MAX_GAP_SLOTS = 4
+"""Gaps of up to an hour between kept slots are kept: a reload costs more than the hour saves
+(a lunch break, a pause between two sessions)."""
+DAY_KINDS = ((0, 1, 2, 3, 4), (5, 6))
+"""Days whose same hours inform each other: weekdays, and the weekend."""
 HORIZON_WEEKS = 60
 """Weeks older than this weigh under 1e-9: not summed."""
 LEVELS: Mapping[str, float] = MappingProxyType({"generous": 0.1, "balanced": 0.25, "frugal": 0.5})
@@ -158,10 +165,13 @@ def _watched(since: tuple[int, int], now: tuple[int, int], slot: int) -> float:
     first = since[0] if slot >= since[1] else since[0] + 1
     last = now[0] if slot <= now[1] else now[0] - 1
     first = max(first, now[0] - HORIZON_WEEKS)
-    return sum(DECAY ** max(0, now[0] - week) for week in range(first, last + 1))
+    if last < first:
+        return 0.0
+    # A geometric sum: DECAY^(now-last) + ... + DECAY^(now-first).
+    return DECAY ** (now[0] - last) * (1 - DECAY ** (last - first + 1)) / (1 - DECAY)
 
 
-def shares(profile: Profile, zone: tzinfo, now: datetime) -> list[float]:
+def _own_shares(profile: Profile, zone: tzinfo, now: datetime) -> list[float]:
     """Each slot's share of the watched weeks in which it was used, decayed, in [0, 1]."""
     here = slot_of(now, zone)
     start = slot_of(profile.since, zone)
@@ -173,9 +183,39 @@ def shares(profile: Profile, zone: tzinfo, now: datetime) -> list[float]:
     return result
 
 
+def shares(profile: Profile, zone: tzinfo, now: datetime) -> list[float]:
+    """Each slot's share, as the threshold is held to it: half its own, half the mean of the
+    same time on the days of its kind (``DAY_KINDS``: weekdays, the weekend).
+
+    One weekday's own history is thin (a holiday, a day a hobbyist skipped); the same hour on
+    the other weekdays says more. The own half keeps a habit of one day (Friday's late batch)
+    and the pooled half lets a one-off use fade faster.
+    """
+    own = _own_shares(profile, zone, now)
+    result = [0.0] * WEEK_SLOTS
+    for kind in DAY_KINDS:
+        for minute in range(DAY_SLOTS):
+            pooled = sum(own[day * DAY_SLOTS + minute] for day in kind) / len(kind)
+            for day in kind:
+                slot = day * DAY_SLOTS + minute
+                result[slot] = (own[slot] + pooled) / 2
+    return result
+
+
 def _kept_slots(profile: Profile, zone: tzinfo, now: datetime, threshold: float) -> set[int]:
-    used = [s for s, share in enumerate(shares(profile, zone, now)) if share >= threshold - 1e-9]
-    return {(s + d) % WEEK_SLOTS for s in used for d in range(-NEIGHBOURS, NEIGHBOURS + 1)}
+    """Slots at the threshold, or used this week (a use counts at once), with neighbours;
+    then gaps of at most ``MAX_GAP_SLOTS`` between kept slots (not worth a reload) are kept."""
+    week = slot_of(now, zone)[0]
+    used = {s for s, share in enumerate(shares(profile, zone, now)) if share >= threshold - 1e-9}
+    used |= {s for s, (_score, marked) in profile.slots.items() if marked == week}
+    kept = {(s + d) % WEEK_SLOTS for s in used for d in range(-NEIGHBOURS, NEIGHBOURS + 1)}
+    if not kept or len(kept) == WEEK_SLOTS:
+        return kept
+    ordered = sorted(kept)
+    for before, after in zip(ordered, [*ordered[1:], ordered[0] + WEEK_SLOTS], strict=True):
+        if 1 < after - before <= MAX_GAP_SLOTS + 1:
+            kept.update(s % WEEK_SLOTS for s in range(before + 1, after))
+    return kept
 
 
 def _weeks(days: float) -> str:

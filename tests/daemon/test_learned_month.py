@@ -147,6 +147,7 @@ async def test_a_month_learns_the_workday_and_gives_the_model_back_outside(
         keeper.calendar.fire()
         await eventually(lambda: not listed(fake), what="outside at night")
         await use(keeper, session, fake.url)
+        # Cold once. (Its load and its end may be seen as two uses: one slot either way.)
         assert next(iter(keeper.learned.profiles.values())).cold_uses == 1
         sim[0] = datetime(2026, 3, 30, 21, 20, tzinfo=BERLIN)
         keeper.calendar.fire()
@@ -163,4 +164,4 @@ async def test_a_month_learns_the_workday_and_gives_the_model_back_outside(
     # Written at each new slot and at stop: a restart starts where this one ended.
     again = LearnedStore(Path(config.daemon.state_dir))
     again.load()
-    assert next(iter(again.profiles.values())).uses == 61
+    assert again.profiles == keeper.learned.profiles

@@ -50,6 +50,7 @@ LOAD_S = load_seconds(MODEL)
 GENERATE_S = 2.0
 CLIENT_LEASE_S = 300.0
 TICK_S = 60.0
+WEEK_S = 7 * 86400.0
 ZONE = ZoneInfo("Europe/Berlin")
 START = datetime(2026, 3, 2, tzinfo=ZONE)  # a Monday; Berlin's clocks go forward on 03-29
 SECTION = "<!-- bench.learned -->"
@@ -263,6 +264,8 @@ class Result:
     cold: int
     gb_hours: float = 0.0
     hours: str = ""
+    late: tuple[int, int, float] = (0, 0, 0.0)
+    """After the first week: requests, cold requests, GB-hours."""
 
 
 class Residency:
@@ -276,6 +279,8 @@ class Residency:
         self.kept = False
         self.held_s = 0.0
         self.cold = 0
+        self.held_late_s = 0.0  # after the first week (learned hours' learning week)
+        self.cold_late = 0
 
     def load(self, at: float) -> None:
         if self.loaded_at is None:
@@ -284,6 +289,7 @@ class Residency:
     def unload(self, at: float) -> None:
         if self.loaded_at is not None:
             self.held_s += at - self.loaded_at
+            self.held_late_s += max(0.0, at - max(self.loaded_at, WEEK_S))
         self.loaded_at, self.ready_at = None, math.inf
 
     def expire(self, now: float) -> None:
@@ -309,6 +315,7 @@ class Residency:
         self.load(t)
         is_cold = max(0.0, self.ready_at - t) > COLD_THRESHOLD_S
         self.cold += is_cold
+        self.cold_late += is_cold and t >= WEEK_S
         self.policy.on_use(t, is_cold)
         done = max(t, self.ready_at) + GENERATE_S
         self.expires = max(self.expires, done + self.policy.client_lease_s)
@@ -338,6 +345,11 @@ def simulate(trace: Trace, policy: Policy) -> Result:
     model.unload(end)
     result = Result(policy.name, policy.label, len(trace.requests), model.cold)
     result.gb_hours = model.held_s / 3600 * GB
+    result.late = (
+        sum(r >= WEEK_S for r in trace.requests),
+        model.cold_late,
+        model.held_late_s / 3600 * GB,
+    )
     if "profile" in policy.extra:
         profile = policy.extra["profile"]["profile"]  # type: ignore[index]
         name = policy.name.removeprefix("learned-")
@@ -379,15 +391,19 @@ def section(
         lines += [
             f"### {trace.title} ({trace.weeks} weeks, {len(trace.requests)} requests)",
             "",
-            f"{trace.about}. Written windows: `{', '.join(trace.windows)}`.",
+            f"{trace.about[0].upper()}{trace.about[1:]}. "
+            f"Written windows: `{', '.join(trace.windows)}`.",
             "",
-            "| Policy | Cold requests | VRAM GB-hours | of always-on's |",
-            "| --- | ---: | ---: | ---: |",
+            "| Policy | Cold requests | VRAM GB-hours | of always-on's "
+            "| After the first week: cold | GB-hours, of always-on's |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
+            late, late_cold, late_gbh = r.late
             lines.append(
                 f"| {r.label} | {r.cold} ({_pct(r.cold, r.requests)}) | {r.gb_hours:.0f} "
-                f"| {_pct(r.gb_hours, always.gb_hours)} |"
+                f"| {_pct(r.gb_hours, always.gb_hours)} | {late_cold} ({_pct(late_cold, late)}) "
+                f"| {_pct(late_gbh, always.late[2])} |"
             )
         learned_rows = [r for r in rows if r.hours]
         lines.append("")
@@ -425,26 +441,29 @@ def draw(results: dict[str, list[Result]], traces: Sequence[Trace], path: Path) 
     except ImportError:
         return ""
     figure, axes = plt.subplots(1, len(traces), figsize=(6 * len(traces), 4.8), squeeze=False)
+    markers = {"none": "v", "keepalive-1": "^", "always": "s", "windows": "D"}
     for axis, trace in zip(axes[0], traces, strict=True):
-        rows = results[trace.name]
-        for r in rows:
-            marker = "o" if r.policy.startswith("learned") else "s"
-            axis.scatter(r.gb_hours, 100 * r.cold / r.requests, marker=marker, s=40)
-            axis.annotate(
-                r.label.replace("ollama-keepwarm ", ""),
-                (r.gb_hours, 100 * r.cold / r.requests),
-                textcoords="offset points",
-                xytext=(5, 4),
-                fontsize="x-small",
+        for i, r in enumerate(results[trace.name]):
+            axis.scatter(
+                r.gb_hours,
+                100 * r.cold / r.requests,
+                marker=markers.get(r.policy, "o"),
+                s=55,
+                color=f"C{i}",
+                label=r.label if r.policy != "windows" else "hand-written windows",
+                zorder=3,
             )
         axis.set_title(f"{trace.title} ({trace.weeks} weeks)")
         axis.set_xlabel("VRAM held (GB-hours)")
-        axis.set_ylabel("cold requests (% of requests)")
+        axis.set_ylabel("cold requests (% of requests, symlog)")
+        axis.set_yscale("symlog", linthresh=1.0)
         axis.set_xlim(left=0)
-        axis.set_ylim(bottom=-0.5)
+        axis.set_ylim(bottom=-0.1)
         axis.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small")
     figure.suptitle("Cold requests against VRAM held (lower left is better; simulated)")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     print(f"chart written to {path}", file=sys.stderr)

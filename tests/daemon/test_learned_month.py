@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import structlog
 
-from helpers import eventually, make_config, running_keeper
+from helpers import eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.core import learned
 from ollama_keepwarm.core.config import parse_config
 from ollama_keepwarm.daemon.keeper import Keeper
@@ -165,3 +165,24 @@ async def test_a_month_learns_the_workday_and_gives_the_model_back_outside(
     again = LearnedStore(Path(config.daemon.state_dir))
     again.load()
     assert again.profiles == keeper.learned.profiles
+
+
+async def test_our_own_warms_renewals_and_primes_are_never_uses(fake: FakeOllama) -> None:
+    """Short leases make the keeper renew every second or so, and a prime follows each load:
+    every one of those moves the lease, and none of them is a client's use. A restart of
+    Ollama makes the keeper load and prime again."""
+    sim = [MONDAY.replace(hour=9)]
+    bot = {**BOT, "keep_alive": "2s", "prime": "You are a helpful bot. " * 20}
+    config = make_config(fake.url, [bot], timezone="Europe/Berlin")
+    async with running_keeper(config, calendar_clock=lambda: sim[0]) as (keeper, _):
+        await eventually(lambda: fake.url in keeper.hosts, what="started")
+        host = keeper.hosts[fake.url]
+        await eventually(lambda: host.primes[BOT_CONFIG.key].primes >= 1, what="primed")
+        await more_looks(keeper, 30)
+        await fake.restart(down_s=0.3)
+        await eventually(lambda: host.primes[BOT_CONFIG.key].primes >= 2, what="primed again")
+        await more_looks(keeper, 30)
+        warms = sum(st.warms for st in host.states.values())
+        assert warms >= 3  # loads and renewals, all ours
+        profile = next(iter(keeper.learned.profiles.values()))
+        assert profile.uses == 0

@@ -19,7 +19,9 @@ from ollama_keepwarm.fake import FakeOllama
 
 BERLIN = ZoneInfo("Europe/Berlin")
 _NOW = datetime.now(BERLIN)
-MONDAY = (_NOW - timedelta(days=_NOW.weekday() + 21)).replace(hour=0, minute=0, second=0, microsecond=0)
+MONDAY = (_NOW - timedelta(days=_NOW.weekday() + 21)).replace(
+    hour=0, minute=0, second=0, microsecond=0
+)
 """Three weeks of data before this week: the commands judge the profile at the real now."""
 
 

@@ -280,3 +280,16 @@ def test_env_learned() -> None:
 def test_profile_slots_are_read_only() -> None:
     p = record(Profile(since=MONDAY), MONDAY, BERLIN, cold=False)
     assert isinstance(p.slots, MappingProxyType)
+
+
+def test_clock_steps_forward_and_back() -> None:
+    """A clock a year ahead marks a far week; back again, nothing breaks or goes negative."""
+    p = workweeks(2)
+    ahead = record(p, at(2027, 3, 3, 9, 0), BERLIN, cold=False)
+    back = record(ahead, at(2026, 3, 18, 9, 0), BERLIN, cold=False)
+    result = hours(back, BERLIN, at(2026, 3, 18, 10, 0), 0.25)
+    assert not result.learning
+    assert all(0 <= share <= 1 for share in learned.shares(back, BERLIN, at(2026, 3, 18, 10, 0)))
+    # A year on, two weeks of history from long ago keep nothing, but the year's use counts.
+    later = hours(ahead, BERLIN, at(2027, 3, 3, 9, 5), 0.25)
+    assert learned.when_texts(later.intervals) == ["wed 08:45-09:30"]

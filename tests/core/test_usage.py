@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ollama_keepwarm.core.ps import RunningModel
-from ollama_keepwarm.core.usage import Use, foreign_uses
+from ollama_keepwarm.core.usage import Use, foreign_uses, started_keys
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -62,3 +62,9 @@ def test_cold() -> None:
     assert Use("m", "loaded").cold
     assert Use("m", "runner").cold
     assert not Use("m", "lease").cold
+
+
+def test_started_keys() -> None:
+    blobs = {"m": "sha256-a", "alias": "sha256-a", "n": "sha256-b"}
+    assert started_keys({"sha256-a", "sha256-c"}, blobs, ["m", "n", "o"]) == {"m"}
+    assert started_keys((), blobs, ["m"]) == frozenset()

@@ -27,7 +27,7 @@ from typing import Literal
 
 from ollama_keepwarm.core.ps import RunningModel
 
-__all__ = ["Use", "foreign_uses"]
+__all__ = ["Use", "foreign_uses", "started_keys"]
 
 Rows = Mapping[str, RunningModel | None]
 
@@ -73,3 +73,16 @@ def foreign_uses(
         elif old.expires_at != row.expires_at:
             uses.append(Use(key, "lease"))
     return tuple(uses)
+
+
+def started_keys(
+    started_blobs: Collection[str], blobs: Mapping[str, str], keys: Collection[str]
+) -> frozenset[str]:
+    """The kept models (``keys``) whose weights blob a runner started with (``runner started``
+    events of ``core/runners.py``: ``RunnerProcess.blob``), for ``runner_starts``.
+
+    ``blobs`` maps match keys to blob digests as learnt from ``/api/show``; a model whose blob
+    is not known yet cannot be matched (its load is still seen when ``/api/ps`` lists it).
+    """
+    started = set(started_blobs)
+    return frozenset(k for k in keys if blobs.get(k) in started)

@@ -11,13 +11,13 @@ The kept hours are the slots whose share (half their own, half the same time on 
 their kind: weekdays, weekend) reaches ``learn_threshold`` (a number, or a named level), and
 the slots used this week; widened by ``NEIGHBOURS`` slots on each side to absorb drift (a
 meeting that starts ten minutes late), with gaps of up to an hour between them kept too; the
-lead a load needs is added by the calendar, as for written windows. The
-verdict is a :class:`~ollama_keepwarm.core.windows.WindowVerdict` from the same
+lead a load needs is added by the calendar, as for written windows. The verdict is a :class:`~ollama_keepwarm.core.windows.WindowVerdict` from the same
 ``windows.evaluate``, so ``after_window`` and everything the plan does with windows applies.
 
 Until ``LEARN_DAYS`` of data exist the model is kept always ("learning (3 days of data)"). A
-use outside the kept hours pays one cold start; it marks its slot at once (this week's mark
-weighs 1), which usually keeps that slot and its neighbours from then on.
+use outside the kept hours pays one cold start and counts at once: a slot used this week is
+kept, so the rest of that quarter-hour and the next are (the session it started stays warm);
+in later weeks it counts by its share like any other.
 
 Everything is a function of (profile, zone, threshold, now): no clock is read here, and the
 profile's JSON form is built and read here too so it is tested as a table.

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -155,10 +156,32 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     daemon = asyncio.run(fetch_daemon_status(config))  # its view first: it keeps them
     reached, problems, lines = asyncio.run(check(config, args.timeout, _say, daemon))
+    if any(m.learned for m in config.models):
+        from ollama_keepwarm.commands import learned
+
+        found = learned.report(config, learned.state_dir_of(config), datetime.now(UTC))
+        lines += ["learned hours:", *learned.lines(found)]
     print("\n".join(lines))
     if not reached:
         return EX_UNAVAILABLE
     return EX_WARM_FAILED if problems else EX_OK
+
+
+def cmd_learned(args: argparse.Namespace) -> int:
+    """Print each learned model's hours and profile (from the daemon's state file)."""
+    config = _config_or_exit(args)
+    from ollama_keepwarm.commands import learned
+
+    directory = args.state_dir or learned.state_dir_of(config)
+    found = learned.report(config, directory, datetime.now(UTC))
+    if args.json:
+        print(json.dumps({"state_dir": str(directory), "models": found}, indent=2))
+    elif not found:
+        print('no model has when = "learned"')
+    else:
+        print(f"learned hours (from {directory}):")
+        print("\n".join(learned.lines(found)))
+    return EX_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -259,6 +282,16 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: str | None = None) 
         )
 
 
+def _add_learned(commands: Any) -> None:
+    learned = commands.add_parser("learned", help='show the hours learned for when = "learned"')
+    _add_common(learned)
+    learned.add_argument("--json", action="store_true", help="print the profiles as JSON")
+    learned.add_argument(
+        "--state-dir", type=Path, help="the daemon's state directory (default: from the config)"
+    )
+    learned.set_defaults(run=cmd_learned)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered."""
     parser = _Parser(
@@ -316,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(run=cmd_status)
 
+    _add_learned(commands)
     demo = commands.add_parser("demo", help="the daemon against a built-in fake Ollama, narrated")
     demo.add_argument(
         "--duration",

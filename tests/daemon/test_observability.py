@@ -384,6 +384,7 @@ MODEL_SCHEMA = {
     "reloads": int,
     "prime": (dict, type(None)),  # None when no prefix is configured (tests/daemon/test_prime.py)
     "window": (dict, type(None)),
+    "learned": (dict, type(None)),  # learned hours (issue 25)
     "wedged_since": (str, type(None)),
 }
 

@@ -28,6 +28,7 @@ from ollama_keepwarm.core.durations import (
     parse_go_duration,
 )
 from ollama_keepwarm.core.hosts import DEFAULT_HOST, HOSTNAME, parse_host
+from ollama_keepwarm.core.learned import DEFAULT_THRESHOLD, parse_threshold
 from ollama_keepwarm.core.names import is_cloud_model, match_key, name_problem
 from ollama_keepwarm.core.options import kind_of as _kind
 from ollama_keepwarm.core.options import option_problem
@@ -127,6 +128,9 @@ class ModelConfig:
     when_text: tuple[str, ...] = ()
     after_window: str = "expire"  # or "unload"
     lead_s: float | None = None  # None = derived from the measured load time
+    # Learned hours (core/learned.py): `when = "learned"`; `when` itself stays None.
+    learned: bool = False
+    learn_threshold: float = DEFAULT_THRESHOLD
 
     @property
     def key(self) -> str:
@@ -438,9 +442,26 @@ def _timezone(table: _Table) -> str:
 _AFTER_WINDOW = ("expire", "unload")
 
 
+def _learned(table: _Table) -> tuple[bool, float]:
+    """`when = "learned"` (alone) and its `learn_threshold`: learned hours, core/learned.py."""
+    raw = table.get("when")
+    on = raw in ("learned", ["learned"])
+    if isinstance(raw, list) and "learned" in raw and not on:
+        raise ConfigError(table.key("when"), '"learned" cannot be mixed with windows')
+    value = table.get("learn_threshold")
+    if value is None:
+        return on, DEFAULT_THRESHOLD
+    if not on:
+        raise ConfigError(table.key("learn_threshold"), 'has no effect without when = "learned"')
+    try:
+        return on, parse_threshold(value)
+    except ValueError as exc:
+        raise ConfigError(table.key("learn_threshold"), str(exc)) from None
+
+
 def _when(table: _Table) -> tuple[tuple[windows.Interval, ...] | None, tuple[str, ...]]:
     raw = table.get("when")
-    if raw is None:
+    if raw is None or raw in ("learned", ["learned"]):
         return None, ()
     if isinstance(raw, str):
         raw = [raw]
@@ -589,6 +610,7 @@ def _parse_model(
             table.key("name"),
             f"{name!r} is a cloud model: Ollama proxies it and never loads it locally",
         )
+    is_learned, threshold = _learned(table)
     when, when_text = _when(table)
     after_window = table.string("after_window", "expire")
     if after_window not in _AFTER_WINDOW:
@@ -608,9 +630,15 @@ def _parse_model(
         when_text=when_text,
         after_window=after_window,
         lead_s=table.duration("lead", -1.0) if table.has("lead") else None,
+        learned=is_learned,
+        learn_threshold=threshold,
     )
     table.finish()
-    if model.when is None and (table.has("after_window") or table.has("lead")):
+    if (
+        model.when is None
+        and not model.learned
+        and (table.has("after_window") or table.has("lead"))
+    ):
         key = "after_window" if table.has("after_window") else "lead"
         raise ConfigError(table.key(key), "has no effect without `when`")
     if model.lead_s is not None and model.lead_s > windows.MAX_LEAD_S:

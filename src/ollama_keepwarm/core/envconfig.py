@@ -74,6 +74,7 @@ _MODEL_KEYS |= {"after_window": "after_window", "lead": "lead"}
 _MODEL_KEYS |= {k: k for k in ("prime", "prime_file", "prime_endpoint", "prime_raw")}
 _TEXT_KEYS = {"prime", "prime_file", "prime_endpoint", "host", "after_window"}
 """Model keys whose value is text as written (a prompt of ``1`` is the text "1")."""
+_MODEL_KEYS |= {"learn_threshold": "learn_threshold"}  # with when=learned (core/learned.py)
 _LIST_KEYS = {"when"}
 """Model keys that are lists: each repetition adds one (``when=mon-fri+08:00-19:00&when=...``)."""
 _RESERVED = {

@@ -9,10 +9,16 @@ timer set on Friday for Monday 08:00 would fire late after a weekend's suspend.
 Leads are derived per model from the last measured cold load of it and of the higher-ranked
 models of its host that open at the same time (loads are serialised in rank order), unless
 ``lead`` is configured; a new measurement that changes the whole minutes reschedules.
+
+Learned hours (``when = "learned"``, ``core/learned.py``) are windows the keeper writes itself:
+their intervals come from the profile (``daemon/learned.py``), get the same leads, jobs and
+verdicts, and are rescheduled when a use changes them. While learning there are none: the
+model is kept always.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -22,9 +28,10 @@ from zoneinfo import ZoneInfo
 import structlog
 import tzlocal
 
-from ollama_keepwarm.core import windows
+from ollama_keepwarm.core import learned, windows
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.plan import ranked
+from ollama_keepwarm.daemon.learned import LearnedStore, profile_key
 
 __all__ = ["Calendar", "Job"]
 
@@ -44,8 +51,15 @@ class Job:
 class Calendar:
     """Owns the windowed models' cron jobs and answers "is this model kept now?"."""
 
-    def __init__(self, now: Callable[[], datetime], on_boundary: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        now: Callable[[], datetime],
+        on_boundary: Callable[[], None],
+        learned_store: LearnedStore | None = None,
+    ) -> None:
         self._now = now
+        self.learned = learned_store
+        self._scheduled: dict[str, tuple[windows.Interval, ...]] = {}
         self._on_boundary = on_boundary
         self._scheduler: Any = None
         self._leads: dict[tuple[str, str], int] = {}
@@ -63,10 +77,19 @@ class Calendar:
         """Adopt a (re)loaded config: the zone, the windows, the leads; warn about `when = []`."""
         name = config.daemon.timezone
         self.zone = ZoneInfo(name) if name else tzlocal.get_localzone()
-        self._models = tuple(m for m in config.models if m.when is not None)
+        self._models = tuple(m for m in config.models if m.when is not None or m.learned)
         self._load_time = load_time
+        if self.learned is not None:
+            self.learned.adopt(self._models, self._now())
         for model in self._models:
-            if not model.when:
+            if model.learned and model.after_window == "expire" and model.keep_alive_s == math.inf:
+                _log.warning(
+                    "model_never_given_back",
+                    model=model.name,
+                    hint='keep_alive = -1 never runs out: with when = "learned" set '
+                    'after_window = "unload" (or a finite keep_alive) to give the VRAM back',
+                )
+            if not model.when and not model.learned:
                 _log.warning(
                     "model_never_kept",
                     model=model.name,
@@ -90,9 +113,43 @@ class Calendar:
 
     def verdict(self, model: ModelConfig) -> windows.WindowVerdict | None:
         """Kept now? None for a model without `when` (always kept)."""
+        if model.learned:
+            hours = self.learned_hours(model)
+            if hours.intervals != self._scheduled.get(profile_key(model), ()):
+                self._leads = self._compute_leads()
+                self._reschedule()
+            return learned.judge(hours, self.zone, self.lead_min(model), self._now())
         if model.when is None:
             return None
         return windows.evaluate(model.when, self.zone, self.lead_min(model), self._now())
+
+    def learned_hours(self, model: ModelConfig) -> learned.LearnedHours:
+        """A learned model's hours now (learning, without a store: tests of other parts)."""
+        if self.learned is None:
+            return learned.hours(learned.Profile(since=self._now()), self.zone, self._now(), 1.0)
+        return self.learned.hours(model, self.zone, self._now())
+
+    def learned_entry(self, model: ModelConfig) -> dict[str, Any] | None:
+        """What status and /metrics show of a learned model (None: not learned)."""
+        if not model.learned or self.learned is None:
+            return None
+        return self.learned.entry(model, self.zone, self._now())
+
+    def note_use(self, host: str, name: str, *, cold: bool) -> None:
+        """Someone else used ``name`` on ``host`` (``core/usage.py``): count it, if learned.
+
+        It is placed by this calendar's clock: wall time, as the windows are.
+        """
+        if self.learned is None:
+            return
+        for model in self._models:
+            if model.learned and model.host == host and model.name == name:
+                self.learned.record(model, self._now(), self.zone, cold=cold)
+
+    def _intervals(self, model: ModelConfig) -> tuple[windows.Interval, ...]:
+        if model.learned:
+            return self.learned_hours(model).intervals
+        return model.when or ()
 
     def fire(self) -> None:
         """What every job runs: look at once (the verdict is asked again there)."""
@@ -110,7 +167,7 @@ class Calendar:
                         windows.derived_lead_s(
                             self._load_time(model), self._queued_before(order[:i], model, start)
                         )
-                        for start in {iv.start for iv in model.when or ()}
+                        for start in {iv.start for iv in self._intervals(model)}
                     ),
                     default=windows.derived_lead_s(self._load_time(model)),
                 )
@@ -118,10 +175,14 @@ class Calendar:
         return leads
 
     def _reschedule(self) -> None:
+        intervals = {profile_key(m): self._intervals(m) for m in self._models}
+        self._scheduled = {k: v for k, v in intervals.items() if v}
         self.jobs = [
             Job(model, boundary)
             for model in self._models
-            for boundary in windows.triggers(model.when or (), self.zone, self.lead_min(model))
+            for boundary in windows.triggers(
+                intervals[profile_key(model)], self.zone, self.lead_min(model)
+            )
         ]
         if self._scheduler is None:
             return
@@ -145,5 +206,5 @@ class Calendar:
         return [
             self._load_time(other)
             for other in higher
-            if other.host == model.host and any(iv.start == start for iv in other.when or ())
+            if other.host == model.host and any(iv.start == start for iv in self._intervals(other))
         ]

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import aiohttp
 import structlog
 
-from ollama_keepwarm.core import crash, plan
+from ollama_keepwarm.core import crash, plan, usage
 from ollama_keepwarm.core import prime as priming
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.names import match_key
@@ -125,6 +125,8 @@ class HostKeeper:
         self.wedge_slack_s: float | None = None  # Ollama's own waits, see crash.wedge_bound_s
         self.window_of: Callable[[ModelConfig], WindowVerdict | None] = lambda _m: None
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
+        self.on_use: Callable[[str, datetime, bool], None] = lambda _name, _at, _cold: None
+        """Told of each use by someone else seen at a look (name, when, cold): learned hours."""
 
     def _emit(self, event: plan.Event) -> None:
         self._note_load(event)
@@ -270,6 +272,7 @@ class HostKeeper:
         self._ensure_crash_watch()
         await self._learn_blobs(snapshot)
         self._note_appearances(snapshot)
+        self._note_uses(snapshot)
         observation = plan.observe(
             self.models,
             self.config.daemon,
@@ -590,6 +593,29 @@ class HostKeeper:
                 self.primes[model.key] = priming.note_load(
                     self.primes[model.key], self._clocks.wall(), cause
                 )
+
+    def _note_uses(self, snapshot: PsSnapshot) -> None:
+        """Learned hours (``core/usage.py``): uses by someone else, i.e. with no call of ours
+        (a warm, a refresh, a prime) in flight or ended since the last snapshot was asked."""
+        last = self.snapshot
+        before = (
+            None if last is None or self._outage else plan.match_rows(self.models, last, self.blobs)
+        )
+        ours = {
+            m.key
+            for m in self.models
+            if self.states[m.key].in_flight_since is not None
+            or m.key in self._queued
+            or self._call_ended.get(m.key, -math.inf) > self._snapshot_asked
+            or self.primes[m.key].in_flight_since is not None
+            or (
+                last is not None and (self.primes[m.key].primed_at or last.taken_at) > last.taken_at
+            )
+        }
+        after = plan.match_rows(self.models, snapshot, self.blobs)
+        names = {m.key: m.name for m in self.models}
+        for use in usage.foreign_uses(before, after, ours):
+            self.on_use(names[use.key], snapshot.taken_at, use.cold)
 
     def _start_primes(self, now: datetime) -> None:
         """Start the primes due now, side by side like refreshes: never in the load lane."""

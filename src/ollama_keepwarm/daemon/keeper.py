@@ -29,6 +29,7 @@ from ollama_keepwarm.daemon.calendar import Calendar
 from ollama_keepwarm.daemon.clocks import Clocks, SuspendDetector, SystemClocks
 from ollama_keepwarm.daemon.control import ControlServer, default_socket_path
 from ollama_keepwarm.daemon.host import HostKeeper, log_event
+from ollama_keepwarm.daemon.learned import LearnedStore
 from ollama_keepwarm.daemon.metrics import Metrics
 from ollama_keepwarm.daemon.sleep_signal import SleepSignal
 from ollama_keepwarm.daemon.state import LoadTimeStore, Pause, PauseStore, default_state_dir
@@ -81,7 +82,6 @@ class Keeper:
         self._reloading: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.metrics = Metrics(self.status)
         self._last_resume = -RESUME_DEDUP_S
         self._sleep_signal = SleepSignal(self._resumed_by_logind, bus_address=dbus_address)
         state_dir = (
@@ -93,7 +93,9 @@ class Keeper:
         self._alarms: dict[str, Alarm] = {}
         self.pauses: dict[str, Pause] = {}
         # Windows are wall time; tests hand the calendar a clock of their own to walk a week.
-        self.calendar = Calendar(calendar_clock or self._clocks.wall, self._look_all)
+        self.learned = LearnedStore(state_dir)
+        self.calendar = Calendar(calendar_clock or self._clocks.wall, self._look_all, self.learned)
+        self.metrics = Metrics(self.status)  # after the calendar: a scrape reads learned hours
         self._control = ControlServer(
             Path(config.daemon.control_socket)
             if config.daemon.control_socket
@@ -169,6 +171,7 @@ class Keeper:
             await self._http.cleanup()
         await self._control.stop()
         self._sleep_signal.stop()
+        self.learned.flush()
         warms = sum(st.warms for k in self.hosts.values() for st in k.states.values())
         _log.info(
             "keeper_stopped",
@@ -213,6 +216,7 @@ class Keeper:
             )
             self._alarms[host] = Alarm(functools.partial(self._look_host, host))
             keeper.window_of = self.calendar.verdict
+            keeper.on_use = functools.partial(self._note_use, host)
             keeper.start(functools.partial(self._wake_at, keeper))
             self.hosts[host] = keeper
         self._apply_pauses()
@@ -271,6 +275,12 @@ class Keeper:
         """Keep each cold load's time for the ExecStartPost one-shot (``warm --timeout``)."""
         self._load_times.record(LoadTimeStore.key(host, model.key), seconds)
         self.calendar.note_load(model, seconds)
+
+    def _note_use(self, host: str, name: str, at: datetime, cold: bool) -> None:
+        """A client used a model: learned hours count it at the calendar's time (wall time;
+        a simulated week in tests), so ``at`` (the look's) only tells when it was seen."""
+        del at
+        self.calendar.note_use(host, name, cold=cold)
 
     def _load_time_of(self, model: ModelConfig) -> float | None:
         """The last measured cold load of ``model`` (the calendar derives leads from it)."""
@@ -466,6 +476,11 @@ class Keeper:
             config_loaded_at=self._config_loaded_at,
             reload_failed_at=self._reload_failed[0] if self._reload_failed else None,
             reload_error=self._reload_failed[1] if self._reload_failed else "",
+            learned={
+                (m.host, m.name): entry
+                for m in self.config.models
+                if (entry := self.calendar.learned_entry(m)) is not None
+            },
         )
         return build_status(view, self._clocks.wall())
 

@@ -61,6 +61,20 @@ class _StateCollector(Collector):
             labels=["host"],
         )
         ready = GaugeMetricFamily(f"{_PREFIX}_ready", "1 once the first warm pass is done")
+        # Learned hours (issue 25): read from the persisted profile, so they survive restarts.
+        kept_share = model_gauge(
+            "learned_kept_share", "Share of the week a learned model is kept (1 while learning)"
+        )
+        uses = CounterMetricFamily(
+            f"{_PREFIX}_learned_uses",
+            "Uses of a learned model by other clients seen (a foreign load or a moved lease)",
+            labels=["host", "model"],
+        )
+        cold_uses = CounterMetricFamily(
+            f"{_PREFIX}_learned_cold_uses",
+            "Uses of a learned model that found it unloaded (the client paid a load)",
+            labels=["host", "model"],
+        )
         document = self._status()
         ready.add_metric([], 1.0 if document.get("ready") else 0.0)
         for host in document.get("hosts", []):
@@ -78,7 +92,12 @@ class _StateCollector(Collector):
                     primed.add_metric(labels, 1.0 if model["prime"]["primed"] else 0.0)
                 window = model.get("window")
                 in_window.add_metric(labels, 1.0 if window is None or window["inside"] else 0.0)
+                if model.get("learned"):
+                    kept_share.add_metric(labels, float(model["learned"]["kept_share"]))
+                    uses.add_metric(labels, float(model["learned"]["uses"]))
+                    cold_uses.add_metric(labels, float(model["learned"]["cold_uses"]))
         yield from (resident, lease, *by_state.values(), primed, in_window, up, poll_errors, ready)
+        yield from (kept_share, uses, cold_uses)
 
 
 class Metrics:

@@ -8,7 +8,7 @@ agree. Times in the table follow ``ollama ps``: ``Forever`` for leases over 20 y
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -67,6 +67,8 @@ class DaemonView:
     config_loaded_at: datetime | None = None
     reload_failed_at: datetime | None = None
     reload_error: str = ""
+    learned: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    """Learned hours by (host, model name): ``LearnedStore.entry`` (issue 25)."""
 
 
 def reload_note(view: DaemonView) -> str | None:
@@ -244,6 +246,9 @@ def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
 def build_status(view: DaemonView, now: datetime) -> dict[str, Any]:
     """Build the whole status document from what a running keeper shows of itself."""
     hosts = [_host_entry(k, now) for k in view.hosts]
+    for host in hosts:
+        for model in host["models"]:
+            model["learned"] = view.learned.get((model["host"], model["name"]))
     decisions = [d for k in view.hosts for d in k.decisions]
     return {
         "source": "daemon",

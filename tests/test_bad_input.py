@@ -102,6 +102,10 @@ FILE_CASES: dict[str, Case] = {
         "models[0].keep_alive: -1 (forever) with `when` never leaves VRAM outside the windows, "
         'as after_window = "expire"',
     ),
+    "forever with learned hours": Case(
+        _m('keep_alive = -1\nwhen = "learned"'),
+        "models[0].keep_alive: -1 (forever) with `when` never leaves VRAM",
+    ),
     # model names, as Ollama's types/model/name.go
     "name with space": Case(
         '[[models]]\nname = "llama 3.1:8b"', "models[0].name: 'llama 3.1:8b' is not a name Ollama"
@@ -169,6 +173,10 @@ ENV_CASES: dict[str, tuple[dict[str, str], str]] = {
     "keep_alive -30": ({MODELS: "tiny?keep_alive=-30"}, "keep_alive: -30 is negative"),
     "forever with when": (
         {MODELS: "tiny?keepalive=-1&when=mon-fri+08:00-19:00"},
+        'model 1 ("tiny"): keep_alive: -1 (forever) with `when`',
+    ),
+    "forever with learned hours": (
+        {MODELS: "tiny?keepalive=-1&when=learned"},
         'model 1 ("tiny"): keep_alive: -1 (forever) with `when`',
     ),
     "model host ftp": ({MODELS: "tiny?host=ftp://x"}, 'model 1 ("tiny"): host: ftp://'),

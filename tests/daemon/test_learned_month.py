@@ -19,7 +19,6 @@ import structlog
 from helpers import eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.core import learned
 from ollama_keepwarm.core.config import parse_config
-from ollama_keepwarm.daemon.calendar import Calendar
 from ollama_keepwarm.daemon.keeper import Keeper
 from ollama_keepwarm.daemon.learned import FILENAME, LearnedStore
 from ollama_keepwarm.fake import FakeOllama
@@ -187,15 +186,3 @@ async def test_our_own_warms_renewals_and_primes_are_never_uses(fake: FakeOllama
         assert warms >= 3  # loads and renewals, all ours
         profile = next(iter(keeper.learned.profiles.values()))
         assert profile.uses == 0
-
-
-def test_a_forever_lease_that_would_never_be_given_back_is_warned_about(tmp_path: Path) -> None:
-    forever = {**BOT, "keep_alive": -1, "after_window": "expire"}
-    always = {"name": "b", "keep_alive": -1}  # no `when`: kept forever on purpose
-    config = make_config("http://127.0.0.1:1", [forever, always])
-    calendar = Calendar(lambda: MONDAY, lambda: None, LearnedStore(tmp_path))
-    with structlog.testing.capture_logs() as logs:
-        calendar.configure(config, lambda _m: None)
-    assert [(e["event"], e["model"]) for e in logs if e["log_level"] == "warning"] == [
-        ("model_never_given_back", "llama3.1:8b")
-    ]

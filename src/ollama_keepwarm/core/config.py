@@ -643,8 +643,10 @@ def _parse_model(
         raise ConfigError(table.key(key), "has no effect without `when`")
     if model.lead_s is not None and model.lead_s > windows.MAX_LEAD_S:
         raise ConfigError(table.key("lead"), "must be at most 24h")
-    if model.when is not None and math.isinf(model.keep_alive_s) and after_window == "expire":
-        # A forever lease never expires: outside its windows the model would stay in VRAM.
+    timed = model.when is not None or model.learned
+    if timed and math.isinf(model.keep_alive_s) and after_window == "expire":
+        # A forever lease never expires: outside its windows (written or learned) the model
+        # would stay in VRAM.
         raise ConfigError(
             table.key("keep_alive"),
             "-1 (forever) with `when` never leaves VRAM outside the windows, as after_window = "

@@ -18,7 +18,6 @@ model is kept always.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -82,13 +81,6 @@ class Calendar:
         if self.learned is not None:
             self.learned.adopt(self._models, self._now())
         for model in self._models:
-            if model.learned and model.after_window == "expire" and model.keep_alive_s == math.inf:
-                _log.warning(
-                    "model_never_given_back",
-                    model=model.name,
-                    hint='keep_alive = -1 never runs out: with when = "learned" set '
-                    'after_window = "unload" (or a finite keep_alive) to give the VRAM back',
-                )
             if not model.when and not model.learned:
                 _log.warning(
                     "model_never_kept",

@@ -89,6 +89,11 @@ def json_response(status: int, value: Any) -> web.Response:
     )
 
 
+def _caller(request: web.Request) -> str:
+    """Who sent it, for the records of who caused what (``records.who`` reads it)."""
+    return request.headers.get("User-Agent", "")
+
+
 def _token_ids(text: str) -> list[int]:
     return [int(hashlib.sha256(word.encode()).hexdigest()[:3], 16) for word in text.split()] or [1]
 
@@ -319,7 +324,7 @@ class OllamaRoutes:
         keep_alive = body.get("keep_alive")
         scheduler = self.fake.scheduler
         if not has_input and keep_alive == 0:
-            scheduler.expire_now(manifest)
+            scheduler.expire_now(manifest, _caller(request))
             return json_response(200, self._final(name, chat, "", "unload"))
         if manifest.model.is_embedding_only:
             raise RequestError(
@@ -328,7 +333,12 @@ class OllamaRoutes:
         if body.get("think") is True and "thinking" not in manifest.model.capabilities:
             raise RequestError(400, f"{go_quote(name)} does not support thinking")
         runner = await scheduler.acquire(
-            manifest, body.get("options"), keep_alive, request.path, shift=body.get("shift")
+            manifest,
+            body.get("options"),
+            keep_alive,
+            request.path,
+            shift=body.get("shift"),
+            caller=_caller(request),
         )
         load_ns = self._elapsed_ns(started_ns)
         try:
@@ -445,7 +455,11 @@ class OllamaRoutes:
         )
         scheduler = self.fake.scheduler
         runner = await scheduler.acquire(
-            manifest, body.get("options"), body.get("keep_alive"), request.path
+            manifest,
+            body.get("options"),
+            body.get("keep_alive"),
+            request.path,
+            caller=_caller(request),
         )
         load_ns = self._elapsed_ns(started_ns)
         try:
@@ -475,7 +489,11 @@ class OllamaRoutes:
         prompt: str = body.get("prompt") or ""
         scheduler = self.fake.scheduler
         runner = await scheduler.acquire(
-            manifest, body.get("options"), body.get("keep_alive"), request.path
+            manifest,
+            body.get("options"),
+            body.get("keep_alive"),
+            request.path,
+            caller=_caller(request),
         )
         try:
             if not prompt:

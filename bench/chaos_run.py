@@ -344,7 +344,9 @@ async def run_schedule(schedule: Schedule) -> Outcome:
     loop = asyncio.get_running_loop()
     loop_errors: list[str] = []
     old_handler = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _l, ctx: loop_errors.append(str(ctx.get("message"))))
+    loop.set_exception_handler(
+        lambda _l, ctx: loop_errors.append(f"{ctx.get('message')}: {ctx.get('exception')!r}")
+    )
     scratch = tempfile.mkdtemp(prefix="okwc", dir="/tmp")
     fake = FakeOllama(
         ollama_version=schedule.version,

@@ -29,7 +29,10 @@ from ollama_keepwarm.fake.wire import (
     go_quote,
 )
 
-__all__ = ["OllamaRoutes", "ServerState", "json_response"]
+__all__ = ["PROMPT_UNCACHED", "OllamaRoutes", "ServerState", "json_response"]
+
+PROMPT_UNCACHED = web.RequestKey("prompt_uncached", int)
+"""Where a completion leaves how many prompt tokens missed the slot's cache (records.py)."""
 
 _NUMBER = (int, float)
 _GENERATE_FIELDS: dict[str, tuple[type, ...]] = {
@@ -392,6 +395,7 @@ class OllamaRoutes:
         clock = self.fake.clock
         async with runner.slots:
             with runner.cache.slot(prompt_tokens) as uncached:
+                request[PROMPT_UNCACHED] = uncached  # for RecordedRequest (tests, no timing)
                 prompt_started = clock.monotonic_ns()
                 prompt_ids = _token_ids(text)
                 await clock.sleep(uncached * self.fake.seconds_per_prompt_token)

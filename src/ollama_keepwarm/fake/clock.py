@@ -32,6 +32,11 @@ class Clock:
         """Return wall-clock time in ns since the epoch (what ``expires_at`` is based on)."""
         return time.time_ns() + self.wall_step_ns
 
+    @staticmethod
+    def true_wall_ns() -> int:
+        """Return the real wall clock, without any step: what the records are stamped with."""
+        return time.time_ns()
+
     def step_wall(self, seconds: float) -> None:
         """Step the wall clock; timers (monotonic, like Go's) and stored times do not move."""
         self.wall_step_ns += int(seconds * 1e9)

@@ -121,6 +121,9 @@ class RecordedRequest:
     body: Any
     status: int
     user_agent: str = ""
+    prompt_uncached: int | None = None
+    """Prompt tokens past the slot's cached prefix (generate and chat): a cache hit, told
+    without measuring time."""
 
 
 @dataclass(frozen=True)

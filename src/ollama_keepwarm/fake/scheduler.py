@@ -17,6 +17,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ollama_keepwarm.core.durations import INFINITE_NS, NS_PER_SECOND
@@ -297,7 +298,7 @@ class Scheduler:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise SchedulerError(503, QUEUE_FULL) from None
-        started = self.clock.wall_ns()
+        started = self.clock.true_wall_ns()
         try:
             return await future
         except asyncio.CancelledError:
@@ -419,7 +420,7 @@ class Scheduler:
                 runner.name,
                 "revived" if revived else "busy",
                 caller,
-                wall_datetime(self.clock.wall_ns()),
+                self._record_time(),
             )
             runner.touches.append(touch)
             self.records.touches.append(touch)
@@ -438,16 +439,19 @@ class Scheduler:
         if runner.ref_count <= 0:
             self._expired.put_nowait(runner)
 
+    def _record_time(self) -> datetime:
+        """Records are stamped with the true wall clock: a ``step_wall`` fault does not move
+        them, so a test can line them up with its own clock."""
+        return wall_datetime(self.clock.true_wall_ns())
+
     def _record_unload(self, runner: Runner, why: tuple[UnloadCause, str] | None) -> None:
         cause, caller = why or runner.draining or ("expired", runner.keep_alive_by)
         self.records.unloads.append(
-            UnloadRecord(
-                runner.name, wall_datetime(self.clock.wall_ns()), cause, caller, runner.loaded_by
-            )
+            UnloadRecord(runner.name, self._record_time(), cause, caller, runner.loaded_by)
         )
 
     def _record_wait(self, pending: _Pending, started_ns: int) -> None:
-        started, ended = wall_datetime(started_ns), wall_datetime(self.clock.wall_ns())
+        started, ended = wall_datetime(started_ns), self._record_time()
         touches = tuple(
             touch
             for victim in pending.victims
@@ -516,7 +520,7 @@ class Scheduler:
             EvictionRecord(
                 victim.name,
                 pending.manifest.name,
-                wall_datetime(self.clock.wall_ns()),
+                self._record_time(),
                 reason,
                 pending.caller,
             )
@@ -584,7 +588,7 @@ class Scheduler:
             model=pending.manifest.name,
             reason=reason,
             requested_by=pending.path,
-            started=wall_datetime(self.clock.wall_ns()),
+            started=self._record_time(),
             changed=changed,
             caller=pending.caller,
             replaced_by=pending.replaced_by,
@@ -668,7 +672,7 @@ class Scheduler:
         pending.future.set_result(runner)
 
     def _finish(self, record: LoadRecord, error: str) -> None:
-        record.finished = wall_datetime(self.clock.wall_ns())
+        record.finished = self._record_time()
         record.ok = not error
         record.error = error
 

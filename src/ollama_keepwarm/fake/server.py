@@ -18,7 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ollama_keepwarm.core.durations import INFINITE_NS, NS_PER_SECOND, format_go_duration
-from ollama_keepwarm.fake.api import OllamaRoutes, json_response
+from ollama_keepwarm.fake.api import PROMPT_UNCACHED, OllamaRoutes, json_response
 from ollama_keepwarm.fake.catalog import Catalog, Manifest, default_catalog
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.control import ControlRoutes
@@ -447,12 +447,13 @@ class FakeOllama:
         finally:
             self.requests.append(
                 RecordedRequest(
-                    wall_datetime(self.clock.wall_ns()),
+                    wall_datetime(self.clock.true_wall_ns()),
                     request.method,
                     request.path,
                     body,
                     status,
                     request.headers.get("User-Agent", ""),
+                    request.get(PROMPT_UNCACHED),
                 )
             )
             elapsed_ms = (self.clock.monotonic_ns() - started) / 1e6

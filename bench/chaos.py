@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.chaos_check import Verdict, check
+from bench.chaos_explain import timeline
 from bench.chaos_run import run_schedule
 from bench.chaos_schedule import Schedule, generate
 
@@ -186,6 +187,33 @@ def _rss_max_kib(results: Sequence[Result]) -> tuple[int, int]:
     return (min(starts, default=0), max(ends, default=0))
 
 
+def _events(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    return [] if text == "none" else [int(i) for i in text.split(",")]
+
+
+def _explain(seed: int, versions: Sequence[str], length: float, events: str | None) -> int:
+    """Run one schedule in this process and print its timeline and verdict."""
+    broke = False
+    for version in versions:
+        schedule = generate(seed, version, length)
+        chosen = _events(events)
+        if chosen is not None:
+            schedule = schedule.only(chosen)
+        outcome = asyncio.run(run_schedule(schedule))
+        print(
+            f"# {version} seed {seed}: {schedule.kept}, max_loaded {schedule.max_loaded}, "
+            f"{schedule.memory_gb} GB"
+        )
+        print("\n".join(timeline(outcome)))
+        verdict = check(outcome)
+        for violation in verdict.violations:
+            print(violation.describe())
+        broke |= bool(verdict.violations)
+    return 1 if broke else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run schedules, print each verdict and the table; exit 1 when any invariant broke."""
     parser = argparse.ArgumentParser(
@@ -202,10 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="schedules at once")
     parser.add_argument("--day", action="store_true", help="one compressed day per rule set")
     parser.add_argument("--out", type=Path, help="write the table to OUT/chaos.md")
+    parser.add_argument("--explain", action="store_true", help="print --seed's timeline")
     args = parser.parse_args(argv)
     versions = [args.version] if args.version else list(VERSIONS)
     if args.day:
         args.length, args.seeds = DAY_LENGTH_S, 1
+    if args.seed is not None and args.explain:
+        return _explain(args.seed, versions, args.length, args.events)
     if args.seed is not None:
         events = None
         if args.events is not None:

@@ -6,11 +6,12 @@ log events and its ``status`` samples, never from the keeper's internals:
 1. no runner a client loaded with other options is reloaded by the keeper after it said
    ``options_mismatch``, and it says so within two such reloads;
 2. no client load or request waits on a runner the keeper revived or kept busy;
-3. every kept model lost while no fault was active is asked for again within a poll plus the
-   loads that had to come first (time the fake spent loading is not counted), unless it is held
-   and ``status`` says why (paused, conflict, outside, mismatch, backing off, wedged), or it was
-   lost before in the last :data:`REPEAT_S` (a repeat may back off); a kept lease the keeper
-   itself let lapse is a loss it caused;
+3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
+   loads that had to come first (time the fake spent loading is not counted), counted from
+   the end of any fault active when it was lost, unless it is held and ``status`` says why
+   (paused, conflict, outside, mismatch, backing off, wedged), or it was lost before in the
+   last :data:`REPEAT_S` (a repeat may back off); a kept lease the keeper let lapse (with no
+   fault, and no load waiting for it) is a loss it caused;
 4. the keeper never died, never spun, no lane or task ended, no exception went unlogged, and no
    two loads of one model of ours were in flight together;
 5. over a long run its RSS, file descriptors and tasks stay flat.
@@ -93,7 +94,7 @@ class _Checker:
                 said.setdefault(self.blob(str(entry["model"])), entry["t"])
         fights: dict[str, list[float]] = defaultdict(list)
         for load in self.o.loads:
-            if load.reason != "reload" or not load.replaced_by:
+            if load.reason != "reload" or not load.replaced_by or _t(load.started) > self.o.ended:
                 continue
             if who(load.caller) == "keeper" and who(load.replaced_by) == "client":
                 fights[self.blob(load.model)].append(_t(load.started))
@@ -124,7 +125,7 @@ class _Checker:
 
     def waits_on_us(self) -> None:
         for wait in self.o.records.waits:
-            if who(wait.caller) != "client":
+            if who(wait.caller) != "client" or _t(wait.started) > self.o.ended:
                 continue
             ours = [t for t in wait.touches if who(t.caller) == "keeper"]
             if not ours:
@@ -141,13 +142,19 @@ class _Checker:
 
     # -- invariant 3 --------------------------------------------------------------------------
 
-    def _excused(self, at: float, until: float, model: str) -> str:
-        for start, end, kind, about in self.o.windows:
-            if about and about != model:
-                continue
-            if start <= at <= end or at <= start <= until:
-                return kind
-        return ""
+    def _fault_end(self, at: float, model: str) -> float:
+        """When the faults (and pauses, reloads) active at ``at`` for ``model`` have all ended.
+
+        A loss during a fault is not the keeper's to prevent, but once the fault is over the
+        keeper has a poll to ask for the model again, like after any other loss.
+        """
+        end, moved = at, True
+        while moved:
+            moved = False
+            for start, stop, _kind, about in self.o.windows:
+                if (not about or about == model) and start <= end < stop:
+                    end, moved = stop, True
+        return end
 
     def _held(self, model: str, at: float, until: float) -> bool:
         for t, models in self.o.statuses:
@@ -171,36 +178,64 @@ class _Checker:
     def _lag(self, at: float, until: float) -> float:
         return max((lag for t, lag in self.o.lags if at - 1.0 <= t <= until + 1.0), default=0.0)
 
+    def _waited_on(self, blob: str, at: float) -> bool:
+        """Whether a load was waiting for this model's runner at ``at`` (inv 2 judges that)."""
+        return any(
+            _t(w.started) <= at <= _t(w.ended) + POLL_S
+            and (self.blob(w.model) == blob or any(self.blob(t.model) == blob for t in w.touches))
+            for w in self.o.records.waits
+            if who(w.caller) == "client"
+        )
+
+    def _lapsed(self, blob: str, model: str, at: float, cause: str, caller: str) -> bool:
+        if cause != "expired" or who(caller) != "keeper" or self._waited_on(blob, at):
+            return False
+        return self._fault_end(at, model) == at and not self._held(model, at, at)
+
     def losses(self) -> None:
+        """Invariant 3 over every loss of a kept model, and its first warm at start."""
         last_loss: dict[str, float] = {}
+        losses = [(self.o.started, blob, "start", "", "") for blob in self.kept_blobs]
         for unload in self.o.records.unloads:
             blob = self.blob(unload.model)
-            model = self.kept_blobs.get(blob)
-            if model is None or unload.cause in ("restart", "crashed"):
-                continue
-            at = _t(unload.time)
+            if _t(unload.time) > self.o.ended:
+                continue  # the keeper is stopping: nothing to judge
+            if blob in self.kept_blobs and unload.cause != "crashed":
+                losses.append((_t(unload.time), blob, unload.cause, unload.caller, "loss"))
+        for at, blob, cause, caller, kind in sorted(losses):
+            model = self.kept_blobs[blob]
             repeat = at - last_loss.get(blob, -1e18) < REPEAT_S
-            last_loss[blob] = at
-            back = self._back(blob, at)
-            until = back if back is not None else self.o.ended
-            if self._excused(at, until, model) or self._held(model, at, until):
-                continue
-            if unload.cause == "expired" and who(unload.caller) == "keeper":
+            if kind:
+                last_loss[blob] = at
+            if self._lapsed(blob, model, at, cause, caller):
                 self.flag(3, f"{model}'s lease, set by the keeper, lapsed", at)
             if repeat:
                 continue
-            lag = self._lag(at, until)
+            since = self._fault_end(at, model)
+            back = self._back(blob, at)
+            if back is not None and back <= since:
+                continue  # asked for again during the fault
+            until = back if back is not None else self.o.ended
+            if self._held(model, at, until):
+                continue
+            lag = self._lag(since, until)
             bound = POLL_S + MARGIN_S + 2 * lag
-            if back is None and self.o.ended - at < bound + 1.0:
+            if back is None and self.o.ended - since < bound + 1.0:
                 continue  # too close to the end to judge
-            reaction = until - at - self._busy_loading(at, until)
+            reaction = until - since - self._busy_loading(since, until)
             if reaction > bound:
-                by = who(unload.caller) if unload.caller else "nobody"
-                came = f"asked for again after {reaction:.2f}s" if back else "never asked for again"
+                by = (who(caller) if caller else "nobody") if kind else "-"
+                what = f"lost ({cause} by {by})" if kind else "not loaded at start"
+                after = (
+                    f" after the fault ended at {since - self.o.started:.2f}s" if since > at else ""
+                )
+                came = (
+                    f"asked for again {reaction:.2f}s{after}" if back else "never asked for again"
+                )
                 self.flag(
                     3,
-                    f"{model} lost ({unload.cause} by {by}), {came} "
-                    f"(bound {bound:.2f}s: a poll + {MARGIN_S}s + 2 x lag {lag:.2f}s)",
+                    f"{model} {what}, {came} (bound {bound:.2f}s: a poll + {MARGIN_S}s + "
+                    f"2 x lag {lag:.2f}s; time spent loading not counted)",
                     at,
                 )
 

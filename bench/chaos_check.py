@@ -9,9 +9,9 @@ log events and its ``status`` samples, never from the keeper's internals:
 3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
    loads that had to come first (time the fake spent loading is not counted), counted from
    the end of any fault active when it was lost, unless it is held and ``status`` says why
-   (paused, conflict, outside, mismatch, backing off, wedged), or it was lost before in the
-   last :data:`REPEAT_S` (a repeat may back off); a kept lease the keeper let lapse (with no
-   fault, and no load waiting for it) is a loss it caused;
+   (paused, conflict, outside, mismatch, backing off, wedged), or a client's load took it
+   before in the last :data:`REPEAT_S` (a repeat may back off); a kept lease the keeper let
+   lapse (with no fault, and no load waiting for it) is a loss it caused;
 4. the keeper never died, never spun, no lane or task ended, no exception went unlogged, and no
    two loads of one model of ours were in flight together;
 5. over a long run its RSS, file descriptors and tasks stay flat.
@@ -205,8 +205,8 @@ class _Checker:
         for at, blob, cause, caller, kind in sorted(losses):
             model = self.kept_blobs[blob]
             repeat = at - last_loss.get(blob, -1e18) < REPEAT_S
-            if kind:
-                last_loss[blob] = at
+            if kind and cause in ("evicted", "oom", "reload") and who(caller) == "client":
+                last_loss[blob] = at  # a client's load took it: the next loss may back off
             if self._lapsed(blob, model, at, cause, caller):
                 self.flag(3, f"{model}'s lease, set by the keeper, lapsed", at)
             if repeat:

@@ -383,7 +383,8 @@ class _Sampler:
             now = time.time()
             self.lags.append((now, max(0.0, time.monotonic() - before - SAMPLE_S)))
             with contextlib.suppress(Exception):
-                models = self.keeper.status().get("models", [])
+                hosts = self.keeper.status().get("hosts", [])
+                models = [m for host in hosts for m in host.get("models", [])]
                 self.statuses.append(
                     (now, {m["name"]: (str(m["state"]), str(m["reason"])) for m in models})
                 )

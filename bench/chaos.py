@@ -91,13 +91,20 @@ def run_many(
     return sorted(results, key=lambda r: (r.schedule.version, r.schedule.seed))
 
 
-def shrink(schedule: Schedule, budget: int = 40, log: Callable[[str], None] = print) -> Schedule:
-    """Delta debugging (ddmin) over the events: the fewest that still break the same invariant.
+def shrink(
+    schedule: Schedule,
+    budget: int = 40,
+    log: Callable[[str], None] = print,
+    run: Callable[[Schedule], Result] | None = None,
+    broke: frozenset[int] | None = None,
+) -> Schedule:
+    """Delta debugging (ddmin, by complements) over the events: the fewest that still fail.
 
     A run is timing-dependent, so "still fails" means it broke at least one of the invariants
-    the full schedule broke; at most ``budget`` re-runs.
+    the full schedule broke (``broke``, else found by running it); at most ``budget`` re-runs.
     """
-    first = run_schedule_checked(schedule).verdict.invariants
+    run = run or run_schedule_checked
+    first = broke if broke is not None else run(schedule).verdict.invariants
     if not first:
         return schedule
     runs = 0
@@ -105,7 +112,7 @@ def shrink(schedule: Schedule, budget: int = 40, log: Callable[[str], None] = pr
     def fails(indices: Sequence[int]) -> bool:
         nonlocal runs
         runs += 1
-        found = run_schedule_checked(schedule.only(indices)).verdict.invariants
+        found = run(schedule.only(indices)).verdict.invariants
         log(f"  shrink run {runs}: {len(indices)} events -> invariants {sorted(found)}")
         return bool(found & first)
 
@@ -114,19 +121,16 @@ def shrink(schedule: Schedule, budget: int = 40, log: Callable[[str], None] = pr
     while len(current) >= 2 and runs < budget:
         size = max(1, len(current) // chunks)
         pieces = [current[i : i + size] for i in range(0, len(current), size)]
-        reduced = False
         for piece in pieces:
             rest = [i for i in current if i not in piece]
-            if runs >= budget:
+            if runs < budget and fails(rest):
+                current, chunks = rest, max(chunks - 1, 2)
                 break
-            if fails(rest):
-                current, chunks, reduced = rest, max(chunks - 1, 2), True
-                break
-        if not reduced:
+        else:
             if size == 1:
                 break
             chunks = min(len(current), chunks * 2)
-    if not current and runs < budget and fails([]):
+    if len(current) == 1 and runs < budget and fails([]):
         current = []
     return schedule.only(current)
 
@@ -247,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_result(result)
             results.append(result)
             if args.shrink and result.verdict.violations:
-                small = shrink(result.schedule, args.budget)
+                small = shrink(result.schedule, args.budget, broke=result.verdict.invariants)
                 print(f"shrunk to {len(small.active)} events:")
                 for _, event in small.active:
                     print(f"  {event.describe()}")

@@ -9,8 +9,8 @@ log events and its ``status`` samples, never from the keeper's internals:
 3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
    loads that had to come first (time the fake spent loading is not counted), counted from
    the end of any fault active when it was lost, unless it is held and ``status`` says why
-   (paused, conflict, outside, mismatch, backing off, wedged), or a client's load took it
-   before in the last :data:`REPEAT_S` (a repeat may back off); a kept lease the keeper let
+   (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
+   (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept lease the keeper let
    lapse (with no fault, and no load waiting for it) is a loss it caused;
 4. the keeper never died, never spun, no lane or task ended, no exception went unlogged, and no
    two loads of one model of ours were in flight together;
@@ -205,8 +205,8 @@ class _Checker:
         for at, blob, cause, caller, kind in sorted(losses):
             model = self.kept_blobs[blob]
             repeat = at - last_loss.get(blob, -1e18) < REPEAT_S
-            if kind and cause in ("evicted", "oom", "reload") and who(caller) == "client":
-                last_loss[blob] = at  # a client's load took it: the next loss may back off
+            if kind and cause != "restart" and who(caller) == "client":
+                last_loss[blob] = at  # a client took it (load, stop, lease): the next may back off
             if self._lapsed(blob, model, at, cause, caller):
                 self.flag(3, f"{model}'s lease, set by the keeper, lapsed", at)
             if repeat:
@@ -291,7 +291,10 @@ class _Checker:
         o = self.o
         if o.schedule.duration_s < LONG_RUN_S or len(o.resources) < 2:
             return
-        (_, rss0, fd0, tasks0), (t1, rss1, fd1, tasks1) = o.resources[0], o.resources[-1]
+        # From a tenth into the run (start-up, imports and first loads done) to its end.
+        settled = o.started + 0.1 * (o.ended - o.started)
+        base = next((r for r in o.resources if r[0] >= settled), o.resources[0])
+        (_, rss0, fd0, tasks0), (t1, rss1, fd1, tasks1) = base, o.resources[-1]
         if rss1 - rss0 > 64 * 1024:
             self.flag(5, f"RSS grew {rss0} -> {rss1} KiB", t1)
         if fd1 - fd0 > 16:

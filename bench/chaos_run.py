@@ -43,6 +43,7 @@ __all__ = ["ClientResult", "Outcome", "run_schedule"]
 CLIENT_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 SAMPLE_S = 0.1
+RESOURCES_EVERY_S = 10.0
 SLOW_S = 4.0
 """How long a slowed answer takes (real seconds): past the keeper's 3 s request timeout."""
 
@@ -87,7 +88,8 @@ class Outcome:
     loop_errors: list[str] = field(default_factory=list)
     lanes_ended: list[str] = field(default_factory=list)
     resources: list[tuple[float, int, int, int]] = field(default_factory=list)
-    """(time, RSS KiB, open fds, asyncio tasks) at the start and the end of the run."""
+    """(time, RSS KiB, open fds, asyncio tasks) before the keeper starts, every
+    :data:`RESOURCES_EVERY_S` while it runs, and at the end."""
 
 
 def _config(url: str, kept: tuple[Kept, ...], scratch: str, cgroup: str) -> Config:
@@ -374,10 +376,15 @@ class _Sampler:
         self.keeper = keeper
         self.statuses: list[tuple[float, dict[str, tuple[str, str]]]] = []
         self.lags: list[tuple[float, float]] = []
+        self.resources: list[tuple[float, int, int, int]] = []
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        next_resources = time.monotonic()
         while True:
+            if time.monotonic() >= next_resources:
+                self.resources.append(_resources())
+                next_resources += RESOURCES_EVERY_S
             before = time.monotonic()
             await asyncio.sleep(SAMPLE_S)
             now = time.time()
@@ -464,7 +471,7 @@ async def _run(
             for w in getattr(host, "_workers", [])
             if w.done()
         ]
-        resources.append(_resources())
+        resources += [*sampler.resources, _resources()]
         exit_code, died = await _stop(keeper, task)
         sampler.task.cancel()
         for pending in list(driver.tasks):

@@ -212,14 +212,15 @@ def generate(seed: int, version: str, duration_s: float = 12.0) -> Schedule:
             config = rng.choice(kept)
             model = config.name
         events += _client_requests(rng, client, model, duration_s, config)
-    for _ in range(rng.choice((0, 1, 1, 2))):
+    per = max(1, round(duration_s / 60))  # a longer run has proportionally more of them
+    for _ in range(rng.choice((0, 1, 1, 2)) * per):
         model = rng.choice([*names, *others])
         events.append(Event(round(rng.uniform(1.0, duration_s), 2), "stop", {"model": model}))
-    for _ in range(rng.choice((0, 1, 2, 3))):
+    for _ in range(rng.choice((0, 1, 2, 3)) * per):
         kind = rng.choice(FAULT_KINDS)
         at = 0.0 if kind == "slow_show" and rng.random() < 0.5 else rng.uniform(1.0, duration_s)
         events.append(_fault(rng, kind, at, kept))
-    for _ in range(rng.choice((0, 0, 1, 2))):
+    for _ in range(rng.choice((0, 0, 1, 2)) * per):
         kind = rng.choice(OPERATOR_KINDS)
         events += _operator(rng, kind, rng.uniform(1.0, duration_s), kept)
     events.sort(key=lambda e: e.at)

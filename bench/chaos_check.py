@@ -10,8 +10,8 @@ log events and its ``status`` samples, never from the keeper's internals:
    loads that had to come first (time the fake spent loading is not counted), counted from
    the end of any fault active when it was lost, unless it is held and ``status`` says why
    (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
-   (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept lease the keeper let
-   lapse (with no fault, and no load waiting for it) is a loss it caused;
+   (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept
+   lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
 4. the keeper never died, never spun, no lane or task ended, no exception went unlogged, and no
    two loads of one model of ours were in flight together;
 5. over a long run its RSS, file descriptors and tasks stay flat.

@@ -12,8 +12,10 @@ log events and its ``status`` samples, never from the keeper's internals:
    (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
    (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept
    lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
-4. the keeper never died, never spun, no lane or task ended, no exception went unlogged, and no
-   two loads of one model of ours were in flight together;
+4. the keeper never died, never spun (calls per second; its loads evicting its own kept
+   models more than :data:`SELF_FIGHTS` times; ``call_crashed`` storms), no lane or task
+   ended, no exception went unlogged, it called nothing wedged that was queued behind another
+   load, and no two loads of one model of ours were in flight together;
 5. over a long run its RSS, file descriptors and tasks stay flat.
 
 Bounds are generous and absorb the machine's load: every reaction bound adds twice the worst
@@ -39,6 +41,10 @@ MARGIN_S = 0.35
 SPIN_PER_S = 80
 MISMATCH_WITHIN = 2
 LONG_RUN_S = 120.0
+SELF_FIGHTS = 2
+"""Evictions of one kept model by our own loads of another (outside operator actions) that
+settling may take: issue 21 allows one extra load of each."""
+WEDGE_QUEUE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -273,6 +279,8 @@ class _Checker:
         crashed = [e for e in o.logs if e.get("event") == "call_crashed"]
         if len(crashed) > 20:
             self.flag(4, f"keeper spun: {len(crashed)} call_crashed", crashed[20]["t"])
+        self._self_fights()
+        self._wedged_while_queued()
         ours = defaultdict(list)
         for wait in o.records.waits:
             if who(wait.caller) == "keeper":
@@ -284,6 +292,40 @@ class _Checker:
                     name = self.kept_blobs.get(blob, blob[:12])
                     self.flag(4, f"two loads of {name} of ours in flight together", start)
                     break
+
+    def _self_fights(self) -> None:
+        """Kept models that do not fit settle: our loads evict each kept model at most twice."""
+        count: Counter[str] = Counter()
+        for eviction in self.o.evictions:
+            at = _t(eviction.time)
+            victim, winner = self.blob(eviction.victim), self.blob(eviction.for_model)
+            if (
+                who(eviction.caller) == "keeper"
+                and victim in self.kept_blobs
+                and winner in self.kept_blobs
+                and at <= self.o.ended
+                and not any(start <= at <= end for start, end, _k, _m in self.o.windows)
+            ):
+                count[victim] += 1
+                if count[victim] == SELF_FIGHTS + 1:
+                    name = self.kept_blobs[victim]
+                    self.flag(4, f"our loads evicted kept {name} {count[victim]} times", at)
+
+    def _wedged_while_queued(self) -> None:
+        """A repair waiting behind another load is queued, not wedged."""
+        for entry in self.o.logs:
+            if entry.get("event") != "runner_wedged":
+                continue
+            at, model = entry["t"], self.blob(str(entry.get("model")))
+            others = [
+                ld
+                for ld in self.o.loads
+                if self.blob(ld.model) != model
+                and _t(ld.started) <= at
+                and (ld.finished is None or _t(ld.finished) >= at - WEDGE_QUEUE_S)
+            ]
+            if others:
+                self.flag(4, f"called {entry.get('model')} wedged while another load ran", at)
 
     # -- invariant 5 --------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from bench.chaos import Result, run_many
 
 LENGTH_S = 12.0

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import multiprocessing
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -191,6 +192,18 @@ def _rss_max_kib(results: Sequence[Result]) -> tuple[int, int]:
     return (min(starts, default=0), max(ends, default=0))
 
 
+def _commit() -> str:
+    """The commit the run tested (and whether the tree had changes), for the report."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet"], check=False).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
 def _events(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -269,7 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         command = "python -m bench.chaos " + " ".join(sys.argv[1:] if argv is None else argv)
-        text = f"# Client-harm oracle\n\nMade by `{command.strip()}`.\n\n{report}\n"
+        text = (
+            f"# Client-harm oracle\n\nMade by `{command.strip()}` on commit {_commit()}, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n{report}\n"
+        )
         (args.out / "chaos.md").write_text(text)
     return 1 if any(r.verdict.violations for r in results) else 0
 

@@ -7,7 +7,8 @@ log events and its ``status`` samples, never from the keeper's internals:
    ``options_mismatch``, and it says so within two such reloads;
 2. no client load or request waits on a runner the keeper revived or kept busy;
 3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
-   loads that had to come first (time the fake spent loading is not counted), counted from
+   loads that had to come first (time the fake spent loading, or a call of ours for another
+   model waited in its queue, is not counted), counted from
    the end of any fault active when it was lost, unless it is held and ``status`` says why
    (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
    (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept
@@ -168,11 +169,19 @@ class _Checker:
                 return True
         return False
 
-    def _busy_loading(self, at: float, until: float) -> float:
-        spans = sorted(
+    def _busy_loading(self, at: float, until: float, blob: str) -> float:
+        """Time in [at, until] the fake spent loading, or a call of ours for another model
+        waited in its queue (the keeper loads one model at a time: those came first)."""
+        spans = [
             (max(at, _t(ld.started)), min(until, _t(ld.finished) if ld.finished else until))
             for ld in self.o.loads
-        )
+        ]
+        spans += [
+            (max(at, _t(w.started)), min(until, _t(w.ended)))
+            for w in self.o.records.waits
+            if who(w.caller) == "keeper" and self.blob(w.model) != blob
+        ]
+        spans.sort()
         total, reach = 0.0, at
         for first, end in spans:
             start = max(first, reach)
@@ -228,7 +237,7 @@ class _Checker:
             bound = POLL_S + MARGIN_S + 2 * lag
             if back is None and self.o.ended - since < bound + 1.0:
                 continue  # too close to the end to judge
-            reaction = until - since - self._busy_loading(since, until)
+            reaction = until - since - self._busy_loading(since, until, blob)
             if reaction > bound:
                 by = (who(caller) if caller else "nobody") if kind else "-"
                 what = f"lost ({cause} by {by})" if kind else "not loaded at start"

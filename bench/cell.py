@@ -240,8 +240,19 @@ async def _replay(url: str, trace: Trace, clock: _TraceClock, results: list[Clie
         results += await asyncio.gather(*pending)
 
 
-async def run_cell(trace: Trace, strategy_name: str, scale: float) -> CellResult:
-    """Replay ``trace`` against a fresh fake Ollama kept warm by ``strategy_name``."""
+async def run_cell(
+    trace: Trace,
+    strategy_name: str,
+    scale: float,
+    ready: Callable[[], Awaitable[object]] | None = None,
+) -> CellResult:
+    """Replay ``trace`` against a fresh fake Ollama kept warm by ``strategy_name``.
+
+    Cells that share an event loop pass the same ``ready`` (a barrier's ``wait``): each sets
+    up its fake, then waits for all the others before its trace clock starts, so one cell's
+    setup (a socket, first-time initialisation) cannot stall another's first trace seconds,
+    where a tenth of a real second is six trace seconds.
+    """
     strategy = make_strategy(strategy_name)
     fake = FakeOllama(
         max_loaded=MAX_LOADED,
@@ -253,6 +264,8 @@ async def run_cell(trace: Trace, strategy_name: str, scale: float) -> CellResult
     )
     started, cpu_started = time.monotonic(), _cpu_s()
     await fake.start()
+    if ready is not None:
+        await ready()
     clock = _TraceClock(scale)
     results: list[ClientResult] = []
     losses: list[Loss] = []

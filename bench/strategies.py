@@ -32,6 +32,12 @@ from ollama_keepwarm.core.config import (
 )
 from ollama_keepwarm.daemon.keeper import Keeper
 
+with contextlib.suppress(ImportError):
+    # The daemon imports its D-Bus library when it starts (daemon/sleep_signal.py). Inside a
+    # cell that first import is tens of milliseconds of a blocked event loop, several trace
+    # seconds at the bench's time scales, charged to whichever cell is mid-race: import it now.
+    import dbus_fast.aio  # noqa: F401
+
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "scaled_config"]
 
 _PRELOAD_TIMEOUT_S = 45.0  # `ollama-keepwarm warm --timeout 45s` in the shipped drop-in

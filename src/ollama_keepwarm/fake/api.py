@@ -29,7 +29,10 @@ from ollama_keepwarm.fake.wire import (
     go_quote,
 )
 
-__all__ = ["OllamaRoutes", "ServerState", "json_response"]
+__all__ = ["PROMPT_UNCACHED", "OllamaRoutes", "ServerState", "json_response"]
+
+PROMPT_UNCACHED = web.RequestKey("prompt_uncached", int)
+"""Where a completion leaves how many prompt tokens missed the slot's cache (records.py)."""
 
 _NUMBER = (int, float)
 _GENERATE_FIELDS: dict[str, tuple[type, ...]] = {
@@ -87,6 +90,11 @@ def json_response(status: int, value: Any) -> web.Response:
     return web.Response(
         status=status, body=go_json(value), content_type="application/json", charset="utf-8"
     )
+
+
+def _caller(request: web.Request) -> str:
+    """Who sent it, for the records of who caused what (``records.who`` reads it)."""
+    return request.headers.get("User-Agent", "")
 
 
 def _token_ids(text: str) -> list[int]:
@@ -319,7 +327,7 @@ class OllamaRoutes:
         keep_alive = body.get("keep_alive")
         scheduler = self.fake.scheduler
         if not has_input and keep_alive == 0:
-            scheduler.expire_now(manifest)
+            scheduler.expire_now(manifest, _caller(request))
             return json_response(200, self._final(name, chat, "", "unload"))
         if manifest.model.is_embedding_only:
             raise RequestError(
@@ -328,7 +336,12 @@ class OllamaRoutes:
         if body.get("think") is True and "thinking" not in manifest.model.capabilities:
             raise RequestError(400, f"{go_quote(name)} does not support thinking")
         runner = await scheduler.acquire(
-            manifest, body.get("options"), keep_alive, request.path, shift=body.get("shift")
+            manifest,
+            body.get("options"),
+            keep_alive,
+            request.path,
+            shift=body.get("shift"),
+            caller=_caller(request),
         )
         load_ns = self._elapsed_ns(started_ns)
         try:
@@ -382,6 +395,7 @@ class OllamaRoutes:
         clock = self.fake.clock
         async with runner.slots:
             with runner.cache.slot(prompt_tokens) as uncached:
+                request[PROMPT_UNCACHED] = uncached  # for RecordedRequest (tests, no timing)
                 prompt_started = clock.monotonic_ns()
                 prompt_ids = _token_ids(text)
                 await clock.sleep(uncached * self.fake.seconds_per_prompt_token)
@@ -445,7 +459,11 @@ class OllamaRoutes:
         )
         scheduler = self.fake.scheduler
         runner = await scheduler.acquire(
-            manifest, body.get("options"), body.get("keep_alive"), request.path
+            manifest,
+            body.get("options"),
+            body.get("keep_alive"),
+            request.path,
+            caller=_caller(request),
         )
         load_ns = self._elapsed_ns(started_ns)
         try:
@@ -475,7 +493,11 @@ class OllamaRoutes:
         prompt: str = body.get("prompt") or ""
         scheduler = self.fake.scheduler
         runner = await scheduler.acquire(
-            manifest, body.get("options"), body.get("keep_alive"), request.path
+            manifest,
+            body.get("options"),
+            body.get("keep_alive"),
+            request.path,
+            caller=_caller(request),
         )
         try:
             if not prompt:

@@ -25,11 +25,21 @@ class Clock:
         self._running = asyncio.Event()
         self._running.set()
         self._suspended = asyncio.Event()
+        self.wall_step_ns = 0
+        """A wall-clock step (``step_wall``): NTP or ``date -s`` moved the machine's clock."""
+
+    def wall_ns(self) -> int:
+        """Return wall-clock time in ns since the epoch (what ``expires_at`` is based on)."""
+        return time.time_ns() + self.wall_step_ns
 
     @staticmethod
-    def wall_ns() -> int:
-        """Return real wall-clock time in ns since the epoch (what ``expires_at`` is based on)."""
+    def true_wall_ns() -> int:
+        """Return the real wall clock, without any step: what the records are stamped with."""
         return time.time_ns()
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock; timers (monotonic, like Go's) and stored times do not move."""
+        self.wall_step_ns += int(seconds * 1e9)
 
     @staticmethod
     def monotonic_ns() -> int:

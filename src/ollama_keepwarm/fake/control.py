@@ -15,6 +15,9 @@ Routes and bodies (each mirrors the :class:`FakeOllama` method of the same name)
     POST /_fake/delay           {"path_prefix": "/api/ps", "seconds": 2}  ("inf", null)
     POST /_fake/runtime_oom
     POST /_fake/unload          {"model": "llama3.1:8b"}
+    POST /_fake/fail_answers    {"path_prefix": "/api/ps", "kind": "garble", "times": 1} ("500")
+    POST /_fake/step_wall       {"seconds": -3600}
+    GET  /_fake/records         (who caused each load, eviction, unload and wait: records.py)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ollama_keepwarm.fake.api import json_response
+from ollama_keepwarm.fake.records import EvictionRecord, LoadRecord, Records, records_json
 from ollama_keepwarm.fake.wire import RequestError
 
 __all__ = ["ControlRoutes", "FaultTarget"]
@@ -73,6 +77,14 @@ class FaultTarget(Protocol):
     def set_delay(self, path_prefix: str, seconds: float | None) -> None: ...
     def runtime_oom(self) -> int: ...
     async def unload(self, name: str) -> bool: ...
+    def fail_next_answers(self, path_prefix: str, kind: Any, times: int = 1) -> None: ...
+    def step_wall(self, seconds: float) -> None: ...
+    @property
+    def loads(self) -> list[LoadRecord]: ...
+    @property
+    def evictions(self) -> list[EvictionRecord]: ...
+    @property
+    def records(self) -> Records: ...
 
 
 class ControlRoutes:
@@ -92,6 +104,9 @@ class ControlRoutes:
         router.add_post("/_fake/delay", self.delay)
         router.add_post("/_fake/runtime_oom", self.runtime_oom)
         router.add_post("/_fake/unload", self.unload)
+        router.add_post("/_fake/fail_answers", self.fail_answers)
+        router.add_post("/_fake/step_wall", self.step_wall)
+        router.add_get("/_fake/records", self.records)
 
     async def state(self, _request: web.Request) -> web.Response:
         """Return runners, the current load, and the load and eviction logs."""
@@ -156,3 +171,28 @@ class ControlRoutes:
         except KeyError:
             raise RequestError(404, f"model '{name}' not found") from None
         return json_response(200, {"unloading": unloaded})
+
+    async def fail_answers(self, request: web.Request) -> web.Response:
+        """Answer the next requests on a path prefix garbled or with a 500."""
+        body = await _body(request)
+        prefix, kind = body.get("path_prefix"), body.get("kind")
+        if not isinstance(prefix, str):
+            raise RequestError(400, "path_prefix is required")
+        if kind not in ("garble", "500"):
+            raise RequestError(400, 'kind must be "garble" or "500"')
+        self.fake.fail_next_answers(prefix, kind, times=int(_number(body, "times", 1)))
+        return json_response(200, {"status": "armed"})
+
+    async def step_wall(self, request: web.Request) -> web.Response:
+        """Step the wall clock the fake reports by ``seconds`` (either sign)."""
+        seconds = (await _body(request)).get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise RequestError(400, "seconds must be a number")
+        self.fake.step_wall(float(seconds))
+        return json_response(200, {"stepped_s": seconds})
+
+    async def records(self, _request: web.Request) -> web.Response:
+        """Return who caused each load, eviction, unload and wait."""
+        return json_response(
+            200, records_json(self.fake.loads, self.fake.evictions, self.fake.records)
+        )

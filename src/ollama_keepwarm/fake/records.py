@@ -2,22 +2,56 @@
 
 These are plain values so tests can assert on them without reaching into the scheduler.
 Times are aware UTC datetimes of the real wall clock.
+
+**Who caused what.** Each load, eviction, unload and wait also says which caller caused it: the
+``User-Agent`` of the request (``caller``), and :func:`who` tells the keeper from a client. The
+client-harm oracle (``bench/chaos.py``) judges the keeper on these records alone, so they answer
+the questions it asks: whose load evicted whom, who set the ``keep_alive`` that expired, who
+revived or kept busy a runner another load was waiting for (:class:`Touch`), and how long each
+queued request waited and on which runners (:class:`WaitRecord`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 __all__ = [
+    "KEEPER_AGENT_PREFIX",
+    "Caller",
     "EvictionRecord",
     "LoadReason",
     "LoadRecord",
     "RecordedRequest",
+    "Records",
     "RunnerInfo",
+    "Touch",
+    "UnloadCause",
+    "UnloadRecord",
+    "WaitRecord",
+    "records_json",
     "wall_datetime",
+    "who",
 ]
+
+KEEPER_AGENT_PREFIX = "ollama-keepwarm/"
+"""The ``User-Agent`` the keeper is meant to send (interfaces.md). Today it sends aiohttp's
+default (``Python/3.x aiohttp/3.x``), which :func:`who` also counts as the keeper's: no client
+of Ollama the tests run sends it (the oracle's clients say ``chaos-client/<n>``)."""
+
+Caller = Literal["keeper", "client"]
+UnloadCause = Literal["expired", "stopped", "evicted", "oom", "reload", "crashed", "restart"]
+
+
+def who(user_agent: str) -> Caller:
+    """Tell the keeper's requests from a client's by their ``User-Agent``."""
+    if user_agent.startswith(KEEPER_AGENT_PREFIX):
+        return "keeper"
+    if user_agent.startswith("Python/") and "aiohttp/" in user_agent:
+        return "keeper"
+    return "client"
+
 
 LoadReason = Literal["cold", "reload", "repair"]
 
@@ -59,6 +93,10 @@ class LoadRecord:
     ok: bool = False
     error: str = ""
     changed: str = ""
+    caller: str = ""
+    """The ``User-Agent`` of the request that asked for the load."""
+    replaced_by: str = ""
+    """For a reload, who had loaded the runner it replaced."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +107,8 @@ class EvictionRecord:
     for_model: str
     time: datetime
     reason: Literal["count", "memory", "oom"]
+    caller: str = ""
+    """The ``User-Agent`` of the request whose load needed the room."""
 
 
 @dataclass(frozen=True)
@@ -80,3 +120,85 @@ class RecordedRequest:
     path: str
     body: Any
     status: int
+    user_agent: str = ""
+    prompt_uncached: int | None = None
+    """Prompt tokens past the slot's cached prefix (generate and chat): a cache hit, told
+    without measuring time."""
+
+
+@dataclass(frozen=True)
+class Touch:
+    """A request that reached a runner Ollama was draining (evicting, reloading, OOM).
+
+    ``revived``: it carried a positive ``keep_alive``, so the runner gets a timer instead of
+    its unload (§4.5); ``busy``: it only held the runner, delaying the unload until it ended.
+    """
+
+    model: str
+    kind: Literal["revived", "busy"]
+    caller: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class UnloadRecord:
+    """A runner left: why, and whose request caused it.
+
+    ``caller`` is who set the ``keep_alive`` that expired (``expired``), sent the unload
+    command (``stopped``), or asked for the load that needed the room (``evicted``, ``oom``,
+    ``reload``); empty for ``restart``.
+    """
+
+    model: str
+    time: datetime
+    cause: UnloadCause
+    caller: str
+    loaded_by: str
+
+
+@dataclass(frozen=True)
+class WaitRecord:
+    """A request that could not use a loaded runner at once, and what it waited on.
+
+    ``touches`` are the requests that reached the runners it waited for while it waited.
+    """
+
+    model: str
+    caller: str
+    path: str
+    started: datetime
+    ended: datetime
+    loaded: bool
+    touches: tuple[Touch, ...] = ()
+
+
+@dataclass
+class Records:
+    """Everything of who-caused-what the fake keeps across restarts (lists only grow)."""
+
+    unloads: list[UnloadRecord] = field(default_factory=list)
+    waits: list[WaitRecord] = field(default_factory=list)
+    touches: list[Touch] = field(default_factory=list)
+
+
+def records_json(
+    loads: list[LoadRecord], evictions: list[EvictionRecord], records: Records
+) -> dict[str, Any]:
+    """Every record of who caused what as JSON-ready values (``GET /_fake/records``)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {
+        "loads": [plain(asdict(r)) for r in loads],
+        "evictions": [plain(asdict(e)) for e in evictions],
+        "unloads": [plain(asdict(u)) for u in records.unloads],
+        "waits": [plain(asdict(w)) for w in records.waits],
+        "touches": [plain(asdict(t)) for t in records.touches],
+    }

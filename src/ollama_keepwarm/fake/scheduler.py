@@ -17,6 +17,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ollama_keepwarm.core.durations import INFINITE_NS, NS_PER_SECOND
@@ -30,7 +31,12 @@ from ollama_keepwarm.fake.records import (
     EvictionRecord,
     LoadReason,
     LoadRecord,
+    Records,
     RunnerInfo,
+    Touch,
+    UnloadCause,
+    UnloadRecord,
+    WaitRecord,
     wall_datetime,
 )
 from ollama_keepwarm.fake.versions import CURRENT_STABLE, Behaviour
@@ -97,6 +103,14 @@ class Runner:
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     cache: PromptCache = field(default_factory=PromptCache)
     """Each slot's last prompt (``prompt_cache.py``): a new runner starts with none."""
+    loaded_by: str = ""
+    """Who caused what (``records.py``): the ``User-Agent`` that asked for this load, ..."""
+    keep_alive_by: str = ""
+    """... the one whose ``keep_alive`` is in force, ..."""
+    draining: tuple[UnloadCause, str] | None = None
+    """... and why (and for whom) it is marked for unload, until a ``keep_alive`` revives it."""
+    touches: list[Touch] = field(default_factory=list)
+    """Requests that reached it while it was draining (what a waiting load waited on)."""
 
     @property
     def key(self) -> str:
@@ -122,6 +136,10 @@ class _Pending:
     path: str
     future: asyncio.Future[Runner]
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    caller: str = ""
+    victims: list[Runner] = field(default_factory=list)
+    replaced_by: str = ""
+    loaded: bool = False
 
 
 def _offloaded_bytes(options: LoadOptions, model: CatalogModel) -> int:
@@ -177,8 +195,11 @@ class Scheduler:
         load_failures: deque[LoadFailure],
         processes: RunnerProcesses | None = None,
         num_parallel: int = 1,
+        records: Records | None = None,
     ) -> None:
         self.behaviour = behaviour
+        self.records = records if records is not None else Records()
+        """Who caused each unload and wait (``records.py``), shared across restarts."""
         self.num_parallel = num_parallel
         self.clock = clock
         self.max_loaded = max_loaded
@@ -218,6 +239,7 @@ class Scheduler:
         for runner in self.loaded.values():
             if runner.timer is not None:
                 runner.timer.cancel()
+            self._record_unload(runner, ("restart", ""))
         self.loaded.clear()
         while not self._queue.empty():
             self._queue.get_nowait().future.cancel()
@@ -252,12 +274,14 @@ class Scheduler:
         keep_alive_ns: int | None,
         path: str,
         shift: bool | None = None,
+        caller: str = "",
     ) -> Runner:
         """Return a runner for ``manifest`` with one more reference; load it if needed.
 
         A loaded runner with matching options is used at once (no queue, no 503, §4.2).
         Otherwise the request joins the FIFO queue; cancelling the caller aborts its load (§2.6).
-        ``shift`` is the request's context-shift field (generate and chat only).
+        ``shift`` is the request's context-shift field (generate and chat only); ``caller``
+        its ``User-Agent``, for the records of who caused what.
 
         Raises:
             SchedulerError: 503 when the queue is full, 500 when the load fails.
@@ -265,21 +289,24 @@ class Scheduler:
         options = self.options_for(manifest, requested_options, shift)
         runner = self.loaded.get(manifest.model.blob)
         if runner is not None and self._reload_reason(runner, options) is None:
-            self._use(runner, keep_alive_ns)
+            self._use(runner, keep_alive_ns, caller)
             return runner
         future: asyncio.Future[Runner] = asyncio.get_running_loop().create_future()
-        pending = _Pending(manifest, options, keep_alive_ns, path, future)
+        pending = _Pending(manifest, options, keep_alive_ns, path, future, caller=caller)
         future.add_done_callback(lambda f: pending.gone.set() if f.cancelled() else None)
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise SchedulerError(503, QUEUE_FULL) from None
+        started = self.clock.true_wall_ns()
         try:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.release(future.result())
             raise
+        finally:
+            self._record_wait(pending, started)
 
     def release(self, runner: Runner) -> None:
         """End one request on ``runner``: the last one starts a full-length timer (§1.3 rule 3)."""
@@ -296,13 +323,13 @@ class Scheduler:
         if duration != INFINITE_NS:
             runner.timer = asyncio.create_task(self._expire_after(runner, duration))
 
-    def expire_now(self, manifest: Manifest) -> bool:
+    def expire_now(self, manifest: Manifest, caller: str = "") -> bool:
         """Apply the unload command (§1.4): ``expires_at`` = now, ``d`` = 0, unload when idle."""
         runner = self.loaded.get(manifest.model.blob)
         if runner is None:
             return False
         runner.expires_at_ns = self.clock.wall_ns()
-        self._mark_for_unload(runner)
+        self._mark_for_unload(runner, ("stopped", caller))
         return True
 
     def runtime_oom(self) -> int:
@@ -315,7 +342,7 @@ class Scheduler:
             return 0
         runners = list(self.loaded.values())
         for runner in runners:
-            self._mark_for_unload(runner)
+            self._mark_for_unload(runner, ("oom", ""))
         return len(runners)
 
     def crash(self, manifest: Manifest) -> bool:
@@ -381,22 +408,67 @@ class Scheduler:
             return INFINITE_NS
         return int(duration_ns / self.clock.time_scale)
 
-    def _use(self, runner: Runner, keep_alive_ns: int | None) -> None:
+    def _use(self, runner: Runner, keep_alive_ns: int | None, caller: str = "") -> None:
         """Start a request on a loaded runner (``useLoadedRunner``): stop the timer, maybe set d."""
         runner.ref_count += 1
         if runner.timer is not None:
             runner.timer.cancel()
             runner.timer = None
+        revived = keep_alive_ns is not None and keep_alive_ns > 0
+        if runner.draining is not None and runner.draining[0] != "stopped":
+            touch = Touch(
+                runner.name,
+                "revived" if revived else "busy",
+                caller,
+                self._record_time(),
+            )
+            runner.touches.append(touch)
+            self.records.touches.append(touch)
+        if revived:
+            runner.draining = None  # a timer now, not an unload (§4.5)
         if keep_alive_ns is not None:
             runner.keep_alive_ns = keep_alive_ns
+            runner.keep_alive_by = caller
 
-    def _mark_for_unload(self, runner: Runner) -> None:
+    def _mark_for_unload(self, runner: Runner, why: tuple[UnloadCause, str]) -> None:
         if runner.timer is not None:
             runner.timer.cancel()
             runner.timer = None
         runner.keep_alive_ns = 0
+        runner.draining = why
         if runner.ref_count <= 0:
             self._expired.put_nowait(runner)
+
+    def _record_time(self) -> datetime:
+        """Records are stamped with the true wall clock: a ``step_wall`` fault does not move
+        them, so a test can line them up with its own clock."""
+        return wall_datetime(self.clock.true_wall_ns())
+
+    def _record_unload(self, runner: Runner, why: tuple[UnloadCause, str] | None) -> None:
+        cause, caller = why or runner.draining or ("expired", runner.keep_alive_by)
+        self.records.unloads.append(
+            UnloadRecord(runner.name, self._record_time(), cause, caller, runner.loaded_by)
+        )
+
+    def _record_wait(self, pending: _Pending, started_ns: int) -> None:
+        started, ended = wall_datetime(started_ns), self._record_time()
+        touches = tuple(
+            touch
+            for victim in pending.victims
+            for touch in victim.touches
+            if started <= touch.time <= ended
+        )
+        self.records.waits.append(
+            WaitRecord(
+                pending.manifest.name,
+                pending.caller,
+                pending.path,
+                started,
+                ended,
+                pending.loaded,
+                touches,
+            )
+        )
 
     def _reload_reason(self, runner: Runner, options: LoadOptions) -> tuple[LoadReason, str] | None:
         """Return why ``runner`` cannot serve ``options`` (``needsReload``) and what differs."""
@@ -446,7 +518,11 @@ class Scheduler:
     def _record_eviction(self, victim: Runner, pending: _Pending, reason: Any) -> None:
         self._evictions.append(
             EvictionRecord(
-                victim.name, pending.manifest.name, wall_datetime(self.clock.wall_ns()), reason
+                victim.name,
+                pending.manifest.name,
+                self._record_time(),
+                reason,
+                pending.caller,
             )
         )
 
@@ -479,17 +555,25 @@ class Scheduler:
                     pending.future.set_result(runner)
                     return
                 (reason, changed), victim = why, runner
+                pending.replaced_by = runner.loaded_by
+                cause: UnloadCause = "crashed" if reason == "repair" else "reload"
             elif len(self.loaded) >= self.max_loaded:
                 victim = self._find_victim(self.loaded.values())
                 self._record_eviction(victim, pending, "count")
+                cause = "evicted"
             elif self._fits(pending):
                 await self._load(pending, reason, changed)
                 return
             else:
                 victim = self._find_victim(self.loaded.values())
                 self._record_eviction(victim, pending, "memory")
+                cause = "evicted"
             self._unloaded.clear()
-            self._mark_for_unload(victim)
+            if victim.draining is None:
+                self._mark_for_unload(victim, (cause, pending.caller))
+            else:
+                self._mark_for_unload(victim, victim.draining)
+            pending.victims.append(victim)
             await self._wait_for_unload(pending)
 
     async def _load(self, pending: _Pending, reason: LoadReason, changed: str) -> None:
@@ -504,9 +588,12 @@ class Scheduler:
             model=pending.manifest.name,
             reason=reason,
             requested_by=pending.path,
-            started=wall_datetime(self.clock.wall_ns()),
+            started=self._record_time(),
             changed=changed,
+            caller=pending.caller,
+            replaced_by=pending.replaced_by,
         )
+        pending.loaded = True
         self._loads.append(record)
         retried = False
         while True:
@@ -550,7 +637,8 @@ class Scheduler:
         self._unloaded.clear()
         for runner in list(self.loaded.values()):
             self._record_eviction(runner, pending, "oom")
-            self._mark_for_unload(runner)
+            self._mark_for_unload(runner, ("oom", pending.caller))
+            pending.victims.append(runner)
         while self.loaded and not pending.gone.is_set():
             await self._wait_for_unload(pending)
 
@@ -573,6 +661,8 @@ class Scheduler:
             options=kept,
             keep_alive_ns=self.default_keep_alive_ns if keep_alive is None else keep_alive,
             size_vram=size_vram,
+            loaded_by=pending.caller,
+            keep_alive_by=pending.caller if keep_alive is not None else "",
         )
         # OLLAMA_NUM_PARALLEL request slots, each with its own prompt cache; one for an
         # embedding model (§4.7).
@@ -582,7 +672,7 @@ class Scheduler:
         pending.future.set_result(runner)
 
     def _finish(self, record: LoadRecord, error: str) -> None:
-        record.finished = wall_datetime(self.clock.wall_ns())
+        record.finished = self._record_time()
         record.ok = not error
         record.error = error
 
@@ -605,6 +695,7 @@ class Scheduler:
                 runner.timer.cancel()
                 runner.timer = None
             del self.loaded[runner.key]
+            self._record_unload(runner, None)
             if self.processes is not None:
                 self.processes.stop(runner.key)
             self._unloaded.set()

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ollama_keepwarm.core.durations import INFINITE_NS, NS_PER_SECOND, format_go_duration
-from ollama_keepwarm.fake.api import OllamaRoutes, json_response
+from ollama_keepwarm.fake.api import PROMPT_UNCACHED, OllamaRoutes, json_response
 from ollama_keepwarm.fake.catalog import Catalog, Manifest, default_catalog
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.control import ControlRoutes
@@ -27,6 +27,7 @@ from ollama_keepwarm.fake.records import (
     EvictionRecord,
     LoadRecord,
     RecordedRequest,
+    Records,
     RunnerInfo,
     wall_datetime,
 )
@@ -41,6 +42,8 @@ log = logging.getLogger("ollama_keepwarm.fake")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CONTROL_PREFIX = "/_fake/"
 Phase = Literal["stopped", "down", "starting", "ready", "suspended"]
+AnswerFault = Literal["garble", "500"]
+_GARBLED = b'{"models":[{"name":"\xff\xfe'  # cut short, and not UTF-8: what a bad proxy sends
 
 
 def _keep_alive_ns(value: str | float) -> int:
@@ -102,6 +105,8 @@ class FakeOllama:
         self.loads: list[LoadRecord] = []
         self.evictions: list[EvictionRecord] = []
         self.requests: list[RecordedRequest] = []
+        self.records = Records()
+        """Who caused each unload, wait and touch of a draining runner (``records.py``)."""
         self.host = "127.0.0.1"
         self.port = 0
         self._load_failures: deque[LoadFailure] = deque()
@@ -110,6 +115,7 @@ class FakeOllama:
         """With ``runner_processes``, the runners' real children (made at :meth:`start`)."""
         self.scheduler = self._new_scheduler()
         self._delays: dict[str, float] = {}
+        self._answer_faults: dict[str, deque[AnswerFault]] = {}
         self._holds = 0
         self._ready: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -237,6 +243,18 @@ class FakeOllama:
         else:
             self._delays[path_prefix] = seconds
 
+    def fail_next_answers(self, path_prefix: str, kind: AnswerFault, times: int = 1) -> None:
+        """Answer the next ``times`` requests on ``path_prefix`` wrongly, without serving them.
+
+        ``garble``: a 200 whose JSON body is cut short and not UTF-8 (a broken proxy);
+        ``500``: Ollama's error shape with an internal error.
+        """
+        self._answer_faults.setdefault(path_prefix, deque()).extend([kind] * times)
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock the fake reports (timers are monotonic and do not move)."""
+        self.clock.step_wall(seconds)
+
     def runtime_oom(self) -> int:
         """A generation ran out of memory: from v0.30 every runner expires once idle (§4.4).
 
@@ -349,6 +367,7 @@ class FakeOllama:
             load_failures=self._load_failures,
             processes=self.processes,
             num_parallel=self.num_parallel,
+            records=self.records,
         )
 
     def _hold(self) -> None:
@@ -384,6 +403,19 @@ class FakeOllama:
         if runner is not None:
             await runner.cleanup()
 
+    def _answer_fault_for(self, path: str) -> AnswerFault | None:
+        matches = [p for p, faults in self._answer_faults.items() if faults and path.startswith(p)]
+        return self._answer_faults[max(matches, key=len)].popleft() if matches else None
+
+    @staticmethod
+    def _faulty(fault: AnswerFault) -> _Handler:
+        async def answer(_request: web.Request) -> web.StreamResponse:
+            if fault == "500":
+                return json_response(500, {"error": "injected internal error"})
+            return web.Response(status=200, body=_GARBLED, content_type="application/json")
+
+        return answer
+
     def _delay_for(self, path: str) -> float | None:
         matches = [prefix for prefix in self._delays if path.startswith(prefix)]
         return self._delays[max(matches, key=len)] if matches else None
@@ -398,6 +430,9 @@ class FakeOllama:
         delay = self._delay_for(request.path)
         if delay is not None:
             await self.clock.sleep(delay)
+        fault = self._answer_fault_for(request.path)
+        if fault is not None:
+            handler = self._faulty(fault)
         raw = await request.read() if request.can_read_body else b""
         try:
             body: Any = json.loads(raw) if raw else None
@@ -410,8 +445,18 @@ class FakeOllama:
             status = response.status
             return response
         finally:
-            at = wall_datetime(self.clock.wall_ns())
-            self.requests.append(RecordedRequest(at, request.method, request.path, body, status))
+            at = wall_datetime(self.clock.wall_ns())  # the log shows the server's clock
+            self.requests.append(
+                RecordedRequest(
+                    wall_datetime(self.clock.true_wall_ns()),
+                    request.method,
+                    request.path,
+                    body,
+                    status,
+                    request.headers.get("User-Agent", ""),
+                    request.get(PROMPT_UNCACHED),
+                )
+            )
             elapsed_ms = (self.clock.monotonic_ns() - started) / 1e6
             # Gin's line as Ollama prints it (its timestamp on the fake's clock), plus the model
             # asked for, so a user debugging a client against the fake sees what happened.

@@ -1,0 +1,366 @@
+"""The invariants of issue 23, checked on one run's :class:`~bench.chaos_run.Outcome`.
+
+Judged only from the fake's own records of who caused what (``fake/records.py``), the keeper's
+log events and its ``status`` samples, never from the keeper's internals:
+
+1. no runner a client loaded with other options is reloaded by the keeper after it said
+   ``options_mismatch``, and it says so within two such reloads;
+2. no client load or request waits on a runner the keeper revived or kept busy;
+3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
+   loads that had to come first (time the fake spent loading, or a call of ours for another
+   model waited in its queue, is not counted), counted from
+   the end of any fault active when it was lost, unless it is held and ``status`` says why
+   (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
+   (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept
+   lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
+4. the keeper never died, never spun (calls per second; its loads evicting its own kept
+   models more than :data:`SELF_FIGHTS` times; ``call_crashed`` storms), no lane or task
+   ended, no exception went unlogged, it called nothing wedged that was queued behind another
+   load, and no two loads of one model of ours were in flight together;
+5. over a long run its RSS, file descriptors and tasks stay flat.
+
+Bounds are generous and absorb the machine's load: every reaction bound adds twice the worst
+event-loop lag measured around it, so a busy box slows the keeper and the bound alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from bench.chaos_run import Outcome
+from bench.chaos_schedule import POLL_S
+from ollama_keepwarm.fake.records import who
+
+__all__ = ["HELD_STATES", "REPEAT_S", "Verdict", "Violation", "check"]
+
+HELD_STATES = {"paused", "conflict", "outside", "mismatch", "error", "wedged"}
+REPEAT_S = 10.0
+MARGIN_S = 0.35
+SPIN_PER_S = 80
+MISMATCH_WITHIN = 2
+LONG_RUN_S = 120.0
+SELF_FIGHTS = 2
+"""Evictions of one kept model by our own loads of another (outside operator actions) that
+settling may take: issue 21 allows one extra load of each."""
+WEDGE_QUEUE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken invariant: its number, what happened, and when (seconds into the run)."""
+
+    invariant: int
+    what: str
+    at: float
+
+    def describe(self) -> str:
+        """One line for the report."""
+        return f"inv {self.invariant} @{self.at:6.2f}s: {self.what}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the checks found in one run."""
+
+    violations: tuple[Violation, ...]
+    client_requests: int
+    harmed_requests: int
+
+    @property
+    def invariants(self) -> frozenset[int]:
+        """The invariants broken."""
+        return frozenset(v.invariant for v in self.violations)
+
+
+def _t(value: datetime) -> float:
+    return value.timestamp()
+
+
+class _Checker:
+    def __init__(self, outcome: Outcome) -> None:
+        self.o = outcome
+        self.violations: list[Violation] = []
+        self.harmed: set[tuple[str, float]] = set()
+        self.kept_blobs = {blob: name for name, blob in outcome.kept_keys.items()}
+
+    def blob(self, name: str) -> str:
+        return self.o.blobs.get(name, self.o.blobs.get(name.split(":", maxsplit=1)[0], name))
+
+    def flag(self, invariant: int, what: str, at: float) -> None:
+        self.violations.append(Violation(invariant, what, at - self.o.started))
+
+    # -- invariant 1 --------------------------------------------------------------------------
+
+    def options_fights(self) -> None:
+        said: dict[str, float] = {}
+        for entry in self.o.logs:
+            if entry.get("event") == "options_mismatch" and entry.get("model"):
+                said.setdefault(self.blob(str(entry["model"])), entry["t"])
+        fights: dict[str, list[float]] = defaultdict(list)
+        for load in self.o.loads:
+            if load.reason != "reload" or not load.replaced_by or _t(load.started) > self.o.ended:
+                continue
+            if who(load.caller) == "keeper" and who(load.replaced_by) == "client":
+                fights[self.blob(load.model)].append(_t(load.started))
+            elif who(load.caller) == "client" and who(load.replaced_by) == "keeper":
+                self.harmed.add(("reload", _t(load.started)))
+        for blob, times in fights.items():
+            name = self.kept_blobs.get(blob, blob[:12])
+            first_said = said.get(blob)
+            before = [t for t in times if first_said is None or t < first_said]
+            if len(before) > MISMATCH_WITHIN:
+                how = "never said" if first_said is None else "said only after them"
+                self.flag(
+                    1,
+                    f"keeper reloaded a client's runner of {name} {len(before)} times; "
+                    f"options_mismatch {how}",
+                    before[MISMATCH_WITHIN],
+                )
+            after = [t for t in times if first_said is not None and t > first_said]
+            if after:
+                self.flag(
+                    1,
+                    f"keeper reloaded a client's runner of {name} {len(after)} times after "
+                    "saying options_mismatch",
+                    after[0],
+                )
+
+    # -- invariant 2 --------------------------------------------------------------------------
+
+    def waits_on_us(self) -> None:
+        for wait in self.o.records.waits:
+            if who(wait.caller) != "client" or _t(wait.started) > self.o.ended:
+                continue
+            ours = [t for t in wait.touches if who(t.caller) == "keeper"]
+            if not ours:
+                continue
+            kinds = ",".join(sorted({t.kind for t in ours}))
+            waited = _t(wait.ended) - _t(wait.started)
+            self.harmed.add(("wait", _t(wait.started)))
+            self.flag(
+                2,
+                f"a client's request for {wait.model} waited {waited:.2f}s on "
+                f"{ours[0].model}, which the keeper {kinds} ({len(ours)} calls)",
+                _t(wait.started),
+            )
+
+    # -- invariant 3 --------------------------------------------------------------------------
+
+    def _fault_end(self, at: float, model: str) -> float:
+        """When the faults (and pauses, reloads) active at ``at`` for ``model`` have all ended.
+
+        A loss during a fault is not the keeper's to prevent, but once the fault is over the
+        keeper has a poll to ask for the model again, like after any other loss.
+        """
+        end, moved = at, True
+        while moved:
+            moved = False
+            for start, stop, _kind, about in self.o.windows:
+                if (not about or about == model) and start <= end < stop:
+                    end, moved = stop, True
+        return end
+
+    def _held(self, model: str, at: float, until: float) -> bool:
+        for t, models in self.o.statuses:
+            if at <= t <= until + POLL_S and models.get(model, ("", ""))[0] in HELD_STATES:
+                return True
+        return False
+
+    def _busy_loading(self, at: float, until: float, blob: str) -> float:
+        """Time in [at, until] the fake spent loading, or a call of ours for another model
+        waited in its queue (the keeper loads one model at a time: those came first)."""
+        spans = [
+            (max(at, _t(ld.started)), min(until, _t(ld.finished) if ld.finished else until))
+            for ld in self.o.loads
+        ]
+        spans += [
+            (max(at, _t(w.started)), min(until, _t(w.ended)))
+            for w in self.o.records.waits
+            if who(w.caller) == "keeper" and self.blob(w.model) != blob
+        ]
+        spans.sort()
+        total, reach = 0.0, at
+        for first, end in spans:
+            start = max(first, reach)
+            if end > start:
+                total += end - start
+                reach = end
+        return total
+
+    def _lag(self, at: float, until: float) -> float:
+        return max((lag for t, lag in self.o.lags if at - 1.0 <= t <= until + 1.0), default=0.0)
+
+    def _waited_on(self, blob: str, at: float) -> bool:
+        """Whether a load was waiting for this model's runner at ``at`` (inv 2 judges that)."""
+        return any(
+            _t(w.started) <= at <= _t(w.ended) + POLL_S
+            and (self.blob(w.model) == blob or any(self.blob(t.model) == blob for t in w.touches))
+            for w in self.o.records.waits
+            if who(w.caller) == "client"
+        )
+
+    def _lapsed(self, blob: str, model: str, at: float, cause: str, caller: str) -> bool:
+        if cause != "expired" or who(caller) != "keeper" or self._waited_on(blob, at):
+            return False
+        return self._fault_end(at, model) == at and not self._held(model, at, at)
+
+    def losses(self) -> None:
+        """Invariant 3 over every loss of a kept model, and its first warm at start."""
+        last_loss: dict[str, float] = {}
+        losses = [(self.o.started, blob, "start", "", "") for blob in self.kept_blobs]
+        for unload in self.o.records.unloads:
+            blob = self.blob(unload.model)
+            if _t(unload.time) > self.o.ended:
+                continue  # the keeper is stopping: nothing to judge
+            if blob in self.kept_blobs and unload.cause != "crashed":
+                losses.append((_t(unload.time), blob, unload.cause, unload.caller, "loss"))
+        for at, blob, cause, caller, kind in sorted(losses):
+            model = self.kept_blobs[blob]
+            repeat = at - last_loss.get(blob, -1e18) < REPEAT_S
+            if kind and cause != "restart" and who(caller) == "client":
+                last_loss[blob] = at  # a client took it (load, stop, lease): the next may back off
+            if self._lapsed(blob, model, at, cause, caller):
+                self.flag(3, f"{model}'s lease, set by the keeper, lapsed", at)
+            if repeat:
+                continue
+            since = self._fault_end(at, model)
+            back = self._back(blob, at)
+            if back is not None and back <= since:
+                continue  # asked for again during the fault
+            until = back if back is not None else self.o.ended
+            if self._held(model, at, until):
+                continue
+            lag = self._lag(since, until)
+            bound = POLL_S + MARGIN_S + 2 * lag
+            if back is None and self.o.ended - since < bound + 1.0:
+                continue  # too close to the end to judge
+            reaction = until - since - self._busy_loading(since, until, blob)
+            if reaction > bound:
+                by = (who(caller) if caller else "nobody") if kind else "-"
+                what = f"lost ({cause} by {by})" if kind else "not loaded at start"
+                after = (
+                    f" after the fault ended at {since - self.o.started:.2f}s" if since > at else ""
+                )
+                came = (
+                    f"asked for again {reaction:.2f}s{after}" if back else "never asked for again"
+                )
+                self.flag(
+                    3,
+                    f"{model} {what}, {came} (bound {bound:.2f}s: a poll + {MARGIN_S}s + "
+                    f"2 x lag {lag:.2f}s; time spent loading not counted)",
+                    at,
+                )
+
+    def _back(self, blob: str, at: float) -> float | None:
+        """When the model was asked for again after ``at``: a load by anyone, or our call."""
+        starts = [_t(ld.started) for ld in self.o.loads if self.blob(ld.model) == blob]
+        starts += [
+            _t(w.started)
+            for w in self.o.records.waits
+            if self.blob(w.model) == blob and who(w.caller) == "keeper"
+        ]
+        later = [t for t in starts if t >= at]
+        return min(later) if later else None
+
+    # -- invariant 4 --------------------------------------------------------------------------
+
+    def health(self) -> None:
+        o = self.o
+        if o.keeper_died:
+            self.flag(4, o.keeper_died, o.ended)
+        if o.exit_code not in (0, None):
+            self.flag(4, f"keeper exited {o.exit_code}", o.ended)
+        for message in o.loop_errors:
+            self.flag(4, f"unlogged exception: {message}", o.ended)
+        for lane in o.lanes_ended:
+            self.flag(4, f"a lane ended: {lane}", o.ended)
+        for entry in o.logs:
+            if entry.get("exc_info") or entry.get("log_level") in ("critical", "exception"):
+                self.flag(4, f"logged a crash: {entry.get('event')}", entry["t"])
+        per_second = Counter(int(_t(r.time)) for r in o.requests if who(r.user_agent) == "keeper")
+        for second, count in sorted(per_second.items()):
+            if count > SPIN_PER_S:
+                self.flag(4, f"keeper spun: {count} requests in one second", float(second))
+                break
+        crashed = [e for e in o.logs if e.get("event") == "call_crashed"]
+        if len(crashed) > 20:
+            self.flag(4, f"keeper spun: {len(crashed)} call_crashed", crashed[20]["t"])
+        self._self_fights()
+        self._wedged_while_queued()
+        ours = defaultdict(list)
+        for wait in o.records.waits:
+            if who(wait.caller) == "keeper":
+                ours[self.blob(wait.model)].append((_t(wait.started), _t(wait.ended)))
+        for blob, spans in ours.items():
+            spans.sort()
+            for (_, end), (start, _) in itertools.pairwise(spans):
+                if start < end:
+                    name = self.kept_blobs.get(blob, blob[:12])
+                    self.flag(4, f"two loads of {name} of ours in flight together", start)
+                    break
+
+    def _self_fights(self) -> None:
+        """Kept models that do not fit settle: our loads evict each kept model at most twice."""
+        count: Counter[str] = Counter()
+        for eviction in self.o.evictions:
+            at = _t(eviction.time)
+            victim, winner = self.blob(eviction.victim), self.blob(eviction.for_model)
+            if (
+                who(eviction.caller) == "keeper"
+                and victim in self.kept_blobs
+                and winner in self.kept_blobs
+                and at <= self.o.ended
+                and not any(start <= at <= end for start, end, _k, _m in self.o.windows)
+            ):
+                count[victim] += 1
+                if count[victim] == SELF_FIGHTS + 1:
+                    name = self.kept_blobs[victim]
+                    self.flag(4, f"our loads evicted kept {name} {count[victim]} times", at)
+
+    def _wedged_while_queued(self) -> None:
+        """A repair waiting behind another load is queued, not wedged."""
+        for entry in self.o.logs:
+            if entry.get("event") != "runner_wedged":
+                continue
+            at, model = entry["t"], self.blob(str(entry.get("model")))
+            others = [
+                ld
+                for ld in self.o.loads
+                if self.blob(ld.model) != model
+                and _t(ld.started) <= at
+                and (ld.finished is None or _t(ld.finished) >= at - WEDGE_QUEUE_S)
+            ]
+            if others:
+                self.flag(4, f"called {entry.get('model')} wedged while another load ran", at)
+
+    # -- invariant 5 --------------------------------------------------------------------------
+
+    def flat(self) -> None:
+        o = self.o
+        if o.schedule.duration_s < LONG_RUN_S or len(o.resources) < 2:
+            return
+        # From a tenth into the run (start-up, imports and first loads done) to its end.
+        settled = o.started + 0.1 * (o.ended - o.started)
+        base = next((r for r in o.resources if r[0] >= settled), o.resources[0])
+        (_, rss0, fd0, tasks0), (t1, rss1, fd1, tasks1) = base, o.resources[-1]
+        if rss1 - rss0 > 64 * 1024:
+            self.flag(5, f"RSS grew {rss0} -> {rss1} KiB", t1)
+        if fd1 - fd0 > 16:
+            self.flag(5, f"open fds grew {fd0} -> {fd1}", t1)
+        if tasks1 - tasks0 > 40:
+            self.flag(5, f"asyncio tasks grew {tasks0} -> {tasks1}", t1)
+
+
+def check(outcome: Outcome) -> Verdict:
+    """Check every invariant on one run."""
+    checker = _Checker(outcome)
+    checker.options_fights()
+    checker.waits_on_us()
+    checker.losses()
+    checker.health()
+    checker.flat()
+    violations = tuple(sorted(checker.violations, key=lambda v: (v.at, v.invariant)))
+    return Verdict(violations, len(outcome.clients), len(checker.harmed))

@@ -1,0 +1,75 @@
+"""The client-harm oracle in CI: a fixed set of seeds, each a random schedule (issue 23).
+
+Each seed runs the real keeper against the fake (``bench/chaos_run.py``) and must break none
+of issue 23's invariants (``bench/chaos_check.py``). Every seed here is meant to pass once
+the harms of issues 21 and 22 are fixed. Those that show a harm still open are marked
+``xfail(strict=True)`` naming it: when the fix lands the seed passes, the strict mark turns
+the run red, and the mark comes off. A failure prints the violations, the replay command and
+the command that shrinks the schedule to its fewest failing events.
+
+The schedules run two at a time in their own processes (about 100 s on two cores); the bounds
+the checks use are in fake-clock terms plus the event loop's measured lag, never wall time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from bench.chaos import Result, run_many
+
+LENGTH_S = 12.0
+
+PASSING = [(1, "0.24.0"), (9, "0.24.0"), (19, "0.24.0"), (4, "0.32.15"), (9, "0.32.15")]
+PASSING += [(16, "0.32.15")]
+"""Seeds that break no invariant on today's code (each checked in repeated runs)."""
+
+KNOWN = {
+    (1, "0.32.15"): "issue 22 item 1: a renewal revives a runner Ollama drains for a client's "
+    "load, which waits (invariant 2)",
+    (14, "0.32.15"): "issue 21 item 2: the keeper reloads a client's runner with other options "
+    "again and again and never says options_mismatch (invariant 1)",
+    (5, "0.32.15"): "issue 22 item 5: a garbled answer crashes a call (call_crashed with a "
+    "traceback, invariant 4)",
+    (18, "0.24.0"): "issue 22 item 5: a garbled /api/ps kills a look with an exception nobody "
+    "retrieves (invariant 4)",
+    (10, "0.24.0"): "issue 21 item 3 and issue 22 item 2: a re-warm waits needlessly after a "
+    "loss, and a backward clock step stretches that wait past the run (invariant 3)",
+}
+"""Seeds that show a harm still open on ``main``: the issue item each shows."""
+
+
+def _cases() -> Iterator[object]:
+    for seed, version in PASSING:
+        yield pytest.param(seed, version, id=f"{version}-seed{seed}")
+    for (seed, version), reason in KNOWN.items():
+        mark = pytest.mark.xfail(strict=True, reason=reason)
+        yield pytest.param(seed, version, id=f"{version}-seed{seed}-known", marks=mark)
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[tuple[int, str], Result]:
+    """Run every CI schedule once, two processes at a time."""
+    jobs = [(seed, version, LENGTH_S) for seed, version in [*PASSING, *KNOWN]]
+    done = run_many(jobs, 2, lambda _result: None)
+    return {(r.schedule.seed, r.schedule.version): r for r in done}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("seed", "version"), list(_cases()))
+def test_no_client_is_harmed(
+    seed: int, version: str, results: dict[tuple[int, str], Result]
+) -> None:
+    result = results[(seed, version)]
+    violations = [v.describe() for v in result.verdict.violations]
+    replay = result.schedule.replay()
+    assert not violations, "\n".join(
+        [
+            f"seed {seed} on {version} harmed clients:",
+            *violations,
+            f"replay: {replay}",
+            f"shrink: {replay} --shrink",
+            f"explain: {replay} --explain",
+        ]
+    )
+    assert result.verdict.client_requests > 0

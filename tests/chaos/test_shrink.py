@@ -1,0 +1,43 @@
+"""The oracle's own machinery, without running a keeper: schedules replay, shrinking works."""
+
+from __future__ import annotations
+
+from bench.chaos import Result, shrink
+from bench.chaos_check import Verdict, Violation
+from bench.chaos_schedule import Schedule, generate
+
+
+def test_a_schedule_is_the_same_for_the_same_seed_and_differs_by_rule_set() -> None:
+    assert generate(5, "0.24.0") == generate(5, "0.24.0")
+    assert generate(5, "0.24.0").events != generate(5, "0.32.15").events
+    subset = generate(5, "0.24.0").only([2, 0])
+    assert [i for i, _ in subset.active] == [0, 2]
+    assert subset.replay().endswith("--events 0,2")
+    assert "--events" not in generate(5, "0.24.0").replay()
+
+
+def test_shrinking_keeps_only_the_events_that_still_fail() -> None:
+    """ddmin down to the two events that together break invariant 2, in few re-runs."""
+    schedule = generate(11, "0.32.15")
+    assert len(schedule.events) > 20
+    culprits = {3, 17}
+    runs: list[int] = []
+
+    def run(candidate: Schedule) -> Result:
+        kept = {i for i, _ in candidate.active}
+        runs.append(len(kept))
+        broken = (Violation(2, "waited on a revived runner", 1.0),) if culprits <= kept else ()
+        return Result(candidate, Verdict(broken, 0, 0), {}, (), 0.0)
+
+    small = shrink(schedule, budget=60, log=lambda _line: None, run=run)
+    assert set(small.kept_events or ()) == culprits
+    assert len(runs) < 60
+
+
+def test_a_schedule_that_passes_is_not_shrunk() -> None:
+    schedule = generate(2, "0.24.0")
+
+    def run(candidate: Schedule) -> Result:
+        return Result(candidate, Verdict((), 0, 0), {}, (), 0.0)
+
+    assert shrink(schedule, log=lambda _line: None, run=run) is schedule

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from ollama_keepwarm.core import config as config_module
 from ollama_keepwarm.core.config import (
     ConfigError,
     DaemonConfig,
@@ -18,6 +17,7 @@ from ollama_keepwarm.core.config import (
     find_config,
     load_config,
 )
+from ollama_keepwarm.core.config import load as config_module
 from ollama_keepwarm.core.envconfig import VARIABLES, EnvError, parse_models, read_env
 
 MODELS = "OLLAMA_KEEPWARM_MODELS"

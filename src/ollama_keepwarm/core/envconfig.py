@@ -8,9 +8,9 @@ A container is configured by its environment, so ``run`` needs no file there:
   ``OLLAMA_PRELOAD_MODELS``). ``keep_alive`` (or that proposal's ``keepalive``), ``priority``,
   ``verify``, ``host``, ``when`` (repeatable), ``after_window``, ``lead`` and the ``prime*`` keys
   are the model's keys; every other parameter is a load option (``num_ctx=8192``), checked by
-  ``core/config.py`` against the known set like a file's ``options``. A parameter given twice
+  ``core/config/model.py`` against the known set like a file's ``options``. A parameter given twice
   is an error (``when`` excepted). A space does not separate models: ``llama 3.1:8b`` is one
-  name, which config.py refuses as Ollama would. Values are URL-encoded: a comma in a ``prime``
+  name, which core/config/ refuses as Ollama would. Values are URL-encoded: a comma in a ``prime``
   is ``%2C`` (a bare one starts the next model).
 - ``OLLAMA_KEEPWARM_<KEY>`` for the ``[daemon]`` keys (``OLLAMA_KEEPWARM_POLL_INTERVAL=5s``),
   ``OLLAMA_KEEPWARM_HTTP_<KEY>`` for ``[http]`` (the prefix keeps ``HTTP_HOST`` apart from
@@ -18,7 +18,7 @@ A container is configured by its environment, so ``run`` needs no file there:
   ``OLLAMA_HOST`` stays what it is everywhere: the default of ``[ollama] host``.
 
 Values are text, so this module only turns text into the types TOML would have given (a bare
-number is seconds, ``true`` a boolean); ``core/config.py`` validates the result with the same
+number is seconds, ``true`` a boolean); ``core/config/`` validates the result with the same
 rules as a file, and :meth:`EnvLayer.explain` renames the key in its errors to the variable the
 user wrote. A config file wins key by key; its ``[[models]]``, when present, win as a whole. An
 empty variable counts as unset (templated manifests often render one). An unknown

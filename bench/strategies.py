@@ -30,6 +30,7 @@ from ollama_keepwarm.core.config import (
     OllamaConfig,
     parse_config,
 )
+from ollama_keepwarm.core.config.table import MIN_POLL_S, MIN_TIMEOUT_S
 from ollama_keepwarm.daemon.keeper import Keeper
 
 with contextlib.suppress(ImportError):
@@ -62,14 +63,20 @@ def scaled_config(
     """
     ollama, daemon = OllamaConfig(), DaemonConfig()
     durations = {f.name: getattr(daemon, f.name) for f in fields(daemon) if f.name.endswith("_s")}
+    # The config refuses polls and timeouts too short for a real Ollama; at a high time scale the
+    # compressed ones are floored there (a poll a little slower than scaled, never a refusal).
+    floors = {"poll_interval_s": MIN_POLL_S, "down_poll_max_s": MIN_POLL_S}
     return {
         "ollama": {
             "host": url,
-            "load_timeout": ollama.load_timeout_s / scale,
-            "request_timeout": ollama.request_timeout_s / scale,
+            "load_timeout": max(ollama.load_timeout_s / scale, MIN_TIMEOUT_S),
+            "request_timeout": max(ollama.request_timeout_s / scale, MIN_TIMEOUT_S),
         },
         "daemon": {
-            **{name.removesuffix("_s"): value / scale for name, value in durations.items()},
+            **{
+                name.removesuffix("_s"): max(value / scale, floors.get(name, 0.0))
+                for name, value in durations.items()
+            },
             "control_socket": str(scratch / "control.sock"),
             "state_dir": str(scratch),
         },

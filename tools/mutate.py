@@ -1,11 +1,11 @@
 """A small mutation check: does the suite notice one deliberate bug at a time? (issue 17)
 
-Each mutant is one textual change to a module of ``core/plan/`` or ``fake/scheduler.py``: a behaviour the
-suite claims to check, broken on purpose. For each, the tree is copied to a scratch folder (the
-working tree is never edited), the snippet is replaced there, and pytest runs against the copy.
-A failing run *kills* the mutant; a passing one means the suite names a behaviour it does not
-check. A run longer than ``--timeout`` counts as killed (a hang is noticed too), but is reported
-apart.
+Each mutant is one textual change to a module of ``core/plan/`` or ``fake/scheduler.py``:
+a behaviour the suite claims to check, broken on purpose. For each, the tree is copied to a
+scratch folder (the working tree is never edited), the snippet is replaced there, and pytest
+runs against the copy. A failing run *kills* the mutant; a passing one means the suite names a
+behaviour it does not check. A run longer than ``--timeout`` counts as killed (a hang is noticed
+too), but is reported apart.
 
     python tools/mutate.py                 # every mutant: minutes (a survivor runs the folders)
     python tools/mutate.py --list          # the mutants' names

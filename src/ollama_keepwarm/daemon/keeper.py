@@ -48,6 +48,40 @@ RESUME_DEDUP_S = 10.0
 """Resume reports this close together (logind's signal, the clock gap) are one resume."""
 
 
+class _UntilStopping:
+    """Pass messages on until ``STOPPING=1``, then none: a STATUS= or READY=1 sent by a call
+    that ends during the stop grace would tell systemd the unit is running again."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._stopped = False
+
+    def ready(self) -> None:
+        """Say start-up (or a reload) is complete, unless stopping."""
+        if not self._stopped:
+            self._notifier.ready()
+
+    def reloading(self) -> None:
+        """Say a configuration reload has begun, unless stopping."""
+        if not self._stopped:
+            self._notifier.reloading()
+
+    def stopping(self) -> None:
+        """Say shutdown has begun; nothing after it."""
+        if not self._stopped:
+            self._stopped = True
+            self._notifier.stopping()
+
+    def status(self, text: str) -> None:
+        """Replace the status line, unless stopping."""
+        if not self._stopped:
+            self._notifier.status(text)
+
+    def watchdog(self) -> None:
+        """Keep the watchdog fed while stopping too: the grace can outlast its interval."""
+        self._notifier.watchdog()
+
+
 class Keeper:
     """The daemon's lifecycle: start → keep → reload → stop."""
 
@@ -63,7 +97,7 @@ class Keeper:
         calendar_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
-        self._notifier = notifier or NullNotifier()
+        self._notifier: Notifier = _UntilStopping(notifier or NullNotifier())
         self._clocks = clocks or SystemClocks()
         self._reload_config = reload_config
         self._handle_signals = handle_signals
@@ -180,7 +214,10 @@ class Keeper:
         self._should_exit.set()
 
     def request_reload(self) -> None:
-        """Ask the daemon to re-read its config (SIGHUP). Only records intent."""
+        """Ask the daemon to re-read its config (SIGHUP). Records intent; none once stopping."""
+        if self._should_exit.is_set():
+            _log.info("config_reload_ignored", reason="stopping")
+            return
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self.reload())
 

@@ -815,3 +815,19 @@ def test_a_resume_forgives_timeouts_not_other_errors() -> None:
     woke = NOW + s(0.5)
     d = one(LLAMA, snap(row(LLAMA.name, 900)), states[LLAMA.key], NOW + s(1), resumed_at=woke)
     assert (d.action, d.reason) == (plan.Action.REFRESH, plan.RESUMED)
+
+
+def test_a_crashed_call_backs_off_and_closes_its_load_window() -> None:
+    """Issue 22 item 5: a call that raised is over (window closed) and backs off, growing."""
+    st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+    first, events = plan.record_call_crashed(LLAMA, st, NOW + s(1), "ClientResponseError()")
+    assert first.in_flight_since is None
+    assert first.load_window == (NOW, NOW + s(1))
+    assert first.backoff_until is not None
+    assert first.backoff_until > NOW + s(1)
+    assert [e.name for e in events] == ["call_crashed"]
+    second, _ = plan.record_call_crashed(LLAMA, first, NOW + s(60), "again")
+    assert second.failures == 2
+    assert second.backoff_until is not None
+    assert (second.backoff_until - (NOW + s(60))) > (first.backoff_until - (NOW + s(1)))
+    assert one(LLAMA, snap(), second, NOW + s(61)).action is plan.Action.WAIT

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from garbling import GarblingProxy
 from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
@@ -148,3 +149,41 @@ async def test_crashed_runner_is_repaired_within_health_interval() -> None:
                 reply = await generate(fake, "llama3.1:8b")
                 assert reply["load_duration"] < 50_000_000  # warm: no load waited for
     assert any(e["event"] == "runner_reloaded" for e in logs)
+
+
+async def test_a_garbled_answer_never_ends_the_load_lane() -> None:
+    """Issue 22 item 5: one answer aiohttp cannot frame (here the look after the first load)
+    must not end the load lane: the second model is still loaded, and the keeper says so."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+
+        def garble(line: str) -> bool:
+            # The look that follows the first load (polls are an hour apart: no other look).
+            return line.startswith("GET /api/ps") and bool(listed(fake)) and not proxy.garbled
+
+        async with GarblingProxy(fake.url, garble) as proxy:
+            config = make_config(proxy.url, [LLAMA, CODER], poll_interval="1h", refresh_before="2h")
+            async with running_keeper(config):
+                await eventually(lambda: proxy.garbled, what="a garbled /api/ps answer")
+                await eventually(
+                    lambda: listed(fake) == {"llama3.1:8b", "qwen2.5-coder:7b"},
+                    within=15,
+                    what="both models loaded after the garbled answer",
+                )
+
+
+async def test_a_call_that_raises_backs_off_and_closes_its_load_window() -> None:
+    """Issue 22 item 5: a warm call that raises anything backs that model off (no spin) and
+    closes its load window (else that model is blamed for every later eviction)."""
+    async with (
+        FakeOllama(**FAST_FAKE) as fake,
+        GarblingProxy(fake.url, lambda line: line.startswith("POST /api/")) as proxy,
+        running_keeper(make_config(proxy.url, [LLAMA])) as (keeper, _),
+    ):
+        await eventually(lambda: proxy.garbled, what="a garbled load answer")
+        host = next(iter(keeper.hosts.values()))
+        await more_looks(keeper, 20)
+        st = host.states["llama3.1:8b"]
+        assert len(proxy.garbled) <= 2, "retried without back-off"
+        assert st.backoff_until is not None
+        assert st.load_window is not None
+        assert st.load_window[1] is not None

@@ -49,7 +49,7 @@ _WARNINGS = {
     "verify_failed",
     "prime_failed",
 }
-_WARNINGS |= {"runner_wedged", "crash_watch_off"}
+_WARNINGS |= {"runner_wedged", "crash_watch_off", "call_crashed"}
 _ERRORS = {"gpu_lost"}
 
 
@@ -236,8 +236,16 @@ class HostKeeper:
         async with self._look_lock:
             while True:
                 self._look_again = False
-                await self._observe()
-                self._plan_and_act()
+                try:
+                    await self._observe()
+                    self._plan_and_act()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a garbled answer, a bug: the next look retries
+                    self.poll_errors += 1
+                    self._down_polls += 1
+                    _log.exception("look_failed", host=self.host, error=repr(exc))
+                    self._retry_soon()
                 self.looks += 1
                 if not self._look_again:
                     break
@@ -401,8 +409,15 @@ class HostKeeper:
         self._on_change()
 
     async def _load_lane(self) -> None:
+        """Make the queued loads and releases one at a time; nothing but cancellation ends it."""
         while True:
-            await self._call(await self._loads.get())
+            decision = await self._loads.get()
+            try:
+                await self._call(decision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # _call guards itself; this is the lane's last defence
+                _log.exception("load_lane_restarted", host=self.host, error=repr(exc))
 
     async def _call(self, decision: plan.Decision) -> None:
         """Make one decided call; whatever it raises is logged, never the end of a lane."""
@@ -417,17 +432,22 @@ class HostKeeper:
                     await self._warm(decision)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug of ours must not stop the keeping of every other model
-            _log.exception("call_crashed", model=model.name, host=self.host)
+        except Exception as exc:  # a bug of ours, a garbled answer: never the end of a lane
+            _log.exception("call_failed_unexpectedly", model=model.name, host=self.host)
             if model.key in self.states:
-                self.states[model.key] = replace(self.states[model.key], in_flight_since=None)
+                st, events = plan.record_call_crashed(
+                    model, self.states[model.key], self._clocks.wall(), repr(exc)
+                )
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
         finally:
             self._call_ended[model.key] = self._clocks.monotonic()
             self._queued.discard(model.key)
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
-        await self.look()
+        await self.look()  # guarded: a look never raises but for cancellation
 
     def _still_wanted(self, decision: plan.Decision) -> bool:
         """A queued call is made only if the latest plan still asks for it (and the model is

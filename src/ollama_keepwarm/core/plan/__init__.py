@@ -47,6 +47,7 @@ from ollama_keepwarm.core.plan.errors import (
     classify_error,
     forgive_timeouts,
     load_timeout_s,
+    record_call_crashed,
     record_warm_failed,
     record_warm_timed_out,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "match_rows",
     "observe",
     "ranked",
+    "record_call_crashed",
     "record_release_sent",
     "record_warm_failed",
     "record_warm_finished",

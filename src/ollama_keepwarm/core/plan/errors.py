@@ -37,6 +37,7 @@ _BACKOFF = {  # kind: (first delay, cap) in seconds
     "timed_out": (10.0, 600.0),
     "busy": (5.0, 120.0),
     "server_error": (5.0, 300.0),
+    "crashed": (5.0, 300.0),
 }
 
 
@@ -153,5 +154,32 @@ def record_warm_timed_out(
                 "hint": "the load took longer than [ollama] load_timeout and Ollama aborted it; "
                 "the next attempt waits longer. Raise load_timeout if loads are this slow.",
             },
+        )
+    ]
+
+
+def record_call_crashed(
+    model: ModelConfig, st: ModelState, now: datetime, error: str
+) -> tuple[ModelState, list[Event]]:
+    """Note a call of ours that raised something no rule expected (a bug, a garbled answer).
+
+    It is a failure like any other: the call is over (its load window closes, so this model is
+    not blamed for later evictions) and the model backs off, so a repeatable cause cannot spin.
+    """
+    failures = st.failures + 1
+    delay = backoff_delay_s("crashed", failures, model.name)
+    new = replace(
+        st,
+        in_flight_since=None,
+        load_window=close_window(st, now),
+        failures=failures,
+        backoff_until=now + timedelta(seconds=delay),
+        last_error=f"crashed: {error}",
+    )
+    return new, [
+        Event(
+            "call_crashed",
+            model.name,
+            {"error": error, "attempt": failures, "retry_in_s": round(delay, 1)},
         )
     ]

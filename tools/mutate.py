@@ -162,10 +162,16 @@ MUTANTS: tuple[Mutant, ...] = (
         'due, reason, renew = health_due, "health check", True',
     ),
     Mutant(
-        "frozen_lease_storms",
+        "frozen_lease_renewed",
         PLAN,
-        "if frozen and st.last_warm_ok_at >= due:",
-        "if False:",
+        "    if is_frozen(st, row, now):\n        return None, FROZEN, False",
+        "    if False:\n        return None, FROZEN, False",
+    ),
+    Mutant(
+        "keep_alive_to_a_busy_model",
+        PLAN,
+        "renew = not st.lease_ours and may_carry_keep_alive(row, now)",
+        "renew = True",
     ),
     Mutant(
         "in_flight_ignored",

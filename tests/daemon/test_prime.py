@@ -88,7 +88,7 @@ async def test_first_request_after_the_keeper_warms_is_a_cache_hit() -> None:
     assert cold > 10 * hit  # the fake models the cache at all
     assert first < 3 * hit, (first, hit, cold)  # a cache hit, not the whole prefix
     assert body["options"] == {"num_predict": 1}  # exactly our (empty) options, one token
-    assert body["keep_alive"] == "30s"
+    assert "keep_alive" not in body  # the runner keeps ours; a drained one is never revived
     assert body["stream"] is False
     assert status["after"] == "warm"
     assert status["prompt_tokens"] > 500

@@ -476,7 +476,7 @@ class HostKeeper:
         st = self.states[model.key]
         limit_s = plan.load_timeout_s(st, self.config.ollama.load_timeout_s)
         self.states[model.key] = plan.record_warm_started(
-            st, started, listed=listed, row=decision.row if decision.renew else None
+            st, started, listed=listed, row=decision.row, renews=decision.renew
         )
         self._on_change()
         events: list[plan.Event]
@@ -636,9 +636,9 @@ class HostKeeper:
         prefix = model.prime
         if prefix is None:
             return
-        payload = prefix.payload(
-            model.name, keep_alive=model.keep_alive_wire, options=model.options
-        )
+        # No keep_alive: the model was just loaded with ours, and a prime must never revive a
+        # runner that Ollama drains for another client's load (§4.5).
+        payload = prefix.payload(model.name, keep_alive=None, options=model.options)
         try:
             result = await self.client.prime(
                 prefix.endpoint, payload, timeout_s=self.config.ollama.load_timeout_s

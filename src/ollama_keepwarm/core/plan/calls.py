@@ -17,14 +17,25 @@ from ollama_keepwarm.core.ps import RunningModel
 
 
 def record_warm_started(
-    st: ModelState, now: datetime, *, listed: bool, row: RunningModel | None = None
+    st: ModelState,
+    now: datetime,
+    *,
+    listed: bool,
+    row: RunningModel | None = None,
+    renews: bool = True,
 ) -> ModelState:
-    """Note that a warm call for this model is in flight (absent then means loading)."""
+    """Note that a call for this model is in flight (absent then means loading).
+
+    ``row`` is the model's row when the call started: if ``expires_at`` is the same after the
+    call, the model is busy (its lease is frozen, §1.3). ``renews`` says the call carries our
+    ``keep_alive``: once it succeeds, the runner's duration is ours.
+    """
     window = (now, None) if not listed else st.load_window
     return replace(
         st,
         in_flight_since=now,
         in_flight_was_listed=listed,
+        in_flight_renews=renews,
         load_window=window,
         renewed_expiry=row.expires_at if row is not None else st.renewed_expiry,
     )
@@ -46,6 +57,7 @@ def record_warm_finished(
         last_error=None,
         warms=st.warms + 1,
         expect_reload=False,
+        lease_ours=st.lease_ours or st.in_flight_renews or not listed,
         load_window=(st.load_window[0], now) if st.load_window and not listed else st.load_window,
     )
     if not listed:

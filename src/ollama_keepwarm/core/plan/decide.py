@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
-from ollama_keepwarm.core.plan.leases import next_renewal
+from ollama_keepwarm.core.plan.leases import may_carry_keep_alive, next_renewal
 from ollama_keepwarm.core.plan.mismatch import mismatch_reason
 from ollama_keepwarm.core.plan.model import (
     CAPACITY,
@@ -102,16 +102,18 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
 
     if st.foreign:
         return verdict(Action.HOLD, mismatch_reason(st))
+    idle = may_carry_keep_alive(row, now)
     if st.last_warm_ok_at is None:
-        return verdict(Action.REFRESH, "claim the lease")
+        return verdict(Action.REFRESH, "claim the lease", renew=idle)
     if resumed_at is not None and st.last_warm_ok_at < resumed_at:
+        # Once: after a suspend every expires_at lies in the past though nothing is busy.
         return verdict(Action.REFRESH, RESUMED)
     if st.refresh_requested_at is not None and st.last_warm_ok_at < st.refresh_requested_at:
-        return verdict(Action.REFRESH, "refresh requested")
+        return verdict(Action.REFRESH, "refresh requested", renew=idle)
     if st.check_requested_at is not None and st.last_warm_ok_at < st.check_requested_at:
         # A ping, not a renewal: the process that ended may be this runner being unloaded.
         return verdict(Action.REFRESH, RUNNER_CHECK, renew=False)
-    due, reason, renew = next_renewal(model, daemon, st, row)
-    if due <= now:
+    due, reason, renew = next_renewal(model, daemon, st, row, now)
+    if due is not None and due <= now:
         return verdict(Action.REFRESH, reason, renew=renew)
     return verdict(Action.WAIT, reason, due, renew=renew)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.plan.capacity import look_for_room, settle_conflict
+from ollama_keepwarm.core.plan.leases import note_lease
 from ollama_keepwarm.core.plan.mismatch import check_context
 from ollama_keepwarm.core.plan.model import (
     MAX_EXPONENT,
@@ -69,7 +70,7 @@ def observe(
         st = replace(st, loaded_since_look=False)
         new_states[model.key] = st
         if row is not None:
-            st, seen = _seen_listed(model, st, row, previous, now)
+            st, seen = _seen_listed(model, daemon, st, row, previous, now)
             new_states[model.key] = st
             events.extend(seen)
             continue
@@ -155,6 +156,7 @@ def _vanished(
 
 def _seen_listed(
     model: ModelConfig,
+    daemon: DaemonConfig,
     st: ModelState,
     row: RunningModel,
     previous: PsSnapshot | None,
@@ -170,6 +172,7 @@ def _seen_listed(
                 {"size_vram_before": st.last_row.size_vram_bytes, "size": row.size_bytes},
             )
         )
+    st = note_lease(model, daemon, st, row, previous, now)
     seen = st.lease_seen
     if seen is None or seen[0] != row.expires_at:
         seen = (row.expires_at, now)

@@ -58,7 +58,9 @@ class ModelState:
     last_warm_ok_at: datetime | None = None
     last_warm_duration_s: float | None = None
     cold_load_s: float | None = None
-    renewed_expiry: datetime | None = None  # expires_at listed when our last renewal started
+    renewed_expiry: datetime | None = None  # expires_at listed when our last call on it started
+    lease_ours: bool = False  # the runner's keep-alive duration is ours (set by our last call)
+    in_flight_renews: bool = False  # the call in flight carries our keep_alive
     own_context: int | None = None  # context_length our own warm gives (same options, server)
     warms: int = 0
     reloads: int = 0

@@ -110,6 +110,8 @@ class HostKeeper:
         self._look_lock = asyncio.Lock()
         self._look_again = False
         self._snapshot_asked = -math.inf  # monotonic time the current snapshot was asked for
+        self._wall_offset = self._clock_offset()  # wall - boottime: only a step changes it
+        self._lease_map: dict[datetime, datetime] = {}  # expires_at printed -> read, after a step
         self._call_ended: dict[str, float] = {}  # monotonic end of our last call, per model
         self._queued: set[str] = set()
         self._loads: asyncio.Queue[plan.Decision] = asyncio.Queue()
@@ -250,12 +252,42 @@ class HostKeeper:
                 if not self._look_again:
                     break
 
+    def _clock_offset(self) -> tuple[float, float]:
+        """(wall - boottime, boottime - monotonic): a step moves the first, a suspend the second."""
+        boot = self._clocks.boottime()
+        return self._clocks.wall().timestamp() - boot, boot - self._clocks.monotonic()
+
+    def _notice_wall_step(self) -> None:
+        """Re-anchor every time we hold when the wall clock stepped (core/plan/jumps.py).
+
+        A suspend is left to the resume rules (every model is refreshed once anyway).
+        """
+        offset = self._clock_offset()
+        step = offset[0] - self._wall_offset[0]
+        slept = offset[1] - self._wall_offset[1]
+        self._wall_offset = offset
+        if abs(step) < plan.jumps.WALL_STEP_S or abs(slept) >= plan.jumps.WALL_STEP_S:
+            return
+        delta = timedelta(seconds=step)
+        self.states = {k: plan.shift_times(st, delta) for k, st in self.states.items()}
+        self.primes = {k: plan.shift_times(st, delta) for k, st in self.primes.items()}
+        self._lease_map = plan.remember_leases(self._lease_map, self.snapshot, delta)
+        if self.snapshot is not None:
+            self.snapshot = plan.shift_times(self.snapshot, delta)
+        if self.resumed_at is not None:
+            self.resumed_at += delta
+        self._emit(plan.Event("wall_clock_stepped", "", {"seconds": round(step, 3)}))
+
     async def _observe(self) -> None:
         asked = self._clocks.monotonic()
+        self._notice_wall_step()
         try:
             if not self.ollama_up:
                 self.version = await self.client.version()
             snapshot = await self.client.ps()
+            # Our clock, not the client's: every time the plan compares comes from one clock.
+            snapshot = replace(snapshot, taken_at=self._clocks.wall())
+            snapshot, self._lease_map = plan.remap_leases(snapshot, self._lease_map)
         except OllamaUnreachableError as exc:
             self._went_down(str(exc))
             return

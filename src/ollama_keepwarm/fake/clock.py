@@ -2,8 +2,8 @@
 
 Ollama's timers run on a monotonic clock that stops while the machine sleeps (reference §7.7),
 while ``expires_at`` is wall time. The fake mirrors that split: :meth:`Clock.sleep` divides every
-wait by ``time_scale`` and pauses while "suspended", and :meth:`Clock.wall_ns` is always the real
-``time.time_ns()``.
+wait by ``time_scale`` and pauses while "suspended", and :meth:`Clock.wall_ns` is the real
+``time.time_ns()``, plus any step a test made (:meth:`Clock.step_wall`; waits never step).
 """
 
 from __future__ import annotations
@@ -26,10 +26,16 @@ class Clock:
         self._running.set()
         self._suspended = asyncio.Event()
 
-    @staticmethod
-    def wall_ns() -> int:
-        """Return real wall-clock time in ns since the epoch (what ``expires_at`` is based on)."""
-        return time.time_ns()
+    wall_step_ns = 0
+    """A step of the wall clock (NTP, ``date -s``) the fake's reports follow; waits do not."""
+
+    def wall_ns(self) -> int:
+        """Return wall-clock time in ns since the epoch (what ``expires_at`` is based on)."""
+        return time.time_ns() + self.wall_step_ns
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the reported wall clock, as the system's would be stepped for a real server."""
+        self.wall_step_ns += int(seconds * 1e9)
 
     @staticmethod
     def monotonic_ns() -> int:

@@ -52,6 +52,7 @@ from ollama_keepwarm.core.plan.errors import (
     record_warm_timed_out,
 )
 from ollama_keepwarm.core.plan.holds import apply_window, record_release_sent
+from ollama_keepwarm.core.plan.jumps import remap_leases, remember_leases, shift_times
 from ollama_keepwarm.core.plan.leases import stale_interval
 from ollama_keepwarm.core.plan.losses import observe
 from ollama_keepwarm.core.plan.model import (
@@ -99,6 +100,9 @@ __all__ = [
     "record_warm_started",
     "record_warm_timed_out",
     "release_holds",
+    "remap_leases",
+    "remember_leases",
+    "shift_times",
     "stale_interval",
     "summarize",
 ]

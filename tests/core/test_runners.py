@@ -16,6 +16,7 @@ from ollama_keepwarm.core.runners import (
     RunnerProcess,
     RunnerTable,
     parse_runner_cmdline,
+    proc_limits,
     step,
 )
 
@@ -209,3 +210,23 @@ def test_by_blob_lists_the_old_runner_first_while_both_live() -> None:
 def test_a_runner_is_hashable_despite_its_options_mapping() -> None:
     runner = RunnerProcess(1, A, "llama-server", 2, {"num_ctx": 4096}, 0.0)
     assert runner in {runner}
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("22 1 0:5 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw", ()),
+        (
+            "22 1 0:5 / /proc rw,nosuid - proc proc rw,hidepid=invisible,subset=pid",
+            ("hidepid=invisible", "subset=pid"),
+        ),
+        ("22 1 0:5 / /proc rw - proc proc rw,hidepid=2", ("hidepid=2",)),
+        ("22 1 0:5 / /proc rw - proc proc rw,hidepid=noaccess", ("hidepid=noaccess",)),
+        ("30 22 0:5 / /proc/sys ro - proc proc rw,hidepid=2", ()),  # not /proc itself
+    ],
+)
+def test_what_the_proc_mount_hides(line: str, words: tuple[str, ...]) -> None:
+    limits = proc_limits(line + "\n")
+    assert len(limits) == len(words)
+    for limit, word in zip(limits, words, strict=True):
+        assert limit.startswith(word)

@@ -24,11 +24,14 @@ from typing import Literal
 __all__ = [
     "FLAVOUR_LLAMA_SERVER",
     "FLAVOUR_RUNNER",
+    "FLAVOUR_UNKNOWN",
+    "HIDDEN",
     "ParsedRunner",
     "RunnerEvent",
     "RunnerProcess",
     "RunnerTable",
     "parse_runner_cmdline",
+    "proc_limits",
     "step",
 ]
 
@@ -312,3 +315,43 @@ def parse_runner_cmdline(raw: bytes) -> ParsedRunner | None:
         model_path=model,
         settings=_settings(values, switches),
     )
+
+
+FLAVOUR_UNKNOWN = "unknown"
+"""A process of Ollama's whose command line cannot be read (``/proc`` hides it): its exit is
+still reported, so the keeper can keep the rules it uses where runners are not visible."""
+
+HIDDEN = ParsedRunner(blob="", flavour=FLAVOUR_UNKNOWN, port=None, options={})
+"""What the watch records for a live process whose command line it may not read."""
+
+
+def proc_limits(mountinfo: str) -> tuple[str, ...]:
+    """What the ``/proc`` mount hides from us, in words, from ``/proc/self/mountinfo``.
+
+    ``hidepid=`` (systemd's ``ProtectProc=``) hides other users' processes, command lines
+    included; ``subset=pid`` (``ProcSubset=pid``) hides ``/proc/net``, where the process table
+    finds the server by its listening port.
+    """
+    limits: list[str] = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[4] != "/proc" or " - proc " not in line:
+            continue
+        options = set(line.split(" - ", 1)[1].split()[-1].split(","))
+        options |= set(fields[5].split(","))
+        hidepid = next((o.split("=", 1)[1] for o in options if o.startswith("hidepid=")), "")
+        if hidepid in {"1", "noaccess"}:
+            limits.append(
+                f"hidepid={hidepid}: other users' command lines are unreadable "
+                "(ProtectProc=noaccess)"
+            )
+        elif hidepid in {"2", "invisible", "4", "ptraceable"}:
+            limits.append(
+                f"hidepid={hidepid}: other users' processes are invisible "
+                "(ProtectProc=invisible or ptraceable)"
+            )
+        if "subset=pid" in options:
+            limits.append(
+                "subset=pid: no /proc/net, so no server found by its port (ProcSubset=pid)"
+            )
+    return tuple(limits)

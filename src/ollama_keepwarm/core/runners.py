@@ -39,6 +39,10 @@ FLAVOUR_RUNNER = "runner"
 """``ollama runner`` (Ollama up to v0.29): argv names the blob and port only."""
 FLAVOUR_LLAMA_SERVER = "llama-server"
 """``llama-server`` (Ollama v0.30+): argv also carries the load options."""
+FLAVOUR_UNKNOWN = "unknown"
+"""A process of Ollama's whose command line cannot be read (``/proc`` hides it): its exit is
+still reported, so the keeper can keep the rules it uses where runners are not visible."""
+
 
 Option = int | bool | str
 
@@ -98,7 +102,8 @@ class ParsedRunner:
     blob: str
     """``sha256-<hex>``: the basename of the ``--model`` path (the key ``/api/show`` gives)."""
     flavour: str
-    """:data:`FLAVOUR_RUNNER` or :data:`FLAVOUR_LLAMA_SERVER`."""
+    """:data:`FLAVOUR_RUNNER`, :data:`FLAVOUR_LLAMA_SERVER`, or :data:`FLAVOUR_UNKNOWN` (a
+    process whose command line ``/proc`` hides: ``blob`` is empty)."""
     port: int | None
     options: Mapping[str, Option]
     """Load options by Ollama's names, as far as argv tells (``{}`` for ``ollama runner``):
@@ -316,10 +321,6 @@ def parse_runner_cmdline(raw: bytes) -> ParsedRunner | None:
         settings=_settings(values, switches),
     )
 
-
-FLAVOUR_UNKNOWN = "unknown"
-"""A process of Ollama's whose command line cannot be read (``/proc`` hides it): its exit is
-still reported, so the keeper can keep the rules it uses where runners are not visible."""
 
 HIDDEN = ParsedRunner(blob="", flavour=FLAVOUR_UNKNOWN, port=None, options={})
 """What the watch records for a live process whose command line it may not read."""

@@ -246,3 +246,14 @@ async def test_a_failed_load_ends_its_child_and_a_killed_loading_child_fails_it(
             body = await response.json()
     assert body["error"] == "llama runner process has terminated: signal: killed"
     assert fake.runners() == []
+
+
+async def test_an_eviction_ends_the_victims_child_without_a_crash(make_fake: FakeFactory) -> None:
+    fake = await make_fake(runner_processes=True, max_loaded=1, **FAST_FAKE)
+    await _warm(fake)
+    victim = _pid(fake)
+    await _warm(fake, "qwen2.5-coder:7b")
+    await eventually(lambda: not _alive(victim), what="the evicted runner's child gone")
+    assert [r.name for r in fake.runners()] == ["qwen2.5-coder:7b"]
+    assert not fake.runners()[0].crashed
+    assert fake.evictions[0].victim == MODEL

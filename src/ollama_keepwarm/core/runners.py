@@ -110,7 +110,10 @@ class ParsedRunner:
     ``num_ctx`` (``-c`` / ``-np``), ``num_parallel``, ``num_batch``, ``num_gpu``, ``main_gpu``,
     ``num_thread``, ``use_mmap`` (only when argv turns it off), ``shift`` (``--context-shift``
     present or not), ``num_keep``, ``draft_num_predict``. An option absent here was left to
-    Ollama's or llama-server's automatic choice."""
+    Ollama's or llama-server's automatic choice. A value present may be automatic too: Ollama
+    passes what it resolved, e.g. ``num_batch`` grown with the context, ``use_mmap`` off on a
+    CPU-only load, the context clamped to the model's training context; compare only what a
+    config or a client names, with Ollama's rules (reference §4.6)."""
     model_path: str = ""
     settings: Mapping[str, Option] = field(default_factory=dict)
     """Server settings that are not per-request options (``embedding``, ``flash_attn``,

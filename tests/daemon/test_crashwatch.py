@@ -24,8 +24,17 @@ from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
 from ollama_keepwarm.core.config import Config, parse_config
-from ollama_keepwarm.daemon.crashwatch import CgroupPids, ProcessTablePids, choose_source
+from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent
+from ollama_keepwarm.daemon.crashwatch import (
+    REREADS,
+    CgroupPids,
+    ProcessTablePids,
+    RunnerWatch,
+    choose_source,
+    unseen,
+)
 from ollama_keepwarm.daemon.keeper import Keeper
+from ollama_keepwarm.daemon.status import processes_entry
 from ollama_keepwarm.fake import FakeOllama
 
 LLAMA = {"name": "llama3.1:8b", "keep_alive": "1h", "priority": 10}
@@ -275,3 +284,127 @@ async def test_a_refresh_that_hangs_while_ollama_answers_is_a_wedged_runner(
     assert len(wedged) == 1
     assert wedged[0]["log_level"] == "warning"
     assert marker.read_text() == "x"
+
+
+class _Pids:
+    """A pid source the test sets by hand (the /proc it reads is a directory of the test's)."""
+
+    description = "test pids"
+    rescan_s = 3600.0
+
+    def __init__(self) -> None:
+        self.pids: frozenset[int] | None = frozenset()
+
+    def read(self) -> frozenset[int] | None:
+        return self.pids
+
+
+def _proc_entry(proc: Path, pid: int, *argv: str) -> None:
+    (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+    (proc / str(pid) / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+
+
+BLOB = "sha256-" + "ab" * 32
+SERVER_ARGV = ("/usr/local/bin/ollama", "serve")
+RUNNER_ARGV = ("/usr/local/bin/ollama", "runner", "--model", f"/m/blobs/{BLOB}", "--port", "9")
+
+
+async def test_the_watch_reports_runners_only_and_reads_a_fork_again(tmp_path: Path) -> None:
+    """``ollama serve`` is no runner; a fork still showing it is read again until it execs."""
+    source = _Pids()
+    changes: list[tuple[tuple[str, int, str], ...]] = []
+    clock = iter(float(n) for n in range(100))
+    watch = RunnerWatch(
+        source,
+        lambda events, _t: changes.append(
+            tuple((e.kind, e.runner.pid, e.runner.blob) for e in events)
+        ),
+        proc=tmp_path,
+        clock=lambda: next(clock),
+    )
+    _proc_entry(tmp_path, 100, *SERVER_ARGV)
+    _proc_entry(tmp_path, 101, *SERVER_ARGV)  # forked, not exec'd yet
+    source.pids = frozenset({100, 101})
+    watch.rescan()
+    assert changes == []
+    assert watch.table.runners == ()
+    _proc_entry(tmp_path, 101, *RUNNER_ARGV)  # now exec'd: the runner
+    watch.rescan()
+    assert changes == [(("started", 101, BLOB),)]
+    assert watch.table.by_blob(BLOB)[0].started_at == 2.0
+    assert watch.table.visible
+    source.pids = frozenset({100})
+    watch.rescan()
+    assert changes[-1] == (("exited", 101, BLOB),)
+    assert watch.exits == 1
+    for _ in range(REREADS + 1):  # the server is read again a few times only, then left alone
+        watch.rescan()
+    (tmp_path / "100" / "cmdline").unlink()
+    _proc_entry(tmp_path, 100, *RUNNER_ARGV)
+    watch.rescan()
+    assert watch.table.runners == ()
+
+
+async def test_a_hidden_process_still_reports_its_exit_and_makes_the_table_not_visible(
+    tmp_path: Path,
+) -> None:
+    """``/proc`` hides its command line (hidepid, ProtectProc=): pids only, said so."""
+    source = _Pids()
+    events: list[RunnerEvent] = []
+    watch = RunnerWatch(source, lambda e, _t: events.extend(e), proc=tmp_path)
+    child = subprocess.Popen(  # noqa: ASYNC220 - a live pid with no entry in the test's /proc
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        source.pids = frozenset({child.pid})
+        watch.rescan()
+        assert [(e.kind, e.runner.flavour) for e in events] == [("started", FLAVOUR_UNKNOWN)]
+        assert not watch.table.visible
+        assert "pids only" in watch.table.source
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+    source.pids = frozenset()
+    watch.rescan()
+    assert [(e.kind, e.runner.pid) for e in events][-1] == ("exited", child.pid)
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_the_runner_table_names_each_runners_blob_and_options(version: str) -> None:
+    """Through the fake's runner children, on both versions: start, table, status, kill."""
+    async with FakeOllama(runner_processes=True, ollama_version=version, **FAST_FAKE) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [{**LLAMA, "options": {"num_thread": 2}}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = keeper.hosts[fake.url]
+            pid = _pid(fake, LLAMA["name"])
+            await eventually(lambda: host.runner_table.by_pid(pid) is not None, what="the runner")
+            table = host.runner_table
+            runner = table.by_pid(pid)
+            assert runner is not None
+            blob = host.blobs[LLAMA["name"]]
+            assert runner.blob == blob
+            assert table.visible
+            assert table.source.startswith("cgroup ")
+            if version == "0.24.0":
+                assert (runner.flavour, dict(runner.options)) == ("runner", {})
+            else:
+                assert runner.flavour == "llama-server"
+                assert runner.options["num_thread"] == 2
+                assert runner.options["num_ctx"] == 4096
+            entry = processes_entry(table)
+            assert entry["visible"] is True
+            assert [r["blob"] for r in entry["runners"]] == [blob]
+            os.kill(pid, signal.SIGKILL)
+            await eventually(
+                lambda: host.runner_table.by_pid(pid) is None, what="the exit in the table"
+            )
+
+
+def test_a_host_with_no_watch_says_why_in_its_table() -> None:
+    source, why = choose_source("auto", "http://192.0.2.1:11434", default_host=False)
+    assert source is None
+    table = unseen(f"off: {why}")
+    assert not table.visible
+    assert processes_entry(table)["cannot_see"] == [f"off: {why}"]

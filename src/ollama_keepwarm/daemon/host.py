@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -25,9 +25,10 @@ from ollama_keepwarm.core import prime as priming
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot
+from ollama_keepwarm.core.runners import RunnerEvent, RunnerTable
 from ollama_keepwarm.core.windows import WindowVerdict
 from ollama_keepwarm.daemon.clocks import Clocks
-from ollama_keepwarm.daemon.crashwatch import CrashWatch, choose_source
+from ollama_keepwarm.daemon.crashwatch import CrashWatch, choose_source, unseen
 from ollama_keepwarm.ollama import (
     ModelInfo,
     OllamaClient,
@@ -124,6 +125,8 @@ class HostKeeper:
         self.crash_watch: CrashWatch | None = None
         self.crash_watch_source = "not started"
         """Where Ollama's processes are watched (shown in status), or why they are not."""
+        self.runner_table: RunnerTable = unseen("not started")
+        """The runners seen at the last rescan (issue 21; ``status --json`` shows it)."""
         self.wedge_slack_s: float | None = None  # Ollama's own waits, see crash.wedge_bound_s
         self.window_of: Callable[[ModelConfig], WindowVerdict | None] = lambda _m: None
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
@@ -370,15 +373,29 @@ class HostKeeper:
         source, why = choose_source(self.config.ollama.cgroup, self.host, default_host=default)
         if source is None:
             self.crash_watch_source = f"off: {why}"
+            self.runner_table = unseen(f"off: {why}")
             if self.config.ollama.cgroup not in {"", "auto"}:  # asked for, and not possible
                 self._emit(plan.Event("crash_watch_off", "", {"reason": why}))
             else:
                 _log.info("crash_watch_off", host=self.host, reason=why)
             return
         self.crash_watch_source = source.description
-        self.crash_watch = CrashWatch(source, self._process_exited)
+        self.crash_watch = CrashWatch(source, self._runners_changed)
         self.crash_watch.start()
+        self.runner_table = self.crash_watch.table
         _log.info("crash_watch_started", host=self.host, source=source.description, why=why)
+
+    def _runners_changed(self, events: Sequence[RunnerEvent], table: RunnerTable) -> None:
+        """Adapter (branch runners, issue 21): keep today's rule on the new runner watch.
+
+        The watch now reports runners only (not ``ollama serve`` or ``--list-devices``); a
+        runner's exit still asks for today's checks. ``core`` replaces this with the plan's
+        decisions on the table.
+        """
+        self.runner_table = table
+        exited = frozenset(e.runner.pid for e in events if e.kind == "exited")
+        if exited:
+            self._process_exited(exited)
 
     def _process_exited(self, pids: frozenset[int]) -> None:
         """A process of Ollama's ended: a runner may have died. Check the listed models now."""

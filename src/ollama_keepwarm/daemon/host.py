@@ -312,7 +312,6 @@ class HostKeeper:
         self.ollama_up, self._down_polls = True, 0
         self._ensure_crash_watch()
         await self._learn_blobs(snapshot)
-        self._note_appearances(snapshot)
         observation = plan.observe(
             self.models,
             self.config.daemon,
@@ -628,7 +627,10 @@ class HostKeeper:
         else:
             _log.info("model_verified", model=model.name, host=self.host)
 
-    # -- priming (issue 14): after every load seen, the clients' prefix, once -----------------
+    # -- priming (issue 14): after a load nobody used yet, the clients' prefix, once -----------
+    # Only our own loads, crash repairs and resumes count (core/prime.py LOAD_EVENTS): a model a
+    # client loaded (or found loaded at start) holds that client's conversation in its slot,
+    # and a prime would overwrite it (issue 22 item 3).
 
     def _note_load(self, event: plan.Event) -> None:
         """A load of ours, a reload, a resume: the runner's prompt cache may be empty."""
@@ -637,25 +639,6 @@ class HostKeeper:
             return
         for model in self.models:
             if model.name == event.model and model.key in self.primes:
-                self.primes[model.key] = priming.note_load(
-                    self.primes[model.key], self._clocks.wall(), cause
-                )
-
-    def _note_appearances(self, snapshot: PsSnapshot) -> None:
-        """A model listed now and not before, and not by a call of ours, was loaded by someone."""
-        before = plan.match_rows(self.models, self.snapshot, self.blobs)
-        after = plan.match_rows(self.models, snapshot, self.blobs)
-        for model in self.models:
-            st = self.states[model.key]
-            unsettled = (
-                st.in_flight_since is not None
-                or self._call_ended.get(model.key, -math.inf) > self._snapshot_asked
-            )
-            listed_before = self.snapshot is not None and before[model.key] is not None
-            if priming.appeared(
-                listed_before, after[model.key] is not None, ours_unsettled=unsettled
-            ):
-                cause = "found loaded" if self.snapshot is None else "loaded by a client"
                 self.primes[model.key] = priming.note_load(
                     self.primes[model.key], self._clocks.wall(), cause
                 )

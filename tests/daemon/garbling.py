@@ -17,12 +17,12 @@ GARBAGE = b"HTTP/1.1 200 OK\r\nContent-Length: not-a-number\r\n\r\n{}"
 
 
 class GarblingProxy:
-    """Forward to ``target``; answer a request with :data:`GARBAGE` when ``garble(line)`` says so.
+    """Forward to ``target``; answer with :data:`GARBAGE` when ``garble(line, body)`` says so.
 
-    ``line`` is the request line, e.g. ``"POST /api/generate HTTP/1.1"``.
+    ``line`` is the request line, e.g. ``"POST /api/generate HTTP/1.1"``; ``body`` its bytes.
     """
 
-    def __init__(self, target: str, garble: Callable[[str], bool]) -> None:
+    def __init__(self, target: str, garble: Callable[[str, bytes], bool]) -> None:
         parts = urlsplit(target)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self.garble = garble
@@ -62,7 +62,7 @@ class GarblingProxy:
                     0,
                 )
                 body = await reader.readexactly(length) if length else b""
-                if self.garble(lines[0]):
+                if self.garble(lines[0], body):
                     self.garbled.append(lines[0])
                     writer.write(GARBAGE)
                     await writer.drain()

@@ -156,7 +156,7 @@ async def test_a_garbled_answer_never_ends_the_load_lane() -> None:
     must not end the load lane: the second model is still loaded, and the keeper says so."""
     async with FakeOllama(**FAST_FAKE) as fake:
 
-        def garble(line: str) -> bool:
+        def garble(line: str, _body: bytes) -> bool:
             # The look that follows the first load (polls are an hour apart: no other look).
             return line.startswith("GET /api/ps") and bool(listed(fake)) and not proxy.garbled
 
@@ -176,7 +176,7 @@ async def test_a_call_that_raises_backs_off_and_closes_its_load_window() -> None
     closes its load window (else that model is blamed for every later eviction)."""
     async with (
         FakeOllama(**FAST_FAKE) as fake,
-        GarblingProxy(fake.url, lambda line: line.startswith("POST /api/")) as proxy,
+        GarblingProxy(fake.url, lambda line, _body: line.startswith("POST /api/")) as proxy,
         running_keeper(make_config(proxy.url, [LLAMA])) as (keeper, _),
     ):
         await eventually(lambda: proxy.garbled, what="a garbled load answer")
@@ -187,3 +187,23 @@ async def test_a_call_that_raises_backs_off_and_closes_its_load_window() -> None
         assert st.backoff_until is not None
         assert st.load_window is not None
         assert st.load_window[1] is not None
+
+
+async def test_a_failed_release_is_retried() -> None:
+    """Issue 22 item 9: outside its window (after_window = "unload") the model is unloaded;
+    when that unload fails once (a garbled answer), it is sent again, not forgotten."""
+    from zoneinfo import ZoneInfo
+
+    sunday = datetime(2025, 3, 30, 12, 0, tzinfo=ZoneInfo("UTC"))
+    bot = {**LLAMA, "when": ["mon-fri 08:00-19:00"], "after_window": "unload"}
+
+    def garble(line: str, body: bytes) -> bool:
+        return b'"keep_alive": 0' in body.replace(b'":0', b'": 0') and not proxy.garbled
+
+    async with FakeOllama(**FAST_FAKE) as fake:
+        await generate(fake, "llama3.1:8b")  # a client loaded it
+        async with GarblingProxy(fake.url, garble) as proxy:
+            config = make_config(proxy.url, [bot])
+            async with running_keeper(config, calendar_clock=lambda: sunday):
+                await eventually(lambda: proxy.garbled, what="the garbled unload")
+                await eventually(lambda: not listed(fake), within=15, what="unloaded after all")

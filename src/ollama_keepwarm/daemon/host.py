@@ -49,6 +49,7 @@ _WARNINGS = {
     "poll_failed",
     "verify_failed",
     "prime_failed",
+    "release_failed",
 }
 _WARNINGS |= {"runner_wedged", "crash_watch_off", "call_crashed"}
 _ERRORS = {"gpu_lost"}
@@ -508,12 +509,19 @@ class HostKeeper:
     async def _release(self, model: ModelConfig, reason: str) -> None:
         """Unload a model held for capacity (so the higher-ranked ones fit, §1.4), or whose
         window closed with ``after_window = "unload"``."""
-        self.states[model.key] = plan.record_release_sent(self.states[model.key])
         try:
             await self.client.unload(model.name)
         except OllamaError as exc:
-            _log.warning("release_failed", model=model.name, host=self.host, error=exc.message)
+            if model.key in self.states:
+                st, events = plan.record_release_failed(
+                    model, self.states[model.key], self._clocks.wall(), exc.message
+                )
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
         else:
+            if model.key in self.states:
+                self.states[model.key] = plan.record_release_sent(self.states[model.key])
             why = "model_unloaded_after_window" if reason.startswith(plan.OUTSIDE) else ""
             _log.info(why or "model_released_for_room", model=model.name, host=self.host)
 

@@ -51,7 +51,11 @@ from ollama_keepwarm.core.plan.errors import (
     record_warm_failed,
     record_warm_timed_out,
 )
-from ollama_keepwarm.core.plan.holds import apply_window, record_release_sent
+from ollama_keepwarm.core.plan.holds import (
+    apply_window,
+    record_release_failed,
+    record_release_sent,
+)
 from ollama_keepwarm.core.plan.jumps import remap_leases, remember_leases, shift_times
 from ollama_keepwarm.core.plan.leases import stale_interval
 from ollama_keepwarm.core.plan.losses import observe
@@ -94,6 +98,7 @@ __all__ = [
     "observe",
     "ranked",
     "record_call_crashed",
+    "record_release_failed",
     "record_release_sent",
     "record_warm_failed",
     "record_warm_finished",

@@ -78,15 +78,17 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
         return verdict(Action.WAIT, "refreshing" if st.in_flight_was_listed else "loading")
     if snapshot is None:
         return verdict(Action.WAIT, "waiting for Ollama")
+    backing_off = st.backoff_until is not None and now < st.backoff_until
+    release = row is not None and not st.release_sent and not backing_off
     if st.window is not None and not st.window.kept:
-        if row is not None and model.after_window == "unload" and not st.release_sent:
+        if release and model.after_window == "unload":
             return verdict(Action.UNLOAD, f"{OUTSIDE}: unloading it")
         return verdict(Action.HOLD, f"{OUTSIDE}; {st.window.note}")
     if is_held(st):
-        if row is not None and not st.release_sent:
+        if release:
             return verdict(Action.UNLOAD, st.held_reason or CAPACITY)
         return verdict(Action.HOLD, st.held_reason or CAPACITY)
-    if st.backoff_until is not None and now < st.backoff_until:
+    if backing_off:
         return verdict(Action.WAIT, f"backing off after error: {st.last_error}", st.backoff_until)
 
     if row is None:

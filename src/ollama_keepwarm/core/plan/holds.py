@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 
-from ollama_keepwarm.core.plan.model import ModelState
+from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.plan.errors import backoff_delay_s
+from ollama_keepwarm.core.plan.model import Event, ModelState
 from ollama_keepwarm.core.windows import WindowVerdict
 
 
@@ -15,5 +18,25 @@ def apply_window(st: ModelState, verdict: WindowVerdict | None) -> ModelState:
 
 
 def record_release_sent(st: ModelState) -> ModelState:
-    """Note that we asked Ollama to unload a held model (once per hold)."""
-    return replace(st, release_sent=True)
+    """Note that Ollama accepted our unload of a held model (once per hold).
+
+    Noted after the call, not before: a release that failed is sent again (issue 22 item 9).
+    """
+    return replace(st, release_sent=True, failures=0, backoff_until=None, last_error=None)
+
+
+def record_release_failed(
+    model: ModelConfig, st: ModelState, now: datetime, error: str
+) -> tuple[ModelState, list[Event]]:
+    """A release failed: try it again after a back-off (never in a loop, never forgotten)."""
+    failures = st.failures + 1
+    delay = backoff_delay_s("server_error", failures, model.name)
+    new = replace(
+        st,
+        release_sent=False,
+        failures=failures,
+        backoff_until=now + timedelta(seconds=delay),
+        last_error=f"release failed: {error}",
+    )
+    fields = {"error": error, "attempt": failures, "retry_in_s": round(delay, 1)}
+    return new, [Event("release_failed", model.name, fields)]

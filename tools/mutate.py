@@ -218,8 +218,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "hold_never_unloads",
         PLAN,
-        "if row is not None and not st.release_sent:",
-        "if False:",
+        "    if is_held(st):\n        if release:",
+        "    if is_held(st):\n        if False:",
     ),
     Mutant(
         "settle_ignores_cold_load",

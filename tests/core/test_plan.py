@@ -882,3 +882,19 @@ def test_a_failed_release_is_sent_again_after_a_back_off() -> None:
     assert one(LLAMA, listed, failed, later).action is plan.Action.UNLOAD
     done = plan.record_release_sent(failed)
     assert one(LLAMA, listed, done, later).action is plan.Action.HOLD
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(404, True), (400, True), (0, False), (500, False), (502, False)],
+    ids=["deleted", "bad name", "timeout or outage", "server error", "garbled"],
+)
+def test_only_a_show_that_cannot_succeed_is_given_up(status: int, permanent: bool) -> None:
+    """Issue 22 item 6: a timeout is transient; only 404/400 file a name as unshowable."""
+    wait = plan.show_failure(status, 1, "llama3.1:8b")
+    assert (wait is None) is permanent
+    if wait is not None:
+        assert wait > 0
+        later = plan.show_failure(status, 3, "llama3.1:8b")
+        assert later is not None
+        assert later > wait

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,23 @@ async def test_a_failed_release_is_retried() -> None:
             async with running_keeper(config, calendar_clock=lambda: sunday):
                 await eventually(lambda: proxy.garbled, what="the garbled unload")
                 await eventually(lambda: not listed(fake), within=15, what="unloaded after all")
+
+
+async def test_a_slow_show_does_not_make_an_alias_unmatchable() -> None:
+    """Issue 22 item 6: a client loaded llama3.1:8b; the keeper keeps its alias llama3.1.
+    The first /api/show answers too late: a timeout is transient, so the listed name's blob is
+    asked again and the alias matches (warm), instead of never."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        await generate(fake, "llama3.1:8b")
+        fake.set_delay("/api/show", 2.0)
+        config = make_config(fake.url, [{"name": "llama3.1", "keep_alive": "1h"}])
+        config = replace(config, ollama=replace(config.ollama, request_timeout_s=0.5))
+        async with running_keeper(config) as (keeper, _):
+            host = await eventually(lambda: next(iter(keeper.hosts.values()), None), what="host")
+            await eventually(lambda: host.looks >= 2, what="two looks with a slow show")
+            fake.set_delay("/api/show", None)
+            await eventually(
+                lambda: keeper.status()["hosts"][0]["models"][0]["state"] == "warm",
+                within=20,
+                what="the alias matched",
+            )

@@ -101,6 +101,7 @@ class HostKeeper:
         self.infos: dict[str, ModelInfo] = {}
         self.blobs: dict[str, str] = {}
         self._unshowable: set[str] = set()
+        self._show_failures: dict[str, tuple[int, float]] = {}  # key -> (failures, retry at)
         self.ollama_up = False
         self.version: str | None = None
         self.resumed_at: datetime | None = None
@@ -353,14 +354,21 @@ class HostKeeper:
             key = match_key(row.name)
             if key in self.infos or key in self._unshowable:
                 continue
+            failures, retry_at = self._show_failures.get(key, (0, -math.inf))
+            if self._clocks.monotonic() < retry_at:
+                continue
             try:
                 info = await self.client.show(row.name)
             except OllamaUnreachableError:
                 return  # try again at the next look
-            except OllamaError:
-                # E.g. a model deleted while loaded (§7.5): asking at every poll won't help.
-                self._unshowable.add(key)
+            except OllamaError as exc:
+                wait = plan.show_failure(exc.status, failures + 1, key)
+                if wait is None:  # e.g. a model deleted while loaded (§7.5)
+                    self._unshowable.add(key)
+                else:
+                    self._show_failures[key] = (failures + 1, self._clocks.monotonic() + wait)
                 continue
+            self._show_failures.pop(key, None)
             self.infos[key] = info
             if info.blob:
                 self.blobs[key] = info.blob

@@ -50,6 +50,7 @@ from ollama_keepwarm.core.plan.errors import (
     record_call_crashed,
     record_warm_failed,
     record_warm_timed_out,
+    show_failure,
 )
 from ollama_keepwarm.core.plan.holds import (
     apply_window,
@@ -108,6 +109,7 @@ __all__ = [
     "remap_leases",
     "remember_leases",
     "shift_times",
+    "show_failure",
     "stale_interval",
     "summarize",
 ]

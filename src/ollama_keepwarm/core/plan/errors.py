@@ -183,3 +183,13 @@ def record_call_crashed(
             {"error": error, "attempt": failures, "retry_in_s": round(delay, 1)},
         )
     ]
+
+
+def show_failure(status: int, failures: int, name: str) -> float | None:
+    """After ``/api/show`` of a listed name failed (the ``failures``-th time in a row): None if
+    asking again cannot help (404: deleted while loaded, §7.5; 400), else the seconds to wait
+    before asking again. A timeout, an outage or a 5xx is transient (issue 22 item 6): filing it
+    for good made an alias unmatchable for the daemon's life."""
+    if status in {400, 404}:
+        return None
+    return backoff_delay_s("server_error", failures, name)

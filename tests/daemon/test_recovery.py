@@ -228,3 +228,20 @@ async def test_a_slow_show_does_not_make_an_alias_unmatchable() -> None:
                 within=20,
                 what="the alias matched",
             )
+
+
+async def test_a_warm_of_an_alias_already_loaded_is_no_cold_load() -> None:
+    """Issue 22 item 7: a client loaded llama3.1:8b; our first warm of its alias llama3.1 finds
+    the runner resident (§7.1) and answers in milliseconds. That is no cold load: it must not
+    become the measured load time (warm --deadline, calendar leads, the reload floor)."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        await generate(fake, "llama3.1:8b")
+        loads = len(fake.loads)
+        config = make_config(fake.url, [{"name": "llama3.1", "keep_alive": "1h"}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = next(iter(keeper.hosts.values()))
+            st = host.states["llama3.1:latest"]
+            assert len(fake.loads) == loads  # no load happened
+            assert st.cold_load_s is None
+            assert keeper._load_time_of(host.models[0]) is None

@@ -577,7 +577,7 @@ class HostKeeper:
             st, events = plan.record_warm_finished(
                 model, self.states[model.key], self._clocks.wall(), result.duration_s
             )
-            if not listed:
+            if any(e.name == "model_warmed" and e.fields.get("loaded") for e in events):
                 self._on_cold_load(model, result.duration_s)
             st = crash.after_call(st, events, self._clocks.wall(), ok=True)
         finally:

@@ -60,6 +60,13 @@ def record_warm_finished(
         lease_ours=st.lease_ours or st.in_flight_renews or not listed,
         load_window=(st.load_window[0], now) if st.load_window and not listed else st.load_window,
     )
+    if not listed and duration_s < SUSPECT_RELOAD_FLOOR_S:
+        # Answered like a loaded model: it was resident under another name (an alias, §7.1)
+        # that ps did not match yet. No load happened: nothing to learn a load time from.
+        new = replace(new, loaded_since_look=True)
+        return new, [
+            Event("model_warmed", model.name, {"duration_s": round(duration_s, 3), "loaded": False})
+        ]
     if not listed:
         # A runner of ours now: whatever a client had loaded before is gone.
         new = replace(

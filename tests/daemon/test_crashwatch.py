@@ -127,13 +127,13 @@ async def test_a_killed_runner_is_reloaded_within_detection_plus_its_load() -> N
     assert 'repairs_total{cause="reload",host=' in metrics
 
 
-async def test_a_normal_unload_costs_only_cheap_pings() -> None:
-    """`ollama stop` ends a runner too: the other listed model is pinged, nothing reloads.
-
-    The stopped one is gone from ``/api/ps`` by the time the keeper looks (Ollama removes the row
-    before ps answers again), so the usual vanished rules handle it: no ping revives it.
-    """
-    async with FakeOllama(runner_processes=True, **FAST_FAKE) as fake:
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_normal_unload_is_no_crash_and_checks_no_other_model(version: str) -> None:
+    """`ollama stop` ends a runner: its model leaves ps, so it is an unload (loss rules, warmed
+    back at the next look), not a crash; the runner that ended names its blob, so no other
+    model is pinged (issue 21 items 1 and 3: a check of every listed model is what fought a
+    capacity conflict; a wait after a loss soon after our own load delayed the repair)."""
+    async with FakeOllama(runner_processes=True, ollama_version=version, **FAST_FAKE) as fake:
         config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER])
         with capture_logs() as logs:
             async with running_keeper(config) as (keeper, _):
@@ -141,27 +141,37 @@ async def test_a_normal_unload_costs_only_cheap_pings() -> None:
                 host = keeper.hosts[fake.url]
                 assert fake.processes is not None
                 await _known(keeper, fake.url, *fake.processes.pids().values())
+                pings = len(fake.requests)
                 await fake.unload(CODER["name"])  # ollama stop: the keeper warms it back
                 await eventually(
                     lambda: host.crash_watch is not None and host.crash_watch.exits >= 1,
                     what="the exit seen",
                 )
                 await eventually(
-                    lambda: (
-                        host.states["llama3.1:8b"].check_requested_at is not None
-                        and host.states["llama3.1:8b"].in_flight_since is None
-                        and host.states["llama3.1:8b"].last_warm_ok_at
-                        > host.states["llama3.1:8b"].check_requested_at
-                    ),
-                    what="the other model checked",
-                )
-                await eventually(
                     lambda: any(e["event"] == "model_vanished" for e in logs),
                     what="the stopped model seen gone",
                 )
+                await eventually(
+                    lambda: CODER["name"] in {r.name for r in fake.runners()},
+                    what="the stopped model warmed back",
+                )
+                llama = host.states["llama3.1:8b"]
+                assert llama.check_requested_at is None
+                assert not llama.expect_reload
+                calls = [
+                    r
+                    for r in fake.requests[pings:]
+                    if r.path == "/api/generate" and r.body.get("model") == LLAMA["name"]
+                ]
+                assert calls == []
     assert not [ld for ld in fake.loads if ld.reason in {"repair", "reload"}]
-    assert not [e for e in logs if e["event"] == "runner_reloaded"]
+    assert not [e for e in logs if e["event"] in {"runner_reloaded", "runner_died"}]
     assert not [e for e in logs if e["log_level"] in {"warning", "error"}]
+    vanished = next(e for e in logs if e["event"] == "model_vanished")
+    assert vanished["evidence"] == "none"
+    # Issue 21 item 3: no sign of a client's reload, so back at the next look, however soon
+    # after our own load of it.
+    assert vanished["rewarm_delay_s"] == 0.0
 
 
 def _free_port() -> int:
@@ -408,3 +418,37 @@ def test_a_host_with_no_watch_says_why_in_its_table() -> None:
     table = unseen(f"off: {why}")
     assert not table.visible
     assert processes_entry(table)["cannot_see"] == [f"off: {why}"]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_two_kept_models_that_do_not_fit_settle_without_a_war(version: str) -> None:
+    """Issue 21 item 1: one model fits, two are kept. An eviction by our own load ends the
+    victim's runner; that exit is an unload (its model leaves ps), never a crash to repair:
+    at most one extra load of each before the capacity conflict settles it."""
+    async with FakeOllama(
+        runner_processes=True, ollama_version=version, max_loaded=1, **FAST_FAKE
+    ) as fake:
+        low = {**CODER, "priority": 0}
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, low], poll_interval="100ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(e["event"] == "capacity_conflict" for e in logs),
+                    within=20,
+                    what="the capacity conflict",
+                )
+                await eventually(lambda: LLAMA["name"] in {r.name for r in fake.runners()})
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                settled = len(fake.loads)
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                host = keeper.hosts[fake.url]
+                looks = host.looks
+                await eventually(lambda: host.looks >= looks + 10, what="ten more looks")
+    per_model = {
+        m: [ld for ld in fake.loads if ld.model == m] for m in (LLAMA["name"], CODER["name"])
+    }
+    assert all(len(loads) <= 2 for loads in per_model.values()), fake.loads
+    assert len(fake.loads) == settled, "loads went on after the conflict settled"
+    assert not [e for e in logs if e["event"] == "runner_reloaded"]
+    assert not [ld for ld in fake.loads if ld.reason == "repair"]

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 import structlog
@@ -101,6 +102,9 @@ class HostKeeper:
         self.infos: dict[str, ModelInfo] = {}
         self.blobs: dict[str, str] = {}
         self._unshowable: set[str] = set()
+        self._reloaded_by_others: set[str] = set()  # kept models a client (re)loaded since
+        self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
+        self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
         self._show_failures: dict[str, tuple[int, float]] = {}  # key -> (failures, retry at)
         self.ollama_up = False
         self.version: str | None = None
@@ -164,7 +168,7 @@ class HostKeeper:
         """
         before = {m.key: m for m in self.models}
         if config.ollama.cgroup != self.config.ollama.cgroup and self.crash_watch is not None:
-            asyncio.get_running_loop().create_task(self.crash_watch.stop())
+            self._spawn(self.crash_watch.stop())
             self.crash_watch = None  # chosen again at the next look
         self.models, self.config = models, config
         kept = plan.release_holds(self.states)
@@ -314,6 +318,7 @@ class HostKeeper:
         self.ollama_up, self._down_polls = True, 0
         self._ensure_crash_watch()
         await self._learn_blobs(snapshot)
+        reloaded, self._reloaded_by_others = self._reloaded_by_others, set()
         observation = plan.observe(
             self.models,
             self.config.daemon,
@@ -323,13 +328,40 @@ class HostKeeper:
             blobs=self.blobs,
             outage=self._outage,
             runtime_oom_expires_all=version_at_least(self.version, 0, 30),
+            processes_visible=self.runner_table.visible,
+            reloaded_by_others=reloaded,
         )
         self.states = observation.states
         for event in observation.events:
             self._emit(event)
+        self._observe_runners(snapshot, asked)
         if any(event.name == "gpu_lost" for event in observation.events):
             self._on_gpu_lost()  # once per loss, however many models it hit
         self.snapshot, self._outage, self._snapshot_asked = snapshot, False, asked
+
+    def _observe_runners(self, snapshot: PsSnapshot, asked: float) -> None:
+        """Settle runner exits on this snapshot; see clients' loads and their argv (issue 21)."""
+        rows = plan.match_rows(self.models, snapshot, self.blobs)
+        before = {r.name for r in self.snapshot.models} if self.snapshot else set()
+        left = bool(before - {r.name for r in snapshot.models})
+        self.states, died = plan.settle_runner_exits(
+            self.models, self.states, rows, asked, snapshot.taken_at, any_row_left=left
+        )
+        for event in died:
+            self._emit(event)
+        for model in self.models:
+            pid = self._foreign_runners.get(model.key)
+            runner = self.runner_table.by_pid(pid) if pid is not None else None
+            if runner is None:
+                self._foreign_runners.pop(model.key, None)
+            elif rows[model.key] is not None:
+                st, events = plan.note_argv_mismatch(model, self.states[model.key], runner)
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
+        self._elsewhere = plan.loading_elsewhere(
+            self.models, self.states, self.runner_table, self.blobs, rows
+        )
 
     def _went_down(self, error: str) -> None:
         if self.ollama_up or self._down_polls == 0:
@@ -394,29 +426,38 @@ class HostKeeper:
         _log.info("crash_watch_started", host=self.host, source=source.description, why=why)
 
     def _runners_changed(self, events: Sequence[RunnerEvent], table: RunnerTable) -> None:
-        """Adapter (branch runners, issue 21): keep today's rule on the new runner watch.
+        """The runner watch saw runners start or end (issue 21): note it, look again.
 
-        The watch now reports runners only (not ``ollama serve`` or ``--list-devices``); a
-        runner's exit still asks for today's checks. ``core`` replaces this with the plan's
-        decisions on the table.
+        The plan settles an exit on the next snapshot (core/plan/processes.py): a crash is
+        checked, an unload goes through the loss rules. A runner started while no call of
+        ours was in flight for its model is someone else's.
         """
         self.runner_table = table
-        exited = frozenset(e.runner.pid for e in events if e.kind == "exited")
-        if exited:
-            self._process_exited(exited)
+        others = plan.started_by_others(self.models, self.states, self.blobs, events)
+        self._foreign_runners.update(others)
+        self._reloaded_by_others.update(others)
+        exited = [e for e in events if e.kind == "exited"]
+        if not exited:
+            return
+        listed = {d.model.key for d in self.decisions if d.row is not None}
+        self.states = plan.note_runner_exits(
+            self.models, self.states, exited, table, self.blobs, listed
+        )
+        pids = sorted(e.runner.pid for e in exited)
+        _log.info("ollama_process_exited", host=self.host, pids=pids)
+        self._spawn(self.look())
 
-    def _process_exited(self, pids: frozenset[int]) -> None:
-        """A process of Ollama's ended: a runner may have died. Check the listed models now."""
-        listed = [d.model.key for d in self.decisions if d.row is not None]
-        _log.info("ollama_process_exited", host=self.host, pids=sorted(pids), checking=len(listed))
-        if listed:
-            self.states = crash.request_checks(self.states, listed, self._clocks.wall())
-        asyncio.get_running_loop().create_task(self.look())
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task kept referenced until it ends (an unreferenced task can be
+        collected mid-flight), and ended by :meth:`stop`."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     def _on_gpu_lost(self) -> None:
         command = self.config.daemon.on_gpu_lost
         if command:
-            asyncio.get_running_loop().create_task(_run_hook(command, self.host))
+            self._spawn(_run_hook(command, self.host))
 
     # -- decide and act ---------------------------------------------------------------------
 
@@ -436,6 +477,7 @@ class HostKeeper:
             blobs=self.blobs,
             resumed_at=self.resumed_at,
             unconfirmed=unconfirmed,
+            loading_elsewhere=self._elsewhere,
         )
         # Releases first: the load lane is FIFO, so a held model's room is given back before a
         # higher-ranked model's load needs it.
@@ -593,8 +635,20 @@ class HostKeeper:
                 await self._verify(model)
 
     async def _watch_wedge(self, model: ModelConfig, cold_load_s: float | None) -> None:
-        """Report ``runner_wedged`` if this refresh outlasts its bound while Ollama answers."""
-        await asyncio.sleep(crash.wedge_bound_s(cold_load_s, slack_s=self.wedge_slack_s))
+        """Report ``runner_wedged`` if this refresh outlasts its bound while Ollama answers.
+
+        A call queued behind another load is not wedged: where runners are visible, the bound
+        counts from its own runner's start, or the last other load's (issue 21 item 4).
+        """
+        began = self._clocks.monotonic()
+        bound = crash.wedge_bound_s(cold_load_s, slack_s=self.wedge_slack_s)
+        blob = self.blobs.get(model.key)
+        due = bound
+        while due > 0:  # re-judged when the bound would end: loads ahead of it may have started
+            await asyncio.sleep(due)
+            now = self._clocks.monotonic()
+            queued = plan.queued_not_wedged(self.runner_table, blob, began, now, bound)
+            due = min(1.0, bound / 4) if queued else 0.0
         try:
             await self.client.version()
         except OllamaError:

@@ -43,6 +43,9 @@ __all__ = [
     "SchedulerError",
 ]
 
+UNLOAD_ROW_LAG_S = 0.003
+"""Up to v0.29, how long an unloaded runner's row outlives its process (§4.9: 1-5 ms)."""
+
 OOM_ERROR = Behaviour.for_version(CURRENT_STABLE).oom_error
 """What a load that ran out of GPU memory says in the current stable version (§2.6)."""
 
@@ -644,6 +647,13 @@ class Scheduler:
             if runner.timer is not None:
                 runner.timer.cancel()
                 runner.timer = None
+            if self.processes is not None and not self.behaviour.checks_context_shift:
+                # Up to v0.29 the runner's process exits first and its row goes ~1-5 ms later;
+                # from v0.30 the row goes first (reference §4.9, measured).
+                self.processes.stop(runner.key)
+                await asyncio.sleep(UNLOAD_ROW_LAG_S)
+                if self.loaded.get(runner.key) is not runner:
+                    continue
             del self.loaded[runner.key]
             if self.processes is not None:
                 self.processes.stop(runner.key)

@@ -74,6 +74,14 @@ from ollama_keepwarm.core.plan.model import (
     match_rows,
     ranked,
 )
+from ollama_keepwarm.core.plan.processes import (
+    loading_elsewhere,
+    note_argv_mismatch,
+    note_runner_exits,
+    queued_not_wedged,
+    settle_runner_exits,
+    started_by_others,
+)
 from ollama_keepwarm.core.plan.views import describe_state, summarize
 
 __all__ = [
@@ -95,8 +103,12 @@ __all__ = [
     "describe_state",
     "forgive_timeouts",
     "load_timeout_s",
+    "loading_elsewhere",
     "match_rows",
+    "note_argv_mismatch",
+    "note_runner_exits",
     "observe",
+    "queued_not_wedged",
     "ranked",
     "record_call_crashed",
     "record_release_failed",
@@ -108,8 +120,10 @@ __all__ = [
     "release_holds",
     "remap_leases",
     "remember_leases",
+    "settle_runner_exits",
     "shift_times",
     "show_failure",
     "stale_interval",
+    "started_by_others",
     "summarize",
 ]

@@ -7,9 +7,10 @@ from datetime import datetime
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.plan.leases import may_carry_keep_alive, next_renewal
-from ollama_keepwarm.core.plan.mismatch import mismatch_reason
+from ollama_keepwarm.core.plan.mismatch import mismatch_outlasted, mismatch_reason
 from ollama_keepwarm.core.plan.model import (
     CAPACITY,
+    MISMATCH,
     OUTSIDE,
     RESUMED,
     RUNNER_CHECK,
@@ -34,12 +35,15 @@ def decide(
     blobs: Mapping[str, str] | None = None,
     resumed_at: datetime | None = None,
     unconfirmed: Collection[str] = (),
+    loading_elsewhere: Collection[str] = (),
 ) -> list[Decision]:
     """Decide, for every configured model in rank order, what to do at ``now``.
 
     ``unconfirmed`` names the models (by key) whose last call of ours ended after
     ``snapshot`` was asked for: for them "absent" may mean "was loading", so acting on it
-    would load twice; the look that follows every call decides instead.
+    would load twice; the look that follows every call decides instead. ``loading_elsewhere``
+    names the models a client's runner is loading now (``core/plan/processes.py``): never
+    raced with a load of ours.
     """
     rows = match_rows(models, snapshot, blobs)
     return [
@@ -51,6 +55,7 @@ def decide(
             states.get(model.key, ModelState()),
             now,
             resumed_at,
+            elsewhere=model.key in loading_elsewhere,
         )
         if model.key not in unconfirmed or snapshot is None
         else Decision(model, Action.WAIT, "confirming", None, rows[model.key])
@@ -66,6 +71,8 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     st: ModelState,
     now: datetime,
     resumed_at: datetime | None,
+    *,
+    elsewhere: bool = False,
 ) -> Decision:
     def verdict(
         action: Action, reason: str, at: datetime | None = None, *, renew: bool = True
@@ -92,6 +99,10 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
         return verdict(Action.WAIT, f"backing off after error: {st.last_error}", st.backoff_until)
 
     if row is None:
+        if elsewhere:
+            return verdict(Action.WAIT, "a client is loading it")
+        if st.foreign and not mismatch_outlasted(st, daemon, now):
+            return verdict(Action.WAIT, f"{MISMATCH}: a client is reloading it with its options")
         if st.rewarm_not_before is not None and now < st.rewarm_not_before:
             return verdict(
                 Action.WAIT,

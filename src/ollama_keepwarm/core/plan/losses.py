@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -46,12 +46,17 @@ def observe(
     blobs: Mapping[str, str] | None = None,
     outage: bool = False,
     runtime_oom_expires_all: bool = False,
+    processes_visible: bool = False,
+    reloaded_by_others: Collection[str] = (),
 ) -> Observation:
     """Compare two snapshots: who vanished and why, who lost its GPU, who is in conflict.
 
     ``outage`` says Ollama was unreachable between the two looks: a restart loses every model
     (§7.8), which is repair work, not a capacity problem. ``runtime_oom_expires_all`` says the
     server expires every model after a runtime out-of-memory error (v0.30+, §4.4).
+    ``processes_visible`` says runner processes are seen (``core/plan/processes.py``), and
+    ``reloaded_by_others`` names the kept models a client's runner started for since the last
+    look: the evidence for a loss's cause.
     """
     now = current.taken_at
     before = match_rows(models, previous, blobs) if previous else {}
@@ -97,6 +102,13 @@ def observe(
             outage=outage,
             everything_gone=everything_gone,
             oom_rule=runtime_oom_expires_all,
+            evidence=(
+                "client reload"
+                if model.key in reloaded_by_others
+                else "none"
+                if processes_visible
+                else "unknown"
+            ),
         )
         struck = struck or "during_load_of" in event.fields
         new_states[model.key] = st
@@ -119,8 +131,14 @@ def _vanished(
     outage: bool,
     everything_gone: bool,
     oom_rule: bool,
+    evidence: str = "unknown",
 ) -> tuple[ModelState, Event]:
-    """Name why a kept model is gone, and note what that means for the next warm."""
+    """Name why a kept model is gone, and note what that means for the next warm.
+
+    ``evidence``: "client reload" (a client's runner started for it), "none" (processes are
+    visible and none did) or "unknown" (not visible). An options mismatch outlives the loss:
+    a client reloading with its options makes the model vanish and come back (issue 21).
+    """
     if outage:
         cause, culprit = "restart", None
     elif old is not None and old.expires_at <= now + EXPIRY_TOLERANCE:
@@ -134,6 +152,7 @@ def _vanished(
     fields: dict[str, object] = {
         "cause": cause,
         "expires_at": old.expires_at.isoformat() if old is not None else None,
+        "evidence": evidence,
     }
     last_loss = st.last_vanished_at
     st = replace(
@@ -141,14 +160,14 @@ def _vanished(
         last_row=None,
         last_vanished_at=now,
         vanish_reason=cause,
-        foreign=False,
-        foreign_context=None,
     )
     if culprit is not None:
         fields["during_load_of"] = culprit.name
         st = replace(st, strikes=(*st.strikes, now))
     elif cause in {"evicted", "oom"}:
-        st = _note_repeated_loss(st, daemon, now, seen_at, last_loss, oom=cause == "oom")
+        st = _note_repeated_loss(
+            st, daemon, now, seen_at, last_loss, oom=cause == "oom", evidence=evidence
+        )
         wait = st.rewarm_not_before
         fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
     return st, Event("model_vanished", model.name, fields)
@@ -209,6 +228,7 @@ def _note_repeated_loss(
     last_loss: datetime | None,
     *,
     oom: bool = False,
+    evidence: str = "unknown",
 ) -> ModelState:
     """Wait before re-warming a model another client took away; longer each time in a row.
 
@@ -235,7 +255,13 @@ def _note_repeated_loss(
             FIRST_REWARM_DELAY_CAP_S, max(daemon.poll_interval_s, 1.5 * (st.cold_load_s or 0.0))
         )
         ours = st.load_window[1] if st.load_window else None
-        soon = ours is not None and (now - ours).total_seconds() <= SOON_AFTER_OUR_LOAD_S
+        # Soon after our own load, a loss may be a client reloading it with its options: wait
+        # so its runner shows. Where processes are visible, only a client's runner says so.
+        soon = (
+            evidence != "none"
+            and ours is not None
+            and (now - ours).total_seconds() <= SOON_AFTER_OUR_LOAD_S
+        )
         exponent = count - 1 if soon else count - 2
     delay = (
         0.0 if exponent < 0 else min(REWARM_DELAY_CAP_S, step * 2 ** min(exponent, MAX_EXPONENT))

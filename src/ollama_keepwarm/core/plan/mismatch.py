@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 
-from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.plan.model import MISMATCH, Event, ModelState
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
@@ -97,3 +98,12 @@ def _toml(value: object) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return str(value)
+
+
+def mismatch_outlasted(st: ModelState, daemon: DaemonConfig, now: datetime) -> bool:
+    """A client's runner with other options is gone for longer than a reload takes: the
+    mismatch is over, warm with ours. Until then the client may be reloading it (issue 21)."""
+    if st.last_vanished_at is None:
+        return True
+    reload_s = max(2 * daemon.poll_interval_s, 2.0 * (st.cold_load_s or 0.0), 1.0)
+    return (now - st.last_vanished_at).total_seconds() > reload_s

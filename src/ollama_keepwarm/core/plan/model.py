@@ -97,6 +97,9 @@ class ModelState:
     expect_reload: bool = False  # a runner may have died: a reloading refresh is a repair
     # A process of Ollama's ended (core/crash.py): ping the listed model, without keep_alive.
     check_requested_at: datetime | None = None
+    # A runner's exit (core/plan/processes.py): monotonic time, settled by the next look.
+    runner_exit_at: float | None = None
+    runner_exit_named: bool = False  # the exit named this model's blob (processes visible)
     wedged_since: datetime | None = None  # a refresh hung while /api/version answered
 
 

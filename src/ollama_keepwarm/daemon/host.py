@@ -318,6 +318,10 @@ class HostKeeper:
         self.ollama_up, self._down_polls = True, 0
         self._ensure_crash_watch()
         await self._learn_blobs(snapshot)
+        if self.crash_watch is not None:
+            # The runner table as of this snapshot, not of the last rescan: a loss is judged on
+            # whether a client's runner started for the model (issue 21).
+            self.crash_watch.rescan()
         reloaded, self._reloaded_by_others = self._reloaded_by_others, set()
         observation = plan.observe(
             self.models,
@@ -334,21 +338,34 @@ class HostKeeper:
         self.states = observation.states
         for event in observation.events:
             self._emit(event)
-        self._observe_runners(snapshot, asked)
+        self._observe_runners(snapshot, asked, reloaded)
         if any(event.name == "gpu_lost" for event in observation.events):
             self._on_gpu_lost()  # once per loss, however many models it hit
         self.snapshot, self._outage, self._snapshot_asked = snapshot, False, asked
 
-    def _observe_runners(self, snapshot: PsSnapshot, asked: float) -> None:
+    def _observe_runners(self, snapshot: PsSnapshot, asked: float, reloaded: set[str]) -> None:
         """Settle runner exits on this snapshot; see clients' loads and their argv (issue 21)."""
         rows = plan.match_rows(self.models, snapshot, self.blobs)
         before = {r.name for r in self.snapshot.models} if self.snapshot else set()
         left = bool(before - {r.name for r in snapshot.models})
         self.states, died = plan.settle_runner_exits(
-            self.models, self.states, rows, asked, snapshot.taken_at, any_row_left=left
+            self.models,
+            self.states,
+            rows,
+            asked,
+            snapshot.taken_at,
+            any_row_left=left,
+            table=self.runner_table,
+            blobs=self.blobs,
         )
         for event in died:
             self._emit(event)
+        for model in self.models:
+            if model.key in reloaded:
+                st, events = plan.note_client_reload(model, self.states[model.key])
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
         for model in self.models:
             pid = self._foreign_runners.get(model.key)
             runner = self.runner_table.by_pid(pid) if pid is not None else None
@@ -616,6 +633,10 @@ class HostKeeper:
                 model, self.states[model.key], self._clocks.wall(), exc.status, exc.message
             )
         else:
+            if self.crash_watch is not None and (not listed or reason == plan.RUNNER_CHECK):
+                # Read the runners while this call still counts as in flight: a runner it
+                # started is ours, not a client's (core/plan/processes.py).
+                self.crash_watch.rescan()
             st, events = plan.record_warm_finished(
                 model, self.states[model.key], self._clocks.wall(), result.duration_s
             )

@@ -77,6 +77,7 @@ from ollama_keepwarm.core.plan.model import (
 from ollama_keepwarm.core.plan.processes import (
     loading_elsewhere,
     note_argv_mismatch,
+    note_client_reload,
     note_runner_exits,
     queued_not_wedged,
     settle_runner_exits,
@@ -106,6 +107,7 @@ __all__ = [
     "loading_elsewhere",
     "match_rows",
     "note_argv_mismatch",
+    "note_client_reload",
     "note_runner_exits",
     "observe",
     "queued_not_wedged",

@@ -256,11 +256,13 @@ def _note_repeated_loss(
         )
         ours = st.load_window[1] if st.load_window else None
         # Soon after our own load, a loss may be a client reloading it with its options: wait
-        # so its runner shows. Where processes are visible, only a client's runner says so.
-        soon = (
-            evidence != "none"
-            and ours is not None
-            and (now - ours).total_seconds() <= SOON_AFTER_OUR_LOAD_S
+        # so its runner shows. Where processes are visible, a reload shows as a client's runner
+        # within a look: with no sign of one, re-warm at the next look (one poll), however
+        # soon after our own load; a repeat doubles.
+        if evidence == "none":
+            step = daemon.poll_interval_s
+        soon = evidence == "none" or (
+            ours is not None and (now - ours).total_seconds() <= SOON_AFTER_OUR_LOAD_S
         )
         exponent = count - 1 if soon else count - 2
     delay = (

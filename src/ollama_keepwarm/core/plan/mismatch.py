@@ -80,6 +80,13 @@ def report_mismatch(
             f"[[models]] entry: {line} (or set OLLAMA_CONTEXT_LENGTH / a Modelfile num_ctx so "
             "everyone agrees). Until then the keeper leaves that runner alone."
         )
+    elif "seen" in seen or "argv" in seen:
+        fix = (
+            f"a client's request reloaded {model.name} (Ollama reloads a loaded model only for "
+            "other load-time options: num_ctx, num_batch, num_gpu, num_thread, use_mmap, "
+            "shift): make its [[models]] options identical to the client's. Until then the "
+            "keeper leaves that runner alone while it is loaded."
+        )
     else:
         fix = (
             f"two renewals in a row reloaded {model.name}: its clients send other load-time "

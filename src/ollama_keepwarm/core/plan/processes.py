@@ -37,6 +37,7 @@ from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerPro
 __all__ = [
     "argv_mismatch",
     "loading_elsewhere",
+    "note_client_reload",
     "note_runner_exits",
     "queued_not_wedged",
     "settle_runner_exits",
@@ -89,12 +90,15 @@ def settle_runner_exits(
     now: datetime,
     *,
     any_row_left: bool,
+    table: RunnerTable | None = None,
+    blobs: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, ModelState], list[Event]]:
     """Turn pending exits into checks, on a snapshot asked at ``asked`` (monotonic).
 
     An exit after ``asked`` stays pending (this snapshot is older than it). A model still listed
     after its named runner's exit crashed: check it (a ping that expects a reload). An exit
-    named for no model is a crash only if no row at all left ps (``any_row_left``).
+    named for no model is a crash only if no row at all left ps (``any_row_left``). A model
+    whose blob has another runner alive in ``table`` was reloaded, not crashed.
     """
     new = dict(states)
     events: list[Event] = []
@@ -103,7 +107,9 @@ def settle_runner_exits(
         if st.runner_exit_at is None or st.runner_exit_at > asked:
             continue
         named = st.runner_exit_named
-        crashed = rows.get(model.key) is not None and (named or not any_row_left)
+        blob = (blobs or {}).get(model.key)
+        replaced = named and table is not None and blob is not None and bool(table.by_blob(blob))
+        crashed = rows.get(model.key) is not None and (named or not any_row_left) and not replaced
         st = replace(st, runner_exit_at=None, runner_exit_named=False)
         if crashed:
             st = replace(st, check_requested_at=now, expect_reload=True)
@@ -161,17 +167,34 @@ def started_by_others(
     blobs: Mapping[str, str],
     events: Sequence[RunnerEvent],
 ) -> dict[str, int]:
-    """Kept models (key -> pid) that got a runner while no call of ours was in flight for
-    them: a client loading or reloading it (judged when the start is seen)."""
+    """Kept models (key -> pid) that got a runner no call of ours started: a client's load.
+
+    Judged when the start is seen; the keeper reads the runners at the end of each load of
+    its own (and each check that expects a reload) while that call still counts as in flight.
+    """
     found: dict[str, int] = {}
     for event in events:
         if event.kind != "started":
             continue
         for model in models:
             st = states.get(model.key, ModelState())
-            if blobs.get(model.key) == event.runner.blob and st.in_flight_since is None:
+            # Only a load, or a check that expects a reload, starts a runner of ours.
+            ours = st.in_flight_since is not None and (
+                not st.in_flight_was_listed or st.expect_reload
+            )
+            if blobs.get(model.key) == event.runner.blob and not ours:
                 found[model.key] = event.runner.pid
     return found
+
+
+def note_client_reload(model: ModelConfig, st: ModelState) -> tuple[ModelState, list[Event]]:
+    """A client's request started a new runner for a model we had loaded: Ollama reloads a
+    loaded model only for other load options (§4.6), so the client's options differ from ours,
+    even where ``/api/ps`` cannot show it (num_thread, num_batch, use_mmap, ...). Leave its
+    runner alone while it is resident; say once what to do (issue 21 item 2)."""
+    if st.warms == 0 or st.foreign:
+        return st, []
+    return report_mismatch(model, replace(st, foreign=True), {"seen": "a client reloaded it"})
 
 
 def queued_not_wedged(

@@ -486,3 +486,27 @@ async def test_a_client_with_other_invisible_options_is_not_fought(version: str)
                     )
     assert paid <= 2, paid
     assert [e for e in logs if e["event"] == "options_mismatch"]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_repair_queued_behind_another_is_not_wedged(version: str) -> None:
+    """Issue 21 item 4: two runners die; Ollama loads one model at a time, so the second
+    repair waits behind the first. Queued is not wedged: no runner_wedged, no hook."""
+    slow = {**FAST_FAKE, "load_seconds_per_gb": 0.3}  # ~1.5 s per load
+    async with FakeOllama(runner_processes=True, ollama_version=version, **slow) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 20)
+                host = keeper.hosts[fake.url]
+                host.wedge_slack_s = 0.0  # the bound is twice the measured load: ~3 s
+                pids = [_pid(fake, LLAMA["name"]), _pid(fake, CODER["name"])]
+                await _known(keeper, fake.url, *pids)
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                await eventually(
+                    lambda: len([ld for ld in fake.loads if ld.reason == "repair" and ld.ok]) >= 2,
+                    within=20,
+                    what="both repairs",
+                )
+    assert not [e for e in logs if e["event"] == "runner_wedged"]

@@ -5,12 +5,11 @@ listing it, unchanged. The crash watch (``daemon/crashwatch.py``) sees a process
 end, within a poll of ``cgroup.procs`` or ``/proc``; these functions turn that into plain
 decisions:
 
-* **Any process ending** while models are listed may be a runner's death: ask for a *check* of
-  every listed kept model, a ping without ``keep_alive`` (``plan.RUNNER_CHECK``) that expects a
-  reload. A live runner answers it in ~10 ms; a dead one is reloaded by that very request. A
-  normal unload also ends a runner, but Ollama removes the row before ``/api/ps`` answers
-  again (the loaded-set lock is held while it kills the runner, §3.5), so the look that
-  follows sees the model gone and the usual vanished rules apply: no ping, no reload.
+* **Which exit is a crash** is decided in ``core/plan/processes.py`` from the runner table: the
+  runner of a listed kept model gone while a snapshot asked after its exit still lists it. That
+  model gets a *check*, a ping without ``keep_alive`` (``plan.RUNNER_CHECK``) that expects a
+  reload: a dead runner is reloaded by that very request. An exit whose model leaves
+  ``/api/ps`` is an unload, and the usual loss rules apply: no ping, no reload.
 * **A repaired runner** came back with Ollama's default keep-alive (the ping carried none):
   renew our lease at once, a cheap call.
 * **A wedged runner** is one whose ping does not answer while ``/api/version`` does (a hung
@@ -20,7 +19,7 @@ decisions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
@@ -31,7 +30,6 @@ __all__ = [
     "OLLAMA_RECOVERY_S",
     "after_call",
     "cgroup_candidates",
-    "request_checks",
     "wedge_bound_s",
 ]
 
@@ -43,17 +41,6 @@ OLLAMA_RECOVERY_S = 5.0
 
 UNKNOWN_LOAD_S = 30.0
 """The load time assumed for a model we never loaded ourselves (a client loaded it)."""
-
-
-def request_checks(
-    states: Mapping[str, plan.ModelState], listed: Iterable[str], now: datetime
-) -> dict[str, plan.ModelState]:
-    """Ask for a check of each listed model (by key): a process of Ollama's ended at ``now``."""
-    keys = set(listed)
-    return {
-        key: replace(st, check_requested_at=now, expect_reload=True) if key in keys else st
-        for key, st in states.items()
-    }
 
 
 def after_call(

@@ -111,10 +111,10 @@ def test_a_load_in_flight_elsewhere_is_never_raced() -> None:
     rows = {LLAMA.key: None, CODER.key: None}
     assert plan.loading_elsewhere([LLAMA, CODER], states(), busy, BLOBS, rows) == {LLAMA.key}
     assert plan.loading_elsewhere([LLAMA], states(), table(visible=False), BLOBS, rows) == set()
-    from ollama_keepwarm.core.config import DaemonConfig
-
-    decided = plan.decide([LLAMA], DaemonConfig(), None, {}, NOW, loading_elsewhere={LLAMA.key})
-    assert decided[0].action is plan.Action.WAIT
+    empty = PsSnapshot(NOW)
+    decided = plan.decide([LLAMA], DaemonConfig(), empty, {}, NOW, loading_elsewhere={LLAMA.key})
+    assert (decided[0].action, decided[0].reason) == (plan.Action.WAIT, "a client is loading it")
+    assert plan.decide([LLAMA], DaemonConfig(), empty, {}, NOW)[0].action is plan.Action.WARM
 
 
 @pytest.mark.parametrize(

@@ -910,3 +910,16 @@ def test_a_warm_that_answered_like_a_loaded_model_was_no_load() -> None:
     slow, events = plan.record_warm_finished(LLAMA, st, NOW, 4.2)
     assert slow.cold_load_s == 4.2
     assert events[0].fields["loaded"] is True
+
+
+def test_pause_with_unload_waits_for_our_load_then_unloads() -> None:
+    """Issue 22 item 4: paused with --unload is a state: while our load is in flight it holds,
+    once the model is listed and nothing of ours runs it is unloaded, once."""
+    paused = plan.pause_with_unload(plan.apply_pause(plan.ModelState(), NOW + s(3600)))
+    loading = replace(paused, in_flight_since=NOW)
+    listed = snap(row("llama3.1:8b", 3600))
+    assert one(LLAMA, snap(), loading).action is plan.Action.HOLD
+    assert one(LLAMA, listed, paused).action is plan.Action.UNLOAD
+    assert one(LLAMA, listed, plan.record_release_sent(paused)).action is plan.Action.HOLD
+    resumed = plan.apply_pause(paused, None)
+    assert not resumed.unload_wanted

@@ -479,3 +479,24 @@ async def test_no_status_after_stopping() -> None:
             keeper.request_reload()
         stop = notifier.messages.index("STOPPING=1")
         assert notifier.messages[stop + 1 :] == []
+
+
+async def test_pause_with_unload_during_our_own_load_unloads_once_it_ends() -> None:
+    """Issue 22 item 4: `pause --unload` while our load of that model is in flight: the model
+    is unloaded once the load ends (never left loaded with our lease), and the answer says
+    "unloaded" only when /api/ps confirms it."""
+    async with FakeOllama(load_seconds_per_gb=0.3, seconds_per_token=0.001) as fake:
+        config = make_config(fake.url, [LLAMA])
+        async with running_keeper(config) as (keeper, _):
+            await eventually(
+                lambda: any(
+                    st.in_flight_since for h in keeper.hosts.values() for st in h.states.values()
+                ),
+                what="our load in flight",
+            )
+            answer = await keeper.pause("llama3.1:8b", None, unload=True)
+            if "unloaded it" in answer:
+                assert "llama3.1:8b" not in listed(fake)
+            await eventually(lambda: fake.loads and fake.loads[0].finished, what="load ended")
+            await more_looks(keeper, 10)
+            assert "llama3.1:8b" not in listed(fake)

@@ -193,17 +193,22 @@ class HostKeeper:
         self.states = plan.release_holds(self.states)
         self.states[model.key] = replace(self.states[model.key], refresh_requested_at=now)
 
-    async def unload_and_confirm(self, model: ModelConfig, within_s: float = 5.0) -> bool:
-        """Unload ``model`` (§1.4) and look until ps no longer lists it, for ``within_s`` at most.
+    async def unload_and_confirm(self, model: ModelConfig, within_s: float | None = None) -> bool:
+        """Unload a paused ``model`` and look until ps no longer lists it (``within_s`` at most:
+        by default the load time limit, as a load of ours in flight finishes first).
 
-        The unload is asynchronous inside Ollama (the row can stay ~0.1-0.2 s, §9): waiting for
-        it makes the status shown right after ``pause --unload`` true.
+        The unload is a state of the plan (``plan.pause_with_unload``): the load lane makes it
+        when nothing of ours is in flight. Confirmed only by a look that no longer lists it
+        with no call in flight: what ``pause --unload`` answers must be true.
         """
-        await self.client.unload(model.name)
-        deadline = self._clocks.monotonic() + within_s
+        self.states[model.key] = plan.pause_with_unload(self.states[model.key])
+        limit = self.config.ollama.load_timeout_s if within_s is None else within_s
+        deadline = self._clocks.monotonic() + limit
         while True:
             await self.look()
-            if not any(d.model.key == model.key and d.row is not None for d in self.decisions):
+            st = self.states.get(model.key)
+            listed = any(d.model.key == model.key and d.row is not None for d in self.decisions)
+            if st is None or (not listed and st.in_flight_since is None):
                 return True
             if self._clocks.monotonic() > deadline:
                 return False
@@ -590,6 +595,7 @@ class HostKeeper:
             if model.key in self.states:
                 self.states[model.key] = plan.record_release_sent(self.states[model.key])
             why = "model_unloaded_after_window" if reason.startswith(plan.OUTSIDE) else ""
+            why = "model_unloaded_on_pause" if reason.startswith("paused") else why
             _log.info(why or "model_released_for_room", model=model.name, host=self.host)
 
     async def _warm(self, decision: plan.Decision) -> None:

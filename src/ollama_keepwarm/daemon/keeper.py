@@ -11,7 +11,6 @@ import asyncio
 import functools
 import signal
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -412,7 +411,7 @@ class Keeper:
             for model in keeper.models:
                 pause = self.pauses.get(model.key)
                 until = (pause.until or PAUSED_FOREVER) if pause else None
-                keeper.states[model.key] = replace(keeper.states[model.key], paused_until=until)
+                keeper.states[model.key] = plan.apply_pause(keeper.states[model.key], until)
 
     def _configured(self, name: str) -> list[ModelConfig]:
         key = match_key(name)
@@ -434,11 +433,17 @@ class Keeper:
             until=until.isoformat() if until else None,
             unload=unload,
         )
+        confirmed = True
         if unload:
             for model in models:
-                await self.hosts[model.host].unload_and_confirm(model)
+                confirmed &= await self.hosts[model.host].unload_and_confirm(model)
         how_long = f"until {until:%Y-%m-%d %H:%M:%S %Z}" if until else "until resumed"
-        return f"paused {models[0].name} {how_long}" + (" and unloaded it" if unload else "")
+        said = f"paused {models[0].name} {how_long}"
+        if unload and confirmed:
+            return said + " and unloaded it"
+        if unload:  # what /api/ps says now; the unload still happens once a load ends
+            return said + "; it is still loaded: it will be unloaded as soon as Ollama lets it"
+        return said
 
     def resume(self, name: str) -> str:
         """Keep ``name`` warm again."""

@@ -53,7 +53,9 @@ from ollama_keepwarm.core.plan.errors import (
     show_failure,
 )
 from ollama_keepwarm.core.plan.holds import (
+    apply_pause,
     apply_window,
+    pause_with_unload,
     record_release_failed,
     record_release_sent,
 )
@@ -97,6 +99,7 @@ __all__ = [
     "Event",
     "ModelState",
     "Observation",
+    "apply_pause",
     "apply_window",
     "backoff_delay_s",
     "classify_error",
@@ -110,6 +113,7 @@ __all__ = [
     "note_client_reload",
     "note_runner_exits",
     "observe",
+    "pause_with_unload",
     "queued_not_wedged",
     "ranked",
     "record_call_crashed",

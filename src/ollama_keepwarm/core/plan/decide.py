@@ -79,14 +79,16 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     ) -> Decision:
         return Decision(model, action, reason, at, row, renew, st.window)
 
+    backing_off = st.backoff_until is not None and now < st.backoff_until
+    release = row is not None and not st.release_sent and not backing_off
     if is_paused(st, now):
+        if st.unload_wanted and release and st.in_flight_since is None and snapshot is not None:
+            return verdict(Action.UNLOAD, "paused: unloading it")
         return verdict(Action.HOLD, "paused", st.paused_until)
     if st.in_flight_since is not None:
         return verdict(Action.WAIT, "refreshing" if st.in_flight_was_listed else "loading")
     if snapshot is None:
         return verdict(Action.WAIT, "waiting for Ollama")
-    backing_off = st.backoff_until is not None and now < st.backoff_until
-    release = row is not None and not st.release_sent and not backing_off
     if st.window is not None and not st.window.kept:
         if release and model.after_window == "unload":
             return verdict(Action.UNLOAD, f"{OUTSIDE}: unloading it")

@@ -40,3 +40,16 @@ def record_release_failed(
     )
     fields = {"error": error, "attempt": failures, "retry_in_s": round(delay, 1)}
     return new, [Event("release_failed", model.name, fields)]
+
+
+def pause_with_unload(st: ModelState) -> ModelState:
+    """``pause --unload``: a state, not a call: the model is unloaded whenever it is listed and
+    no call of ours is in flight (a load in flight finishes first, issue 22 item 4)."""
+    return replace(st, unload_wanted=True, release_sent=False)
+
+
+def apply_pause(st: ModelState, until: datetime | None) -> ModelState:
+    """Note the operator's pause (``None``: not paused); a resume forgets the unload."""
+    if until is None:
+        return replace(st, paused_until=None, unload_wanted=False)
+    return replace(st, paused_until=until)

@@ -86,6 +86,7 @@ class ModelState:
     release_sent: bool = False
     # The operator.
     paused_until: datetime | None = None
+    unload_wanted: bool = False  # paused with --unload: unload it whenever it is listed
     refresh_requested_at: datetime | None = None
     # The calendar (core/windows.py): None = no `when`, always kept.
     window: WindowVerdict | None = None

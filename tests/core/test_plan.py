@@ -901,10 +901,10 @@ def test_only_a_show_that_cannot_succeed_is_given_up(status: int, permanent: boo
 
 
 def test_a_warm_that_answered_like_a_loaded_model_was_no_load() -> None:
-    """Issue 22 item 7: absent from ps (an alias not matched yet), answered in 1 ms: the
-    runner was resident, no load time is learnt."""
+    """Issue 22 item 7: absent from ps only because its alias was not matched yet (its blob
+    unknown): the runner was resident, no load time is learnt."""
     st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
-    quick, events = plan.record_warm_finished(LLAMA, st, NOW, 0.001)
+    quick, events = plan.record_warm_finished(LLAMA, st, NOW, 0.001, resident=True)
     assert quick.cold_load_s is None
     assert events[0].fields["loaded"] is False
     slow, events = plan.record_warm_finished(LLAMA, st, NOW, 4.2)

@@ -24,12 +24,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import ModelConfig
 
 __all__ = [
     "OLLAMA_PING_TIMEOUT_S",
     "OLLAMA_RECOVERY_S",
     "after_call",
     "cgroup_candidates",
+    "record_wedged",
     "wedge_bound_s",
 ]
 
@@ -58,6 +60,36 @@ def after_call(
         # The reload took Ollama's default keep_alive (our ping sent none): claim ours back.
         return replace(st, refresh_requested_at=now, check_requested_at=None)
     return st
+
+
+def record_wedged(
+    model: ModelConfig,
+    st: plan.ModelState,
+    now: datetime,
+    cold_load_s: float | None,
+    *,
+    ollama_answers: bool,
+) -> tuple[plan.ModelState, list[plan.Event], bool]:
+    """A refresh outlasted its wedge bound: is it a wedged runner, and is the hook run?
+
+    Only while ``/api/version`` answers (else Ollama itself is away: not this runner's fault),
+    and once per episode (until a call of ours succeeds again, :func:`after_call`). Returns the
+    state, the events, and whether ``on_runner_wedged`` runs.
+    """
+    if not ollama_answers or st.wedged_since is not None:
+        return st, [], False
+    waited = (now - (st.in_flight_since or now)).total_seconds()
+    event = plan.Event(
+        "runner_wedged",
+        model.name,
+        {
+            "waited_s": round(waited, 3),
+            "cold_load_s": cold_load_s,
+            "hint": "a refresh of this loaded model gets no answer while Ollama does: "
+            "its runner hangs (a hung GPU?). Restarting Ollama frees it.",
+        },
+    )
+    return replace(st, wedged_since=now), [event], True
 
 
 def wedge_bound_s(cold_load_s: float | None, *, slack_s: float | None = None) -> float:

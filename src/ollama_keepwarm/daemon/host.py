@@ -166,21 +166,12 @@ class HostKeeper:
 
         A new config is a reason to try held models again: the set or the room may differ.
         """
-        before = {m.key: m for m in self.models}
         if config.ollama.cgroup != self.config.ollama.cgroup and self.crash_watch is not None:
             self._spawn(self.crash_watch.stop())
             self.crash_watch = None  # chosen again at the next look
+        self.states = plan.adopt_config(self.models, models, self.states)
         self.models, self.config = models, config
-        kept = plan.release_holds(self.states)
-        self.states = {m.key: kept.get(m.key, plan.ModelState()) for m in models}
         self.primes = {m.key: self.primes.get(m.key, priming.PrimeState()) for m in models}
-        for m in models:
-            old = before.get(m.key)
-            if old is not None and old.options != m.options:
-                # Other options give another context: learn ours again, forget the mismatch.
-                self.states[m.key] = replace(
-                    self.states[m.key], own_context=None, foreign=False, mismatch_reported=False
-                )
 
     def note_resume(self, now: datetime) -> None:
         """The machine woke up: refresh every model now, and forget timeouts met while asleep
@@ -489,7 +480,7 @@ class HostKeeper:
             self.states[model.key] = plan.apply_window(
                 self.states[model.key], self.window_of(model)
             )
-        unconfirmed = {k for k, t in self._call_ended.items() if t > self._snapshot_asked}
+        unconfirmed = plan.unconfirmed(self._call_ended, self._snapshot_asked)
         self.decisions = plan.decide(
             self.models,
             self.config.daemon,
@@ -573,10 +564,8 @@ class HostKeeper:
     def _still_wanted(self, decision: plan.Decision) -> bool:
         """A queued call is made only if the latest plan still asks for it (and the model is
         still configured): a look meanwhile may have seen a client's runner to leave alone."""
-        if decision.model.key not in self.states:
-            return False
         latest = next((d for d in self.decisions if d.model.key == decision.model.key), None)
-        return latest is None or latest.action is decision.action or latest.reason == "confirming"
+        return plan.still_wanted(decision, latest, configured=decision.model.key in self.states)
 
     async def _release(self, model: ModelConfig, reason: str) -> None:
         """Unload a model held for capacity (so the higher-ranked ones fit, §1.4), or whose
@@ -643,8 +632,16 @@ class HostKeeper:
                 # Read the runners while this call still counts as in flight: a runner it
                 # started is ours, not a client's (core/plan/processes.py).
                 self.crash_watch.rescan()
+            # Its blob is known now: was it listed under another name all along (§7.1)?
+            resident = not listed and (
+                plan.match_rows([model], self.snapshot, self.blobs)[model.key] is not None
+            )
             st, events = plan.record_warm_finished(
-                model, self.states[model.key], self._clocks.wall(), result.duration_s
+                model,
+                self.states[model.key],
+                self._clocks.wall(),
+                result.duration_s,
+                resident=resident,
             )
             if any(e.name == "model_warmed" and e.fields.get("loaded") for e in events):
                 self._on_cold_load(model, result.duration_s)
@@ -656,10 +653,11 @@ class HostKeeper:
             self.states[model.key] = st
         for event in events:
             self._emit(event)
-        if reason == plan.RESUMED and st.failures == 0:
+        resumed, verify = plan.verify_after(decision, st)
+        if resumed:
             self._emit(plan.Event("refreshed_after_resume", model.name, {}))
-            if model.verify:
-                await self._verify(model)
+        if verify:
+            await self._verify(model)
 
     async def _watch_wedge(self, model: ModelConfig, cold_load_s: float | None) -> None:
         """Report ``runner_wedged`` if this refresh outlasts its bound while Ollama answers.
@@ -681,25 +679,17 @@ class HostKeeper:
         except OllamaError:
             return  # Ollama itself is away or hung: not this runner's fault
         st = self.states.get(model.key)
-        if st is None or st.wedged_since is not None:
-            return  # once per episode
-        self.states[model.key] = replace(st, wedged_since=self._clocks.wall())
-        waited = (self._clocks.wall() - (st.in_flight_since or self._clocks.wall())).total_seconds()
-        self._emit(
-            plan.Event(
-                "runner_wedged",
-                model.name,
-                {
-                    "waited_s": round(waited, 3),
-                    "cold_load_s": cold_load_s,
-                    "hint": "a refresh of this loaded model gets no answer while Ollama does: "
-                    "its runner hangs (a hung GPU?). Restarting Ollama frees it.",
-                },
-            )
+        if st is None:
+            return
+        st, events, run_hook = crash.record_wedged(
+            model, st, self._clocks.wall(), cold_load_s, ollama_answers=True
         )
+        self.states[model.key] = st
+        for event in events:
+            self._emit(event)
         self._on_change()
         command = self.config.daemon.on_runner_wedged
-        if command:
+        if run_hook and command:
             await _run_hook(command, self.host, "runner_wedged")
 
     async def _verify(self, model: ModelConfig) -> None:
@@ -716,10 +706,8 @@ class HostKeeper:
             # Ollama notices the dead runner on the next request and reloads it: ask for one.
             self._emit(plan.Event("verify_failed", model.name, {"error": exc.message}))
             if model.key in self.states:
-                self.states[model.key] = replace(
-                    self.states[model.key],
-                    refresh_requested_at=self._clocks.wall(),
-                    expect_reload=True,
+                self.states[model.key] = plan.record_verify_failed(
+                    self.states[model.key], self._clocks.wall()
                 )
         else:
             _log.info("model_verified", model=model.name, host=self.host)
@@ -742,7 +730,6 @@ class HostKeeper:
 
     def _start_primes(self, now: datetime) -> None:
         """Start the primes due now, side by side like refreshes: never in the load lane."""
-        leave_alone = {plan.Action.HOLD, plan.Action.UNLOAD}
         for decision in self.decisions:
             model = decision.model
             st = self.primes.get(model.key)
@@ -751,7 +738,8 @@ class HostKeeper:
                 st,
                 now,
                 listed=decision.row is not None,
-                leave_alone=decision.action in leave_alone,
+                leave_alone=plan.leave_alone(self.states[model.key], now)
+                or decision.action is plan.Action.UNLOAD,
                 warm_in_flight=self.states[model.key].in_flight_since is not None,
             ):
                 continue

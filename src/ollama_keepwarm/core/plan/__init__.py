@@ -39,6 +39,14 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 
 from __future__ import annotations
 
+from ollama_keepwarm.core.plan.acting import (
+    adopt_config,
+    leave_alone,
+    record_verify_failed,
+    still_wanted,
+    unconfirmed,
+    verify_after,
+)
 from ollama_keepwarm.core.plan.calls import record_warm_finished, record_warm_started
 from ollama_keepwarm.core.plan.capacity import CONFLICT_STRIKES, release_holds
 from ollama_keepwarm.core.plan.decide import decide
@@ -99,6 +107,7 @@ __all__ = [
     "Event",
     "ModelState",
     "Observation",
+    "adopt_config",
     "apply_pause",
     "apply_window",
     "backoff_delay_s",
@@ -106,6 +115,7 @@ __all__ = [
     "decide",
     "describe_state",
     "forgive_timeouts",
+    "leave_alone",
     "load_timeout_s",
     "loading_elsewhere",
     "match_rows",
@@ -119,6 +129,7 @@ __all__ = [
     "record_call_crashed",
     "record_release_failed",
     "record_release_sent",
+    "record_verify_failed",
     "record_warm_failed",
     "record_warm_finished",
     "record_warm_started",
@@ -131,5 +142,8 @@ __all__ = [
     "show_failure",
     "stale_interval",
     "started_by_others",
+    "still_wanted",
     "summarize",
+    "unconfirmed",
+    "verify_after",
 ]

@@ -42,7 +42,12 @@ def record_warm_started(
 
 
 def record_warm_finished(
-    model: ModelConfig, st: ModelState, now: datetime, duration_s: float
+    model: ModelConfig,
+    st: ModelState,
+    now: datetime,
+    duration_s: float,
+    *,
+    resident: bool = False,
 ) -> tuple[ModelState, list[Event]]:
     """Note a successful warm; spot a refresh that was really a reload."""
     listed = st.in_flight_was_listed
@@ -60,9 +65,9 @@ def record_warm_finished(
         lease_ours=st.lease_ours or st.in_flight_renews or not listed,
         load_window=(st.load_window[0], now) if st.load_window and not listed else st.load_window,
     )
-    if not listed and duration_s < SUSPECT_RELOAD_FLOOR_S:
-        # Answered like a loaded model: it was resident under another name (an alias, §7.1)
-        # that ps did not match yet. No load happened: nothing to learn a load time from.
+    if not listed and resident:
+        # Resident under another name (an alias, §7.1) that ps did not match before its blob
+        # was known: no load happened, nothing to learn a load time from (issue 22 item 7).
         new = replace(new, loaded_since_look=True)
         return new, [
             Event("model_warmed", model.name, {"duration_s": round(duration_s, 3), "loaded": False})

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -510,3 +511,22 @@ async def test_a_repair_queued_behind_another_is_not_wedged(version: str) -> Non
                     what="both repairs",
                 )
     assert not [e for e in logs if e["event"] == "runner_wedged"]
+
+
+async def test_a_reload_applies_request_timeout_and_can_turn_the_watch_on() -> None:
+    """Issue 22 item 10: SIGHUP with a new request_timeout uses it; a crash watch that was
+    off (cgroup = "") is started when a reload turns it on."""
+    async with FakeOllama(runner_processes=True, **FAST_FAKE) as fake:
+        off = _config(fake.url, "", [LLAMA])
+        on = _config(fake.url, str(_cgroup_of(fake)), [LLAMA])
+        on = replace(on, ollama=replace(on.ollama, request_timeout_s=7.0))
+        configs = [off]
+        async with running_keeper(off, reload_config=lambda: configs[-1]) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = keeper.hosts[fake.url]
+            assert host.crash_watch_source.startswith("off")
+            configs.append(on)
+            await keeper.reload()
+            await eventually(lambda: host.crash_watch is not None, what="the watch started")
+            assert host.crash_watch_source.startswith("cgroup ")
+            assert host.client._short.total == 7.0

@@ -87,6 +87,7 @@ class HostKeeper:
         self._on_cold_load = on_cold_load
         self.models = models
         self.config = config
+        self._session = session
         self.client = OllamaClient(
             session,
             host,
@@ -166,9 +167,24 @@ class HostKeeper:
 
         A new config is a reason to try held models again: the set or the room may differ.
         """
-        if config.ollama.cgroup != self.config.ollama.cgroup and self.crash_watch is not None:
-            self._spawn(self.crash_watch.stop())
-            self.crash_watch = None  # chosen again at the next look
+        if config.ollama.cgroup != self.config.ollama.cgroup:
+            if self.crash_watch is not None:
+                self._spawn(self.crash_watch.stop())
+            self.crash_watch = None  # chosen again at the next look, even if it was off
+            self.crash_watch_source = "not started"
+            self.runner_table = unseen("not started")
+        old_ollama = self.config.ollama
+        if (old_ollama.request_timeout_s, old_ollama.load_timeout_s) != (
+            config.ollama.request_timeout_s,
+            config.ollama.load_timeout_s,
+        ):
+            # Calls in flight keep the client they started with; new ones use the new limits.
+            self.client = OllamaClient(
+                self._session,
+                self.host,
+                request_timeout_s=config.ollama.request_timeout_s,
+                load_timeout_s=config.ollama.load_timeout_s,
+            )
         self.states = plan.adopt_config(self.models, models, self.states)
         self.models, self.config = models, config
         self.primes = {m.key: self.primes.get(m.key, priming.PrimeState()) for m in models}
@@ -532,7 +548,14 @@ class HostKeeper:
                 _log.exception("load_lane_restarted", host=self.host, error=repr(exc))
 
     async def _call(self, decision: plan.Decision) -> None:
-        """Make one decided call; whatever it raises is logged, never the end of a lane."""
+        """Make one decided call; whatever it raises is logged, never the end of a lane.
+
+        A call queued before a config reload is made with the model's current config (its
+        options may have changed meanwhile, issue 22 item 10).
+        """
+        current = next((m for m in self.models if m.key == decision.model.key), None)
+        if current is not None and current != decision.model:
+            decision = replace(decision, model=current)
         model = decision.model
         self._in_flight += 1
         self._idle.clear()

@@ -103,3 +103,14 @@ def test_a_wedge_is_reported_once_and_only_while_ollama_answers() -> None:
     assert hook
     again = crash.record_wedged(LLAMA, wedged, later, 5.0, ollama_answers=True)
     assert again == (wedged, [], False)
+
+
+def test_a_name_pulled_again_is_asked_again() -> None:
+    """Issue 22 item 12: the show/blob caches follow a re-pull (§7.6): another digest."""
+    stale, seen = plan.repulled({}, [("llama3.1:8b", "a" * 64)])
+    assert stale == set()
+    stale, seen = plan.repulled(seen, [("llama3.1:8b", "a" * 64)])
+    assert stale == set()
+    stale, seen = plan.repulled(seen, [("llama3.1:8b", "b" * 64)])
+    assert stale == {"llama3.1:8b"}
+    assert seen == {"llama3.1:8b": "b" * 64}

@@ -103,6 +103,7 @@ class HostKeeper:
         self.infos: dict[str, ModelInfo] = {}
         self.blobs: dict[str, str] = {}
         self._unshowable: set[str] = set()
+        self._digests: dict[str, str] = {}  # listed name -> manifest digest we learnt it with
         self._reloaded_by_others: set[str] = set()  # kept models a client (re)loaded since
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
@@ -410,7 +411,21 @@ class HostKeeper:
         self._wake(self._clocks.wall() + timedelta(seconds=delay))
 
     async def _learn_blobs(self, snapshot: PsSnapshot) -> None:
-        """Learn the weights blob of listed names we do not know, to match aliases (§7.1)."""
+        """Learn the weights blob of listed names we do not know, to match aliases (§7.1).
+
+        A name pulled again (another digest) is asked again: its blob changed (§7.6).
+        """
+        stale, self._digests = plan.repulled(
+            self._digests, [(match_key(r.name), r.digest) for r in snapshot.models]
+        )
+        for key in stale:
+            old_blob = self.blobs.pop(key, None)
+            self.infos.pop(key, None)
+            self._unshowable.discard(key)
+            self._show_failures.pop(key, None)
+            for other in [k for k, b in self.blobs.items() if b == old_blob]:
+                self.blobs.pop(other, None)  # configured aliases learn theirs at the next warm
+                self.infos.pop(other, None)
         for row in snapshot.models:
             key = match_key(row.name)
             if key in self.infos or key in self._unshowable:

@@ -27,6 +27,7 @@ __all__ = [
     "adopt_config",
     "leave_alone",
     "record_verify_failed",
+    "repulled",
     "still_wanted",
     "unconfirmed",
     "verify_after",
@@ -84,3 +85,18 @@ def adopt_config(
             st = replace(st, own_context=None, foreign=False, mismatch_reported=False)
         adopted[model.key] = st
     return adopted
+
+
+def repulled(
+    seen: Mapping[str, str], rows: Sequence[tuple[str, str]]
+) -> tuple[set[str], dict[str, str]]:
+    """Listed names (match keys) whose manifest digest changed since we learnt them: pulled
+    again (§7.6), so what ``/api/show`` said (the blob above all) is stale. ``rows`` are
+    ``(key, digest)`` pairs from the snapshot; returns the stale keys and the digests now."""
+    now = dict(seen)
+    stale = set()
+    for key, digest in rows:
+        if key in seen and seen[key] != digest:
+            stale.add(key)
+        now[key] = digest
+    return stale, now

@@ -100,14 +100,10 @@ class HostKeeper:
         self.states: dict[str, plan.ModelState] = {m.key: plan.ModelState() for m in models}
         self.primes: dict[str, priming.PrimeState] = {m.key: priming.PrimeState() for m in models}
         self.decisions: list[plan.Decision] = []
-        self.infos: dict[str, ModelInfo] = {}
-        self.blobs: dict[str, str] = {}
-        self._unshowable: set[str] = set()
-        self._digests: dict[str, str] = {}  # listed name -> manifest digest we learnt it with
+        self._init_shows()
         self._reloaded_by_others: set[str] = set()  # kept models a client (re)loaded since
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
-        self._show_failures: dict[str, tuple[int, float]] = {}  # key -> (failures, retry at)
         self.ollama_up = False
         self.version: str | None = None
         self.resumed_at: datetime | None = None
@@ -138,6 +134,14 @@ class HostKeeper:
         self.wedge_slack_s: float | None = None  # Ollama's own waits, see crash.wedge_bound_s
         self.window_of: Callable[[ModelConfig], WindowVerdict | None] = lambda _m: None
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
+
+    def _init_shows(self) -> None:
+        """What ``/api/show`` told, per match key, and how asking it went."""
+        self.infos: dict[str, ModelInfo] = {}
+        self.blobs: dict[str, str] = {}
+        self._unshowable: set[str] = set()
+        self._digests: dict[str, str] = {}  # listed name -> manifest digest we learnt it with
+        self._show_failures: dict[str, tuple[int, float]] = {}  # key -> (failures, retry at)
 
     def _emit(self, event: plan.Event) -> None:
         self._note_load(event)

@@ -129,3 +129,14 @@ def test_a_load_in_flight_elsewhere_is_never_raced() -> None:
 def test_queued_is_not_wedged(runners: tuple[tuple[str, float], ...], queued: bool) -> None:
     live = table(*(runner(b, pid=20 + i, started=t) for i, (b, t) in enumerate(runners)))
     assert plan.queued_not_wedged(live, "sha256-aaa", 0.0, 6.0, 3.0) is queued
+
+
+def test_a_model_a_client_is_reloading_is_no_evidence_of_room() -> None:
+    """Issue 22 item 12: absent from ps while a client reloads it, its runner still takes room."""
+    other = RunningModel("mistral:7b", 1, 1, "e" * 64, NOW, 4096)
+    snapshot = PsSnapshot(NOW, (ROW,))
+    blobs = {**BLOBS, "mistral:7b": "sha256-mmm"}
+    reloading = table(runner("sha256-aaa", pid=1), runner("sha256-mmm", pid=2))
+    assert plan.unlisted_runners(reloading, snapshot, blobs) == 1
+    assert plan.unlisted_runners(reloading, PsSnapshot(NOW, (ROW, other)), blobs) == 0
+    assert plan.unlisted_runners(table(visible=False), snapshot, blobs) == 0

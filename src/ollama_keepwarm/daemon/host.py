@@ -351,6 +351,7 @@ class HostKeeper:
             runtime_oom_expires_all=version_at_least(self.version, 0, 30),
             processes_visible=self.runner_table.visible,
             reloaded_by_others=reloaded,
+            loading_count=plan.unlisted_runners(self.runner_table, snapshot, self.blobs),
         )
         self.states = observation.states
         for event in observation.events:

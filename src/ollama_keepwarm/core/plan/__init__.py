@@ -109,6 +109,7 @@ from ollama_keepwarm.core.plan.processes import (
     queued_not_wedged,
     settle_runner_exits,
     started_by_others,
+    unlisted_runners,
 )
 from ollama_keepwarm.core.plan.views import describe_state, summarize
 
@@ -163,5 +164,6 @@ __all__ = [
     "still_wanted",
     "summarize",
     "unconfirmed",
+    "unlisted_runners",
     "verify_after",
 ]

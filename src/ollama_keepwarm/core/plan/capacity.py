@@ -82,17 +82,21 @@ def look_for_room(
     current: PsSnapshot,
     rows: Mapping[str, RunningModel | None],
     now: datetime,
+    loading_elsewhere: int = 0,
 ) -> list[Event]:
     """Release the highest-ranked held model once fewer models are listed than while it waited.
 
     Evidence of room is the loaded set shrinking while every other kept model is warm: a
-    model of another client expired or was stopped. A timer is no evidence.
+    model of another client expired or was stopped. A timer is no evidence, nor is a model a
+    client is reloading: ``loading_elsewhere`` counts the runners (where processes are
+    visible) whose model ps does not list yet.
     """
     held = [m for m in ranked(models) if is_held(states[m.key])]
     if not held:
         return []
     held_rows = {id(rows[m.key]) for m in held if rows[m.key] is not None}
-    others = sum(1 for r in current.models if id(r) not in held_rows)
+    # A model a client is (re)loading is absent from ps but takes its room all the same.
+    others = sum(1 for r in current.models if id(r) not in held_rows) + loading_elsewhere
     for model in held:
         st = states[model.key]
         states[model.key] = replace(st, held_room=max(st.held_room, others))

@@ -48,6 +48,7 @@ def observe(
     runtime_oom_expires_all: bool = False,
     processes_visible: bool = False,
     reloaded_by_others: Collection[str] = (),
+    loading_count: int = 0,
 ) -> Observation:
     """Compare two snapshots: who vanished and why, who lost its GPU, who is in conflict.
 
@@ -115,7 +116,9 @@ def observe(
         events.append(event)
     if struck:
         events.extend(settle_conflict(models, new_states, daemon, now))
-    events.extend(look_for_room(models, new_states, current, after, now))
+    events.extend(
+        look_for_room(models, new_states, current, after, now, loading_elsewhere=loading_count)
+    )
     return Observation(new_states, events)
 
 

@@ -29,9 +29,10 @@ from dataclasses import replace
 from datetime import datetime
 
 from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.plan.mismatch import report_mismatch
 from ollama_keepwarm.core.plan.model import Event, ModelState
-from ollama_keepwarm.core.ps import RunningModel
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "queued_not_wedged",
     "settle_runner_exits",
     "started_by_others",
+    "unlisted_runners",
 ]
 
 
@@ -215,3 +217,12 @@ def queued_not_wedged(
         r.started_at for r in table.runners if r.blob != blob and r.started_at >= call_started
     ]
     return bool(others) and now - max(others) < bound_s
+
+
+def unlisted_runners(table: RunnerTable, snapshot: PsSnapshot, blobs: Mapping[str, str]) -> int:
+    """How many runners serve a blob no listed row has: loads in flight (a client's reload
+    included). Only their room is known to be taken; 0 where processes are not visible."""
+    if not table.visible:
+        return 0
+    listed = {blobs.get(match_key(row.name)) for row in snapshot.models}
+    return len({r.blob for r in table.runners} - listed)

@@ -114,3 +114,24 @@ def test_a_name_pulled_again_is_asked_again() -> None:
     stale, seen = plan.repulled(seen, [("llama3.1:8b", "b" * 64)])
     assert stale == {"llama3.1:8b"}
     assert seen == {"llama3.1:8b": "b" * 64}
+
+
+def test_ready_and_all_warm_from_the_decisions() -> None:
+    """READY=1 waits for every model to settle; /readyz for every kept model to be listed."""
+    from ollama_keepwarm.core.ps import RunningModel
+
+    row = RunningModel("llama3.1:8b", 1, 1, "d" * 64, NOW, 4096)
+    warm = plan.Decision(LLAMA, plan.Action.WAIT, "lease ending", NOW, row)
+    cold = decision(plan.Action.WARM, "not loaded")
+    paused = decision(plan.Action.HOLD, "paused")
+    assert plan.first_pass_done([warm, paused])
+    assert not plan.first_pass_done([warm, cold])
+    assert not plan.first_pass_done([])
+    assert plan.first_pass_done([], configured=False)
+    assert plan.all_warm([warm, paused])
+    assert not plan.all_warm([warm, cold])
+
+
+@pytest.mark.parametrize(("polls", "delay"), [(1, 0.25), (2, 0.5), (20, 2.0)])
+def test_looks_while_ollama_is_away_double_up_to_the_cap(polls: int, delay: float) -> None:
+    assert plan.down_poll_delay_s(polls, 2.0) == delay

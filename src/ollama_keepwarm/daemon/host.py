@@ -233,22 +233,12 @@ class HostKeeper:
         A cold model that is still going to be warmed (a higher-ranked one a lower one
         evicted, say) keeps it false, so READY=1 never goes out while it is cold.
         """
-        settled = {"warm", "paused", "conflict", "mismatch", "error", "outside"}
-        return (
-            self.ollama_up
-            and bool(self.decisions)
-            and all(plan.describe_state(d) in settled for d in self.decisions)
-        ) or (self.ollama_up and not self.models)
+        return self.ollama_up and plan.first_pass_done(self.decisions, configured=bool(self.models))
 
     @property
     def all_warm(self) -> bool:
         """True when every model that is not paused, held or outside its windows is listed."""
-        return self.ollama_up and all(
-            d.row is not None
-            for d in self.decisions
-            if plan.describe_state(d) not in {"paused", "conflict", "outside"}
-            and (d.window is None or d.window.inside)
-        )
+        return self.ollama_up and plan.all_warm(self.decisions)
 
     # -- observe ------------------------------------------------------------------------------
 
@@ -412,7 +402,7 @@ class HostKeeper:
     def _retry_soon(self) -> None:
         # Fast, bounded cadence while Ollama is away or answering garbage: 0.25 s doubling up to
         # down_poll_max (the regular poll keeps its own cadence beside it).
-        delay = min(self.config.daemon.down_poll_max_s, 0.125 * 2 ** min(self._down_polls, 8))
+        delay = plan.down_poll_delay_s(self._down_polls, self.config.daemon.down_poll_max_s)
         self._wake(self._clocks.wall() + timedelta(seconds=delay))
 
     async def _learn_blobs(self, snapshot: PsSnapshot) -> None:

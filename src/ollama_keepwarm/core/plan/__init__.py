@@ -70,6 +70,7 @@ from ollama_keepwarm.core.plan.decide import decide
 from ollama_keepwarm.core.plan.errors import (
     backoff_delay_s,
     classify_error,
+    down_poll_delay_s,
     forgive_timeouts,
     load_timeout_s,
     record_call_crashed,
@@ -111,7 +112,7 @@ from ollama_keepwarm.core.plan.processes import (
     started_by_others,
     unlisted_runners,
 )
-from ollama_keepwarm.core.plan.views import describe_state, summarize
+from ollama_keepwarm.core.plan.views import all_warm, describe_state, first_pass_done, summarize
 
 __all__ = [
     "CAPACITY",
@@ -126,12 +127,15 @@ __all__ = [
     "ModelState",
     "Observation",
     "adopt_config",
+    "all_warm",
     "apply_pause",
     "apply_window",
     "backoff_delay_s",
     "classify_error",
     "decide",
     "describe_state",
+    "down_poll_delay_s",
+    "first_pass_done",
     "forgive_timeouts",
     "leave_alone",
     "load_timeout_s",

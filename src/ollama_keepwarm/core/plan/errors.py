@@ -193,3 +193,9 @@ def show_failure(status: int, failures: int, name: str) -> float | None:
     if status in {400, 404}:
         return None
     return backoff_delay_s("server_error", failures, name)
+
+
+def down_poll_delay_s(down_polls: int, cap_s: float) -> float:
+    """The next look while Ollama is away or answering garbage: 0.25 s doubling up to
+    ``down_poll_max`` (the regular poll keeps its own cadence beside it)."""
+    return float(min(cap_s, 0.125 * 2 ** min(down_polls, 8)))

@@ -31,6 +31,28 @@ def describe_state(decision: Decision) -> str:
     return "cold"
 
 
+def first_pass_done(decisions: Sequence[Decision], *, configured: bool = True) -> bool:
+    """Every model warm or deliberately left alone, or failed (READY=1 may go out).
+
+    A cold model that is still going to be warmed (a higher-ranked one a lower one evicted,
+    say) keeps it false, so READY=1 never goes out while it is cold. No models: done.
+    """
+    if not configured:
+        return True
+    settled = {"warm", "paused", "conflict", "mismatch", "error", "outside"}
+    return bool(decisions) and all(describe_state(d) in settled for d in decisions)
+
+
+def all_warm(decisions: Sequence[Decision]) -> bool:
+    """Every model that is not paused, held or outside its windows is listed (``/readyz``)."""
+    return all(
+        d.row is not None
+        for d in decisions
+        if describe_state(d) not in {"paused", "conflict", "outside"}
+        and (d.window is None or d.window.inside)
+    )
+
+
 def _human(seconds: float) -> str:
     if math.isinf(seconds) or seconds > 20 * 365 * 86400:
         return "forever"

@@ -135,3 +135,12 @@ def test_ready_and_all_warm_from_the_decisions() -> None:
 @pytest.mark.parametrize(("polls", "delay"), [(1, 0.25), (2, 0.5), (20, 2.0)])
 def test_looks_while_ollama_is_away_double_up_to_the_cap(polls: int, delay: float) -> None:
     assert plan.down_poll_delay_s(polls, 2.0) == delay
+
+
+def test_releases_go_first_and_only_unused_loads_prime() -> None:
+    warm, unload = decision(plan.Action.WARM), decision(plan.Action.UNLOAD)
+    assert plan.queue_order([warm, unload]) == [unload, warm]
+    assert plan.prime_cause("model_warmed", {"loaded": True}) == "warm"
+    assert plan.prime_cause("model_warmed", {"loaded": False}) is None
+    assert plan.prime_cause("runner_reloaded", {}) == "reload"
+    assert plan.prime_cause("model_refreshed", {}) is None

@@ -518,9 +518,7 @@ class HostKeeper:
             unconfirmed=unconfirmed,
             loading_elsewhere=self._elsewhere,
         )
-        # Releases first: the load lane is FIFO, so a held model's room is given back before a
-        # higher-ranked model's load needs it.
-        for decision in sorted(self.decisions, key=lambda d: d.action is not plan.Action.UNLOAD):
+        for decision in plan.queue_order(self.decisions):
             key = decision.model.key
             if key in self._queued:
                 continue
@@ -752,8 +750,8 @@ class HostKeeper:
 
     def _note_load(self, event: plan.Event) -> None:
         """A load of ours, a reload, a resume: the runner's prompt cache may be empty."""
-        cause = priming.LOAD_EVENTS.get(event.name)
-        if cause is None or (event.name == "model_warmed" and not event.fields.get("loaded")):
+        cause = plan.prime_cause(event.name, event.fields)
+        if cause is None:
             return
         for model in self.models:
             if model.name == event.model and model.key in self.primes:

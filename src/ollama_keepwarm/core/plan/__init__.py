@@ -58,6 +58,8 @@ from __future__ import annotations
 from ollama_keepwarm.core.plan.acting import (
     adopt_config,
     leave_alone,
+    prime_cause,
+    queue_order,
     record_verify_failed,
     repulled,
     still_wanted,
@@ -146,6 +148,8 @@ __all__ = [
     "note_runner_exits",
     "observe",
     "pause_with_unload",
+    "prime_cause",
+    "queue_order",
     "queued_not_wedged",
     "ranked",
     "record_call_crashed",

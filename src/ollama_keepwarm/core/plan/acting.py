@@ -22,10 +22,13 @@ from ollama_keepwarm.core.plan.model import (
     is_paused,
     off_window,
 )
+from ollama_keepwarm.core.prime import LOAD_EVENTS
 
 __all__ = [
     "adopt_config",
     "leave_alone",
+    "prime_cause",
+    "queue_order",
     "record_verify_failed",
     "repulled",
     "still_wanted",
@@ -100,3 +103,20 @@ def repulled(
             stale.add(key)
         now[key] = digest
     return stale, now
+
+
+def queue_order(decisions: Sequence[Decision]) -> list[Decision]:
+    """Releases first: the load lane is FIFO, so a held model's room is given back before a
+    higher-ranked model's load needs it; otherwise rank order (sorted() is stable)."""
+    return sorted(decisions, key=lambda d: d.action is not Action.UNLOAD)
+
+
+def prime_cause(event_name: str, fields: Mapping[str, object]) -> str | None:
+    """Which event empties a runner's slots (a load nobody used yet), and why; else None.
+
+    Ours, a reload, a resume; not a warm that found the model resident (``loaded`` false).
+    """
+    cause = LOAD_EVENTS.get(event_name)
+    if cause is None or (event_name == "model_warmed" and not fields.get("loaded")):
+        return None
+    return cause

@@ -530,3 +530,26 @@ async def test_a_reload_applies_request_timeout_and_can_turn_the_watch_on() -> N
             await eventually(lambda: host.crash_watch is not None, what="the watch started")
             assert host.crash_watch_source.startswith("cgroup ")
             assert host.client._short.total == 7.0
+
+
+async def test_a_clients_runner_found_at_start_is_not_claimed_with_other_options() -> None:
+    """Issue 22 item 12: a client loaded the kept model with num_ctx 2048; we keep it with
+    8192. On v0.30+ the runner's argv says so before any call of ours: no claim reloads it."""
+    async with FakeOllama(runner_processes=True, ollama_version="0.32.15", **FAST_FAKE) as fake:
+        body = {"model": LLAMA["name"], "prompt": "hi", "stream": False}
+        body["options"] = {"num_ctx": 2048, "num_predict": 1}
+        async with aiohttp.ClientSession() as s, s.post(f"{fake.url}/api/generate", json=body):
+            pass
+        loads = len(fake.loads)
+        kept = {**LLAMA, "options": {"num_ctx": 8192}}
+        config = _config(fake.url, str(_cgroup_of(fake)), [kept], poll_interval="100ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(e["event"] == "options_mismatch" for e in logs),
+                    what="the mismatch said",
+                )
+                host = keeper.hosts[fake.url]
+                target = host.looks + 5
+                await eventually(lambda: host.looks >= target, what="five more looks")
+        assert len(fake.loads) == loads, "a call of ours reloaded the client's runner"

@@ -376,6 +376,12 @@ class HostKeeper:
                     self._emit(event)
         for model in self.models:
             pid = self._foreign_runners.get(model.key)
+            blob = self.blobs.get(model.key)
+            if pid is None and self.states[model.key].last_warm_ok_at is None and blob:
+                # Found loaded, never called by us: compare its argv before we claim it
+                # (a claim with other options would reload a client's runner, item 12).
+                found = self.runner_table.by_blob(blob)
+                pid = found[-1].pid if found else None
             runner = self.runner_table.by_pid(pid) if pid is not None else None
             if runner is None:
                 self._foreign_runners.pop(model.key, None)

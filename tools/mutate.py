@@ -272,8 +272,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "pause_ignored",
         PLAN,
-        "    if is_paused(st, now):\n        return verdict(Action.HOLD",
-        "    if False:\n        return verdict(Action.HOLD",
+        "    if is_paused(st, now):\n        if st.unload_wanted",
+        "    if False:\n        if st.unload_wanted",
     ),
     # -- fake/scheduler.py -----------------------------------------------------------------------
     Mutant(

@@ -465,7 +465,7 @@ class HostKeeper:
                 _log.info("crash_watch_off", host=self.host, reason=why)
             return
         self.crash_watch_source = source.description
-        self.crash_watch = CrashWatch(source, self._runners_changed)
+        self.crash_watch = CrashWatch(source, self._runners_changed, clock=self._clocks.monotonic)
         self.crash_watch.start()
         self.runner_table = self.crash_watch.table
         _log.info("crash_watch_started", host=self.host, source=source.description, why=why)

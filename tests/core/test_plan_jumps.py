@@ -59,3 +59,9 @@ def test_two_steps_add_up() -> None:
     known = plan.remember_leases(known, read, BACK)
     read, _ = plan.remap_leases(PsSnapshot(NOW, (row(printed),)), known)
     assert read.models[0].expires_at == printed + 2 * BACK
+
+
+def test_a_step_is_told_from_a_suspend_and_from_slewing() -> None:
+    assert plan.wall_step((0.0, 0.0), (-3600.0, 0.0)) == -3600.0
+    assert plan.wall_step((0.0, 0.0), (0.5, 0.0)) is None  # NTP slewing
+    assert plan.wall_step((0.0, 0.0), (-3600.0, 3600.0)) is None  # a suspend: resume rules

@@ -279,10 +279,9 @@ class HostKeeper:
         A suspend is left to the resume rules (every model is refreshed once anyway).
         """
         offset = self._clock_offset()
-        step = offset[0] - self._wall_offset[0]
-        slept = offset[1] - self._wall_offset[1]
+        step = plan.wall_step(self._wall_offset, offset)
         self._wall_offset = offset
-        if abs(step) < plan.jumps.WALL_STEP_S or abs(slept) >= plan.jumps.WALL_STEP_S:
+        if step is None:
             return
         delta = timedelta(seconds=step)
         self.states = {k: plan.shift_times(st, delta) for k, st in self.states.items()}

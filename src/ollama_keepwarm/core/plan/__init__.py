@@ -87,7 +87,7 @@ from ollama_keepwarm.core.plan.holds import (
     record_release_failed,
     record_release_sent,
 )
-from ollama_keepwarm.core.plan.jumps import remap_leases, remember_leases, shift_times
+from ollama_keepwarm.core.plan.jumps import remap_leases, remember_leases, shift_times, wall_step
 from ollama_keepwarm.core.plan.leases import stale_interval
 from ollama_keepwarm.core.plan.losses import observe
 from ollama_keepwarm.core.plan.model import (
@@ -174,4 +174,5 @@ __all__ = [
     "unconfirmed",
     "unlisted_runners",
     "verify_after",
+    "wall_step",
 ]

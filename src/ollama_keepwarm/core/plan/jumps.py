@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
-__all__ = ["WALL_STEP_S", "remap_leases", "remember_leases", "shift_times"]
+__all__ = ["WALL_STEP_S", "remap_leases", "remember_leases", "shift_times", "wall_step"]
 
 WALL_STEP_S = 2.0
 """A change of ``wall - boottime`` this large between two looks is a step (NTP slews less)."""
@@ -81,3 +81,13 @@ def remap_leases(
             still[row.expires_at] = read
         rows.append(row if read is None else replace(row, expires_at=read))
     return replace(snapshot, models=tuple(rows)), still
+
+
+def wall_step(before: tuple[float, float], now: tuple[float, float]) -> float | None:
+    """The wall clock's step in seconds between two readings of ``(wall - boottime, boottime -
+    monotonic)``, or None. A suspend moves the second (left to the resume rules); slewing by
+    NTP stays under :data:`WALL_STEP_S`."""
+    step, slept = now[0] - before[0], now[1] - before[1]
+    if abs(step) < WALL_STEP_S or abs(slept) >= WALL_STEP_S:
+        return None
+    return step

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "mutate.py"
-PLAN = ROOT / "src" / "ollama_keepwarm" / "core" / "plan.py"
+PLAN = ROOT / "src" / "ollama_keepwarm" / "core" / "plan"
 
 
 def mutate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,9 +33,9 @@ def test_every_mutant_still_applies() -> None:
 
 def test_one_mutant_is_killed_in_a_copy() -> None:
     """--only runs one mutant against a scratch copy: killed, and the working tree untouched."""
-    before = PLAN.read_text()
+    before = {path: path.read_text() for path in PLAN.glob("*.py")}
     done = mutate("--only", "no_jitter", "--tests", "tests/core/test_plan.py")
-    assert PLAN.read_text() == before
+    assert {path: path.read_text() for path in PLAN.glob("*.py")} == before
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no_jitter" in done.stdout
     assert "killed" in done.stdout

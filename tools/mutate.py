@@ -1,11 +1,11 @@
 """A small mutation check: does the suite notice one deliberate bug at a time? (issue 17)
 
-Each mutant is one textual change to ``core/plan.py`` or ``fake/scheduler.py``: a behaviour the
-suite claims to check, broken on purpose. For each, the tree is copied to a scratch folder (the
-working tree is never edited), the snippet is replaced there, and pytest runs against the copy.
-A failing run *kills* the mutant; a passing one means the suite names a behaviour it does not
-check. A run longer than ``--timeout`` counts as killed (a hang is noticed too), but is reported
-apart.
+Each mutant is one textual change to a module of ``core/plan/`` or ``fake/scheduler.py``:
+a behaviour the suite claims to check, broken on purpose. For each, the tree is copied to a
+scratch folder (the working tree is never edited), the snippet is replaced there, and pytest
+runs against the copy. A failing run *kills* the mutant; a passing one means the suite names a
+behaviour it does not check. A run longer than ``--timeout`` counts as killed (a hang is noticed
+too), but is reported apart.
 
     python tools/mutate.py                 # every mutant: minutes (a survivor runs the folders)
     python tools/mutate.py --list          # the mutants' names
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PLAN = "src/ollama_keepwarm/core/plan.py"
+PLAN = "src/ollama_keepwarm/core/plan/"
+"""A folder: a mutant applies to the one module of it that holds its snippet."""
 SCHED = "src/ollama_keepwarm/fake/scheduler.py"
 DEFAULT_TESTS = ("tests/core", "tests/daemon", "tests/fake")
 FIRST = {PLAN: "tests/core", SCHED: "tests/fake"}
@@ -161,10 +162,16 @@ MUTANTS: tuple[Mutant, ...] = (
         'due, reason, renew = health_due, "health check", True',
     ),
     Mutant(
-        "frozen_lease_storms",
+        "frozen_lease_renewed",
         PLAN,
-        "if frozen and st.last_warm_ok_at >= due:",
-        "if False:",
+        "    if is_frozen(st, row, now):\n        return None, FROZEN, False",
+        "    if False:\n        return None, FROZEN, False",
+    ),
+    Mutant(
+        "keep_alive_to_a_busy_model",
+        PLAN,
+        "renew = not st.lease_ours and may_carry_keep_alive(row, now)",
+        "renew = True",
     ),
     Mutant(
         "in_flight_ignored",
@@ -211,8 +218,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "hold_never_unloads",
         PLAN,
-        "if row is not None and not st.release_sent:",
-        "if False:",
+        "    if is_held(st):\n        if release:",
+        "    if is_held(st):\n        if False:",
     ),
     Mutant(
         "settle_ignores_cold_load",
@@ -253,8 +260,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "foreign_runner_touched",
         PLAN,
-        "    if st.foreign:\n        return verdict(Action.HOLD, _mismatch_reason(st))",
-        "    if False:\n        return verdict(Action.HOLD, _mismatch_reason(st))",
+        "    if st.foreign:\n        return verdict(Action.HOLD, mismatch_reason(st))",
+        "    if False:\n        return verdict(Action.HOLD, mismatch_reason(st))",
     ),
     Mutant(
         "gpu_loss_unseen",
@@ -265,8 +272,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "pause_ignored",
         PLAN,
-        "    if _is_paused(st, now):\n        return verdict(Action.HOLD",
-        "    if False:\n        return verdict(Action.HOLD",
+        "    if is_paused(st, now):\n        if st.unload_wanted",
+        "    if False:\n        if st.unload_wanted",
     ),
     # -- fake/scheduler.py -----------------------------------------------------------------------
     Mutant(
@@ -367,14 +374,22 @@ def copy_tree(target: Path) -> None:
     shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(*SKIPPED), dirs_exist_ok=True)
 
 
+def sources(tree: Path, where: str) -> list[tuple[Path, str]]:
+    """The files a mutant's ``path`` names (a file, or every module of a folder), with text."""
+    root = tree / where
+    paths = sorted(root.glob("*.py")) if where.endswith("/") else [root]
+    return [(path, path.read_text()) for path in paths]
+
+
 def apply(mutant: Mutant, tree: Path) -> None:
     """Replace the snippet in the copy; refuse a snippet that is missing or ambiguous."""
-    path = tree / mutant.path
-    text = path.read_text()
-    found = text.count(mutant.original)
+    holders = sources(tree, mutant.path)
+    found = sum(text.count(mutant.original) for _path, text in holders)
     if found != 1:
         raise ValueError(f"{mutant.name}: snippet found {found} times in {mutant.path}")
-    path.write_text(text.replace(mutant.original, mutant.mutated))
+    for path, text in holders:
+        if mutant.original in text:
+            path.write_text(text.replace(mutant.original, mutant.mutated))
 
 
 def run_tests(tree: Path, tests: Sequence[str], timeout: float) -> tuple[str, float, str]:
@@ -446,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         stale = 0
         for mutant in MUTANTS:
-            found = (ROOT / mutant.path).read_text().count(mutant.original)
+            found = sum(x.count(mutant.original) for _p, x in sources(ROOT, mutant.path))
             stale += found != 1
             note = "" if found == 1 else f"  STALE: snippet found {found} times"
             print(f"{mutant.name:32} {mutant.path}{note}")
@@ -457,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown mutant {', '.join(unknown)} (see --list)")
     chosen = [by_name[name] for name in args.only] or list(MUTANTS)
     for mutant in chosen:  # every snippet must still match before minutes are spent
-        text = (ROOT / mutant.path).read_text()
+        text = "\n".join(x for _p, x in sources(ROOT, mutant.path))
         if text.count(mutant.original) != 1:
             print(f"mutate: {mutant.name}: its snippet no longer occurs once in {mutant.path}")
             return 2

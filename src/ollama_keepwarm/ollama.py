@@ -7,13 +7,14 @@ Loads are never abandoned early: a client disconnect aborts the load inside Olla
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
 
@@ -23,6 +24,7 @@ from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 __all__ = [
     "LoadResult",
     "ModelInfo",
+    "OllamaBadAnswerError",
     "OllamaClient",
     "OllamaError",
     "OllamaTimeoutError",
@@ -31,6 +33,13 @@ __all__ = [
     "parse_ps",
 ]
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_URL_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(aiohttp, name)
+    for name in ("InvalidURL", "NonHttpUrlClientError")  # the second is aiohttp 3.10+
+    if hasattr(aiohttp, name)
+)
 _BLOB_RE = re.compile(r"^FROM\s+\S*?(sha256[-:][0-9a-fA-F]{64})\s*$", re.MULTILINE)
 
 
@@ -48,6 +57,17 @@ class OllamaUnreachableError(OllamaError):
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
+
+
+class OllamaBadAnswerError(OllamaError):
+    """Something answered, but not with valid HTTP or JSON: a garbled, cut or malformed answer.
+
+    Status 502 (a bad gateway: often a proxy in the way) unless the answer had a status of
+    its own; never 0, so it is not taken for an outage. Retried with back-off like a 5xx.
+    """
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(status, message)
 
 
 class OllamaTimeoutError(OllamaError):
@@ -142,6 +162,36 @@ def _parse_time(text: str) -> datetime:
     return parsed
 
 
+def _mapped(
+    call: Callable[_P, Awaitable[_T]],
+) -> Callable[_P, Awaitable[_T]]:
+    """Make every exception of a client call one of ours, saying in words what went wrong.
+
+    ``_request`` maps what aiohttp raises; this catches the rest (an answer of the wrong shape
+    that a parse trips on, a closed session, a bug): no caller ever sees a foreign exception.
+    Cancellation is not an exception here and passes through.
+    """
+
+    @functools.wraps(call)
+    async def mapped(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await call(*args, **kwargs)
+        except OllamaError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise OllamaBadAnswerError(
+                f"{call.__name__}: Ollama's answer has an unexpected shape "
+                f"({type(exc).__name__}: {exc})",
+                status=200,
+            ) from exc
+        except Exception as exc:
+            raise OllamaError(
+                0, f"{call.__name__}: the call failed ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    return mapped
+
+
 class OllamaClient:
     """Talk to one Ollama server."""
 
@@ -170,8 +220,9 @@ class OllamaClient:
         started = time.monotonic()
         try:
             async with self._session.request(method, url, json=payload, timeout=limit) as resp:
-                text = await resp.text()
+                raw = await resp.read()
                 status = resp.status
+                charset = resp.charset
         except aiohttp.ClientConnectorError as exc:
             # Checked first: a connect timeout is also a TimeoutError, but it means "not there".
             raise OllamaUnreachableError(
@@ -186,48 +237,79 @@ class OllamaClient:
                 limit_s=float(limit.total or 0.0),
                 waited_s=waited,
             ) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        except aiohttp.ServerDisconnectedError as exc:
+            raise OllamaUnreachableError(
+                f"{method} {url}: the server closed the connection without answering"
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise OllamaBadAnswerError(
+                f"{method} {path}: the answer broke off or was garbled in transit ({_reason(exc)})"
+            ) from exc
+        except _URL_ERRORS as exc:
+            raise OllamaUnreachableError(
+                f"cannot connect to {self.base_url}: not an http(s) URL that can be reached ({exc})"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            # aiohttp's parser refused the answer (status 400 is its own, not the server's),
+            # or too many redirects: something that is not Ollama answered, or a proxy broke it.
+            why = _one_line(exc.message or str(exc))
+            raise OllamaBadAnswerError(
+                f"{method} {path}: the answer was not valid HTTP ({why}): "
+                "is something else listening there, or a proxy in the way?"
+            ) from exc
+        except (aiohttp.ClientConnectionError, OSError) as exc:
             raise OllamaUnreachableError(f"{method} {url}: {_reason(exc)}") from exc
+        except aiohttp.ClientError as exc:
+            raise OllamaBadAnswerError(
+                f"{method} {path}: the call failed ({type(exc).__name__}: {exc})"
+            ) from exc
+        text = _decode(raw, charset)
         body = _json_or_none(text)
         if status >= 400:
             message = body.get("error") if isinstance(body, Mapping) else None
             raise OllamaError(status, str(message) if message else text.strip()[:200])
         if body is None:
-            raise OllamaError(status, f"malformed answer from {path}: {text[:200]!r}")
+            raise OllamaBadAnswerError(
+                f"malformed answer from {path}: not JSON: {text[:200]!r}", status=status
+            )
         return body
 
+    @_mapped
     async def version(self) -> str:
         """Return the server version; the cheapest "is Ollama answering" probe."""
         body = await self._request("GET", "/api/version", limit=self._short)
         if not isinstance(body, Mapping) or not isinstance(body.get("version"), str):
-            raise OllamaError(200, f"malformed /api/version answer: {body!r}"[:200])
+            raise OllamaBadAnswerError(f"malformed /api/version answer: {body!r}"[:200], status=200)
         return str(body["version"])
 
+    @_mapped
     async def ps(self) -> PsSnapshot:
         """Return the loaded models."""
         body = await self._request("GET", "/api/ps", limit=self._short)
         try:
             return parse_ps(body, datetime.now().astimezone())
-        except (ValueError, TypeError) as exc:
-            raise OllamaError(200, f"malformed /api/ps answer: {exc}") from exc
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise OllamaBadAnswerError(f"malformed /api/ps answer: {exc}", status=200) from exc
 
+    @_mapped
     async def sizes(self) -> dict[str, int]:
         """Return each pulled model's size in bytes, by match key, from ``/api/tags`` (§5.3)."""
         body = await self._request("GET", "/api/tags", limit=self._short)
         models = body.get("models") if isinstance(body, Mapping) else None
         if not isinstance(models, list):
-            raise OllamaError(200, "malformed /api/tags answer")
+            raise OllamaBadAnswerError("malformed /api/tags answer", status=200)
         return {
             match_key(str(m.get("name"))): int(m.get("size") or 0)
             for m in models
             if isinstance(m, Mapping) and m.get("name")
         }
 
+    @_mapped
     async def show(self, name: str) -> ModelInfo:
         """Return capabilities and weights blob of ``name`` (404 when it is not pulled)."""
         body = await self._request("POST", "/api/show", {"model": name}, limit=self._short)
         if not isinstance(body, Mapping):
-            raise OllamaError(200, "malformed /api/show answer")
+            raise OllamaBadAnswerError("malformed /api/show answer", status=200)
         raw_caps = body.get("capabilities")
         caps = tuple(str(c) for c in raw_caps) if isinstance(raw_caps, list) else ("completion",)
         info = body.get("model_info")
@@ -245,6 +327,7 @@ class OllamaClient:
             capabilities=caps, blob=blob, template=template if isinstance(template, str) else ""
         )
 
+    @_mapped
     async def load(
         self,
         name: str,
@@ -272,7 +355,7 @@ class OllamaClient:
         started = time.monotonic()
         body = await self._request("POST", path, payload, limit=limit)
         if not isinstance(body, Mapping):
-            raise OllamaError(200, f"malformed {path} answer")
+            raise OllamaBadAnswerError(f"malformed {path} answer", status=200)
         if "error" in body:
             raise OllamaError(500, str(body["error"]))
         return LoadResult(endpoint=path, duration_s=time.monotonic() - started)
@@ -283,15 +366,21 @@ class OllamaClient:
         """Send one priming request (``core/prime.py`` builds it) and read its counters.
 
         ``timeout_s`` bounds it (default ``load_timeout``): processing a long prompt on a CPU
-        takes about as long as a load.
+        takes about as long as a load. A non-completion ``endpoint`` is our bug: ValueError.
         """
         if endpoint not in {"/api/chat", "/api/generate"}:
             raise ValueError(f"not a completion endpoint: {endpoint}")
+        return await self._prime(endpoint, payload, timeout_s)
+
+    @_mapped
+    async def _prime(
+        self, endpoint: str, payload: Mapping[str, Any], timeout_s: float | None
+    ) -> PrimeResult:
         limit = self._long if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
         started = time.monotonic()
         body = await self._request("POST", endpoint, dict(payload), limit=limit)
         if not isinstance(body, Mapping):
-            raise OllamaError(200, f"malformed {endpoint} answer")
+            raise OllamaBadAnswerError(f"malformed {endpoint} answer", status=200)
         if "error" in body:
             raise OllamaError(500, str(body["error"]))
         count, spent = body.get("prompt_eval_count"), body.get("prompt_eval_duration")
@@ -301,11 +390,13 @@ class OllamaClient:
             prompt_eval_s=spent / 1e9 if isinstance(spent, int | float) else None,
         )
 
+    @_mapped
     async def unload(self, name: str) -> None:
         """Ask Ollama to unload ``name`` now: empty generate with ``keep_alive`` 0 (§1.4)."""
         payload = {"model": name, "keep_alive": 0}
         await self._request("POST", "/api/generate", payload, limit=self._short)
 
+    @_mapped
     async def generate_one_token(
         self,
         name: str,
@@ -343,8 +434,25 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _one_line(text: str, limit: int = 160) -> str:
+    """aiohttp's parser messages span lines (they draw a caret): one short line for a log."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    """The body as text: its declared charset, else UTF-8; bad bytes become U+FFFD, not errors.
+
+    A body that does not decode is garbled anyway; the JSON parse that follows says so.
+    """
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
+
+
 def _json_or_none(text: str) -> object:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a pathologically nested answer
         return None

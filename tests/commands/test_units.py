@@ -211,3 +211,39 @@ def test_units_are_keyed_by_path_under_etc_systemd_system() -> None:
     """render_units returns the service and the ollama.service drop-in, nothing else."""
     units = render_units(UnitOptions(command=("/x",)))
     assert set(units) == {PurePosixPath(UNIT_NAME), DROPIN_PATH}
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_keeper_may_read_the_runners_command_lines() -> None:
+    """Issue 21: the runner table reads ollama.service's /proc/<pid>/cmdline.
+
+    hidepid in any form hides them (invisible, ptraceable: another user's processes are not
+    ptraceable; noaccess: their files are unreadable). ProcSubset=pid keeps /proc/<pid>.
+    """
+    service = render_units(UnitOptions(command=("/x",)))[PurePosixPath(UNIT_NAME)]
+    directives = _directives(service)
+    assert directives["ProtectProc"] == ["default"]
+    assert directives["ProcSubset"] == ["pid"]
+    assert directives["PrivateMounts"] == ["yes"]
+    assert "PrivatePIDs" not in directives  # the cgroup's pids must be those of our namespace
+
+
+@needs_analyze
+def test_reading_command_lines_costs_no_exposure(tmp_path: Path, executable: Path) -> None:
+    """1.1 with ProtectProc=invisible before issue 21; still 1.1 with default + PrivateMounts."""
+    unit = _write_units(tmp_path / "units", UnitOptions(command=(str(executable),)))
+    now = _exposure(unit)
+    text = unit.read_text(encoding="utf-8")
+    before = text.replace("ProtectProc=default", "ProtectProc=invisible").replace(
+        "PrivateMounts=yes\n", ""
+    )
+    unit.write_text(before, encoding="utf-8")
+    assert now <= _exposure(unit)

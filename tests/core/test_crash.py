@@ -68,14 +68,6 @@ def test_wedge_bound(cold_load_s: float | None, slack_s: float | None, bound: fl
     assert crash.wedge_bound_s(cold_load_s, slack_s=slack_s) == pytest.approx(bound)
 
 
-def test_a_process_exit_asks_to_check_only_the_listed_models() -> None:
-    states = {"a": plan.ModelState(), "b": plan.ModelState()}
-    checked = crash.request_checks(states, ["a"], NOW)
-    assert checked["a"].check_requested_at == NOW
-    assert checked["a"].expect_reload
-    assert checked["b"] == states["b"]
-
-
 @pytest.mark.parametrize(
     ("expected_reload", "ok", "renew_at"),
     [

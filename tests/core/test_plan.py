@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -97,31 +96,31 @@ class TestDecide:
         d = one(short, snap(row("llama3.1:8b", 60)), st)
         assert d.at == NOW + s(30)
 
-    def test_frozen_lease_in_past_refreshes_once_per_interval(self) -> None:
-        """A busy model's expires_at stays in the past (§1.3): one refresh per stale interval."""
+    def test_frozen_lease_in_past_is_pinged_once_then_left_alone(self) -> None:
+        """A busy model's expires_at stays in the past (§1.3): one ping (no keep_alive: it may
+        be drained for another load, §4.5), then nothing until expires_at moves (issue 22)."""
         listed = snap(row("llama3.1:8b", -50))
         first = one(LLAMA, listed, warmed(NOW - s(2000)))
-        assert first.action is plan.Action.REFRESH
-        # We just refreshed, and ps still shows the value it had then: frozen.
+        assert (first.action, first.renew) == (plan.Action.REFRESH, False)
+        # We just pinged, and ps still shows the value it had then: frozen.
         after = warmed(NOW - s(10), renewed_expiry=listed.models[0].expires_at)
         d = one(LLAMA, listed, after)
-        assert d.action is plan.Action.WAIT
-        assert d.at == NOW - s(10) + plan.stale_interval(DAEMON)
-        assert d.reason == "lease frozen while busy"
+        assert (d.action, d.at) == (plan.Action.WAIT, None)
+        assert d.reason.startswith("busy")
 
-    def test_frozen_lease_in_future_does_not_storm(self) -> None:
-        """Inside the window, if our refresh did not move expires_at, wait a whole interval."""
+    def test_frozen_lease_in_future_waits_for_it_to_move(self) -> None:
+        """Inside the window, if our call did not move expires_at, nothing more is due."""
         listed = snap(row("llama3.1:8b", 60))
         st = warmed(NOW - s(1), renewed_expiry=listed.models[0].expires_at)
-        d = one(LLAMA, listed, st)
-        assert d.action is plan.Action.WAIT
-        assert d.at == NOW - s(1) + plan.stale_interval(DAEMON)
+        d = one(LLAMA, listed, st, NOW + s(3000))
+        assert (d.action, d.at) == (plan.Action.WAIT, None)
 
-    def test_many_polls_of_a_frozen_lease_give_one_refresh_per_interval(self) -> None:
-        """Simulated over 10 minutes of 5 s polls, a busy model is refreshed every interval."""
+    def test_many_polls_of_a_frozen_lease_give_one_call_in_all(self) -> None:
+        """Simulated over 10 minutes of 5 s polls, a busy model is called once, without
+        keep_alive; when its lease moves (the client's request ended), it is renewed again."""
         listed_expiry = NOW - s(30)
         st = warmed(NOW - s(1000))
-        refreshes = []
+        calls = []
         for tick in range(0, 600, 5):
             now = NOW + s(tick)
             d = one(
@@ -131,12 +130,48 @@ class TestDecide:
                 now,
             )
             if d.action is plan.Action.REFRESH:
-                refreshes.append(tick)
+                calls.append((tick, d.renew))
                 st = replace(st, last_warm_ok_at=now, renewed_expiry=listed_expiry)
-        interval = plan.stale_interval(DAEMON).total_seconds()
-        assert refreshes[0] == 0
-        assert all(b - a >= interval for a, b in itertools.pairwise(refreshes))
-        assert len(refreshes) == math.ceil(600 / interval)
+        assert calls == [(0, False)]
+        moved = snap(row("llama3.1:8b", 1000, now=NOW + s(600)), at=NOW + s(600))
+        d = one(LLAMA, moved, st, NOW + s(600))
+        assert d.action is plan.Action.WAIT
+        assert d.at is not None
+
+    def test_a_lease_of_ours_is_renewed_by_a_ping(self) -> None:
+        """Once the runner's duration is ours, renewals leave keep_alive out: the ping restarts
+        Ollama's timer with it (§1.3) and never revives a runner drained for a load (§4.5)."""
+        st = warmed(NOW - s(1700), lease_ours=True)
+        d = one(LLAMA, snap(row("llama3.1:8b", 100)), st)
+        assert (d.action, d.reason, d.renew) == (plan.Action.REFRESH, "lease ending", False)
+
+    @pytest.mark.parametrize(
+        ("expires_in_s", "claim"),
+        [(100, True), (-5, False)],
+        ids=["idle: claim with keep_alive", "busy or stopping: ping"],
+    )
+    def test_keep_alive_only_reaches_an_idle_model(self, expires_in_s: float, claim: bool) -> None:
+        """Claiming the lease (or an operator's refresh) carries keep_alive only while
+        expires_at lies ahead; a passed one means busy or stopping (issue 22 item 1)."""
+        claimed = one(LLAMA, snap(row("llama3.1:8b", expires_in_s)), plan.ModelState())
+        assert (claimed.reason, claimed.renew) == ("claim the lease", claim)
+        asked = warmed(NOW - s(10), refresh_requested_at=NOW - s(1))
+        refresh = one(LLAMA, snap(row("llama3.1:8b", expires_in_s)), asked)
+        assert (refresh.reason, refresh.renew) == ("refresh requested", claim)
+
+    @pytest.mark.parametrize(
+        ("client_lease_s", "ours"),
+        [(1800, True), (60, False), (7200, False)],
+        ids=["our length", "a client's shorter one", "a client's longer one"],
+    )
+    def test_a_lease_a_client_set_is_claimed_again(self, client_lease_s: float, ours: bool) -> None:
+        """A new expires_at that no call of ours explains, of another length than ours: the
+        next renewal carries keep_alive again."""
+        before = snap(row("llama3.1:8b", 600, now=NOW - s(5)), at=NOW - s(5))
+        after = snap(row("llama3.1:8b", client_lease_s))
+        st = warmed(NOW - s(100), lease_ours=True)
+        seen = observe([LLAMA], before, after, {LLAMA.key: st}).states[LLAMA.key]
+        assert seen.lease_ours is ours
 
     def test_forever_lease_gets_health_refresh(self) -> None:
         """keep_alive -1 never expires, but is refreshed every health_interval (§4.8)."""
@@ -815,3 +850,76 @@ def test_a_resume_forgives_timeouts_not_other_errors() -> None:
     woke = NOW + s(0.5)
     d = one(LLAMA, snap(row(LLAMA.name, 900)), states[LLAMA.key], NOW + s(1), resumed_at=woke)
     assert (d.action, d.reason) == (plan.Action.REFRESH, plan.RESUMED)
+
+
+def test_a_crashed_call_backs_off_and_closes_its_load_window() -> None:
+    """Issue 22 item 5: a call that raised is over (window closed) and backs off, growing."""
+    st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+    first, events = plan.record_call_crashed(LLAMA, st, NOW + s(1), "ClientResponseError()")
+    assert first.in_flight_since is None
+    assert first.load_window == (NOW, NOW + s(1))
+    assert first.backoff_until is not None
+    assert first.backoff_until > NOW + s(1)
+    assert [e.name for e in events] == ["call_crashed"]
+    second, _ = plan.record_call_crashed(LLAMA, first, NOW + s(60), "again")
+    assert second.failures == 2
+    assert second.backoff_until is not None
+    assert (second.backoff_until - (NOW + s(60))) > (first.backoff_until - (NOW + s(1)))
+    assert one(LLAMA, snap(), second, NOW + s(61)).action is plan.Action.WAIT
+
+
+def test_a_failed_release_is_sent_again_after_a_back_off() -> None:
+    """Issue 22 item 9: release_sent is noted only once Ollama took the unload; a failure
+    backs off, then the held model is unloaded again."""
+    held = plan.ModelState(held_since=NOW, held_reason=plan.CAPACITY, last_warm_ok_at=NOW)
+    listed = snap(row("llama3.1:8b", 600))
+    assert one(LLAMA, listed, held).action is plan.Action.UNLOAD
+    failed, events = plan.record_release_failed(LLAMA, held, NOW, "garbled")
+    assert [e.name for e in events] == ["release_failed"]
+    assert one(LLAMA, listed, failed, NOW + s(1)).action is plan.Action.HOLD
+    assert failed.backoff_until is not None
+    later = failed.backoff_until + s(1)
+    assert one(LLAMA, listed, failed, later).action is plan.Action.UNLOAD
+    done = plan.record_release_sent(failed)
+    assert one(LLAMA, listed, done, later).action is plan.Action.HOLD
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(404, True), (400, True), (0, False), (500, False), (502, False)],
+    ids=["deleted", "bad name", "timeout or outage", "server error", "garbled"],
+)
+def test_only_a_show_that_cannot_succeed_is_given_up(status: int, permanent: bool) -> None:
+    """Issue 22 item 6: a timeout is transient; only 404/400 file a name as unshowable."""
+    wait = plan.show_failure(status, 1, "llama3.1:8b")
+    assert (wait is None) is permanent
+    if wait is not None:
+        assert wait > 0
+        later = plan.show_failure(status, 3, "llama3.1:8b")
+        assert later is not None
+        assert later > wait
+
+
+def test_a_warm_that_answered_like_a_loaded_model_was_no_load() -> None:
+    """Issue 22 item 7: absent from ps only because its alias was not matched yet (its blob
+    unknown): the runner was resident, no load time is learnt."""
+    st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
+    quick, events = plan.record_warm_finished(LLAMA, st, NOW, 0.001, resident=True)
+    assert quick.cold_load_s is None
+    assert events[0].fields["loaded"] is False
+    slow, events = plan.record_warm_finished(LLAMA, st, NOW, 4.2)
+    assert slow.cold_load_s == 4.2
+    assert events[0].fields["loaded"] is True
+
+
+def test_pause_with_unload_waits_for_our_load_then_unloads() -> None:
+    """Issue 22 item 4: paused with --unload is a state: while our load is in flight it holds,
+    once the model is listed and nothing of ours runs it is unloaded, once."""
+    paused = plan.pause_with_unload(plan.apply_pause(plan.ModelState(), NOW + s(3600)))
+    loading = replace(paused, in_flight_since=NOW)
+    listed = snap(row("llama3.1:8b", 3600))
+    assert one(LLAMA, snap(), loading).action is plan.Action.HOLD
+    assert one(LLAMA, listed, paused).action is plan.Action.UNLOAD
+    assert one(LLAMA, listed, plan.record_release_sent(paused)).action is plan.Action.HOLD
+    resumed = plan.apply_pause(paused, None)
+    assert not resumed.unload_wanted

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,17 @@ from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, running_keeper
 from ollama_keepwarm.core.config import Config, parse_config
-from ollama_keepwarm.daemon.crashwatch import CgroupPids, ProcessTablePids, choose_source
+from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent
+from ollama_keepwarm.daemon.crashwatch import (
+    REREADS,
+    CgroupPids,
+    ProcessTablePids,
+    RunnerWatch,
+    choose_source,
+    unseen,
+)
 from ollama_keepwarm.daemon.keeper import Keeper
+from ollama_keepwarm.daemon.status import processes_entry
 from ollama_keepwarm.fake import FakeOllama
 
 LLAMA = {"name": "llama3.1:8b", "keep_alive": "1h", "priority": 10}
@@ -118,41 +128,51 @@ async def test_a_killed_runner_is_reloaded_within_detection_plus_its_load() -> N
     assert 'repairs_total{cause="reload",host=' in metrics
 
 
-async def test_a_normal_unload_costs_only_cheap_pings() -> None:
-    """`ollama stop` ends a runner too: the other listed model is pinged, nothing reloads.
-
-    The stopped one is gone from ``/api/ps`` by the time the keeper looks (Ollama removes the row
-    before ps answers again), so the usual vanished rules handle it: no ping revives it.
-    """
-    async with FakeOllama(runner_processes=True, **FAST_FAKE) as fake:
-        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER])
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_normal_unload_is_no_crash_and_checks_no_other_model(version: str) -> None:
+    """`ollama stop` ends a runner: its model leaves ps, so it is an unload (loss rules, warmed
+    back at the next look), not a crash; the runner that ended names its blob, so no other
+    model is pinged (issue 21 items 1 and 3: a check of every listed model is what fought a
+    capacity conflict; a wait after a loss soon after our own load delayed the repair)."""
+    async with FakeOllama(runner_processes=True, ollama_version=version, **FAST_FAKE) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER], poll_interval="100ms")
         with capture_logs() as logs:
             async with running_keeper(config) as (keeper, _):
                 await asyncio.wait_for(keeper.ready.wait(), 10)
                 host = keeper.hosts[fake.url]
                 assert fake.processes is not None
                 await _known(keeper, fake.url, *fake.processes.pids().values())
+                pings = len(fake.requests)
                 await fake.unload(CODER["name"])  # ollama stop: the keeper warms it back
                 await eventually(
                     lambda: host.crash_watch is not None and host.crash_watch.exits >= 1,
                     what="the exit seen",
                 )
                 await eventually(
-                    lambda: (
-                        host.states["llama3.1:8b"].check_requested_at is not None
-                        and host.states["llama3.1:8b"].in_flight_since is None
-                        and host.states["llama3.1:8b"].last_warm_ok_at
-                        > host.states["llama3.1:8b"].check_requested_at
-                    ),
-                    what="the other model checked",
-                )
-                await eventually(
                     lambda: any(e["event"] == "model_vanished" for e in logs),
                     what="the stopped model seen gone",
                 )
+                await eventually(
+                    lambda: CODER["name"] in {r.name for r in fake.runners()},
+                    what="the stopped model warmed back",
+                )
+                llama = host.states["llama3.1:8b"]
+                assert llama.check_requested_at is None
+                assert not llama.expect_reload
+                calls = [
+                    r
+                    for r in fake.requests[pings:]
+                    if r.path == "/api/generate" and r.body.get("model") == LLAMA["name"]
+                ]
+                assert calls == []
     assert not [ld for ld in fake.loads if ld.reason in {"repair", "reload"}]
-    assert not [e for e in logs if e["event"] == "runner_reloaded"]
+    assert not [e for e in logs if e["event"] in {"runner_reloaded", "runner_died"}]
     assert not [e for e in logs if e["log_level"] in {"warning", "error"}]
+    vanished = next(e for e in logs if e["event"] == "model_vanished")
+    assert vanished["evidence"] == "none"
+    # Issue 21 item 3: no sign of a client's reload, so back at the next look (one poll: a
+    # client's reload shows its runner by then), however soon after our own load of it.
+    assert vanished["rewarm_delay_s"] <= 0.1
 
 
 def _free_port() -> int:
@@ -275,3 +295,261 @@ async def test_a_refresh_that_hangs_while_ollama_answers_is_a_wedged_runner(
     assert len(wedged) == 1
     assert wedged[0]["log_level"] == "warning"
     assert marker.read_text() == "x"
+
+
+class _Pids:
+    """A pid source the test sets by hand (the /proc it reads is a directory of the test's)."""
+
+    description = "test pids"
+    rescan_s = 3600.0
+
+    def __init__(self) -> None:
+        self.pids: frozenset[int] | None = frozenset()
+
+    def read(self) -> frozenset[int] | None:
+        return self.pids
+
+
+def _proc_entry(proc: Path, pid: int, *argv: str) -> None:
+    (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+    (proc / str(pid) / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+
+
+BLOB = "sha256-" + "ab" * 32
+SERVER_ARGV = ("/usr/local/bin/ollama", "serve")
+RUNNER_ARGV = ("/usr/local/bin/ollama", "runner", "--model", f"/m/blobs/{BLOB}", "--port", "9")
+
+
+async def test_the_watch_reports_runners_only_and_reads_a_fork_again(tmp_path: Path) -> None:
+    """``ollama serve`` is no runner; a fork still showing it is read again until it execs."""
+    source = _Pids()
+    changes: list[tuple[tuple[str, int, str], ...]] = []
+    clock = iter(float(n) for n in range(100))
+    watch = RunnerWatch(
+        source,
+        lambda events, _t: changes.append(
+            tuple((e.kind, e.runner.pid, e.runner.blob) for e in events)
+        ),
+        proc=tmp_path,
+        clock=lambda: next(clock),
+    )
+    _proc_entry(tmp_path, 100, *SERVER_ARGV)
+    _proc_entry(tmp_path, 101, *SERVER_ARGV)  # forked, not exec'd yet
+    source.pids = frozenset({100, 101})
+    watch.rescan()
+    assert changes == []
+    assert watch.table.runners == ()
+    _proc_entry(tmp_path, 101, *RUNNER_ARGV)  # now exec'd: the runner
+    watch.rescan()
+    assert changes == [(("started", 101, BLOB),)]
+    assert watch.table.by_blob(BLOB)[0].started_at == 2.0
+    assert watch.table.visible
+    source.pids = frozenset({100})
+    watch.rescan()
+    assert changes[-1] == (("exited", 101, BLOB),)
+    assert watch.exits == 1
+    for _ in range(REREADS + 1):  # the server is read again a few times only, then left alone
+        watch.rescan()
+    (tmp_path / "100" / "cmdline").unlink()
+    _proc_entry(tmp_path, 100, *RUNNER_ARGV)
+    watch.rescan()
+    assert watch.table.runners == ()
+
+
+async def test_a_hidden_process_still_reports_its_exit_and_makes_the_table_not_visible(
+    tmp_path: Path,
+) -> None:
+    """``/proc`` hides its command line (hidepid, ProtectProc=): pids only, said so."""
+    source = _Pids()
+    events: list[RunnerEvent] = []
+    watch = RunnerWatch(source, lambda e, _t: events.extend(e), proc=tmp_path)
+    child = subprocess.Popen(  # noqa: ASYNC220 - a live pid with no entry in the test's /proc
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        source.pids = frozenset({child.pid})
+        watch.rescan()
+        assert [(e.kind, e.runner.flavour) for e in events] == [("started", FLAVOUR_UNKNOWN)]
+        assert not watch.table.visible
+        assert "pids only" in watch.table.source
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+    source.pids = frozenset()
+    watch.rescan()
+    assert [(e.kind, e.runner.pid) for e in events][-1] == ("exited", child.pid)
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_the_runner_table_names_each_runners_blob_and_options(version: str) -> None:
+    """Through the fake's runner children, on both versions: start, table, status, kill."""
+    async with FakeOllama(runner_processes=True, ollama_version=version, **FAST_FAKE) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [{**LLAMA, "options": {"num_thread": 2}}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = keeper.hosts[fake.url]
+            pid = _pid(fake, LLAMA["name"])
+            await eventually(lambda: host.runner_table.by_pid(pid) is not None, what="the runner")
+            table = host.runner_table
+            runner = table.by_pid(pid)
+            assert runner is not None
+            blob = host.blobs[LLAMA["name"]]
+            assert runner.blob == blob
+            assert table.visible
+            assert table.source.startswith("cgroup ")
+            if version == "0.24.0":
+                assert (runner.flavour, dict(runner.options)) == ("runner", {})
+            else:
+                assert runner.flavour == "llama-server"
+                assert runner.options["num_thread"] == 2
+                assert runner.options["num_ctx"] == 4096
+            entry = processes_entry(table)
+            assert entry["visible"] is True
+            assert [r["blob"] for r in entry["runners"]] == [blob]
+            os.kill(pid, signal.SIGKILL)
+            await eventually(
+                lambda: host.runner_table.by_pid(pid) is None, what="the exit in the table"
+            )
+
+
+def test_a_host_with_no_watch_says_why_in_its_table() -> None:
+    source, why = choose_source("auto", "http://192.0.2.1:11434", default_host=False)
+    assert source is None
+    table = unseen(f"off: {why}")
+    assert not table.visible
+    assert processes_entry(table)["cannot_see"] == [f"off: {why}"]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_two_kept_models_that_do_not_fit_settle_without_a_war(version: str) -> None:
+    """Issue 21 item 1: one model fits, two are kept. An eviction by our own load ends the
+    victim's runner; that exit is an unload (its model leaves ps), never a crash to repair:
+    at most one extra load of each before the capacity conflict settles it."""
+    async with FakeOllama(
+        runner_processes=True, ollama_version=version, max_loaded=1, **FAST_FAKE
+    ) as fake:
+        low = {**CODER, "priority": 0}
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, low], poll_interval="100ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(e["event"] == "capacity_conflict" for e in logs),
+                    within=20,
+                    what="the capacity conflict",
+                )
+                await eventually(lambda: LLAMA["name"] in {r.name for r in fake.runners()})
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                settled = len(fake.loads)
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                host = keeper.hosts[fake.url]
+                looks = host.looks
+                await eventually(lambda: host.looks >= looks + 10, what="ten more looks")
+    per_model = {
+        m: [ld for ld in fake.loads if ld.model == m] for m in (LLAMA["name"], CODER["name"])
+    }
+    assert all(len(loads) <= 2 for loads in per_model.values()), fake.loads
+    assert len(fake.loads) == settled, "loads went on after the conflict settled"
+    assert not [e for e in logs if e["event"] == "runner_reloaded"]
+    assert not [ld for ld in fake.loads if ld.reason == "repair"]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_client_with_other_invisible_options_is_not_fought(version: str) -> None:
+    """Issue 21 item 2: a client calls the kept model every 0.3 s with num_thread 1 (an option
+    /api/ps cannot show). Alone it pays one reload; beside the keeper at most two, and the
+    keeper says options_mismatch instead of taking each reload for a crash repair."""
+    async with FakeOllama(runner_processes=True, ollama_version=version, **FAST_FAKE) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA], poll_interval="100ms")
+        paid = 0
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                body = {
+                    "model": LLAMA["name"],
+                    "prompt": "hi",
+                    "stream": False,
+                    "options": {"num_thread": 1, "num_predict": 1},
+                }
+                for _ in range(20):
+                    async with (
+                        aiohttp.ClientSession() as s,
+                        s.post(f"{fake.url}/api/generate", json=body) as r,
+                    ):
+                        answer = await r.json()
+                    paid += answer.get("load_duration", 0) > 100_000_000  # 0.1 s: a load
+                    host = keeper.hosts[fake.url]
+                    target = host.looks + 3
+                    await eventually(
+                        lambda h=host, n=target: h.looks >= n,  # type: ignore[misc]
+                        what="three looks",
+                    )
+    assert paid <= 2, paid
+    assert [e for e in logs if e["event"] == "options_mismatch"]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_repair_queued_behind_another_is_not_wedged(version: str) -> None:
+    """Issue 21 item 4: two runners die; Ollama loads one model at a time, so the second
+    repair waits behind the first. Queued is not wedged: no runner_wedged, no hook."""
+    slow = {**FAST_FAKE, "load_seconds_per_gb": 0.3}  # ~1.5 s per load
+    async with FakeOllama(runner_processes=True, ollama_version=version, **slow) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER])
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 20)
+                host = keeper.hosts[fake.url]
+                host.wedge_slack_s = 0.0  # the bound is twice the measured load: ~3 s
+                pids = [_pid(fake, LLAMA["name"]), _pid(fake, CODER["name"])]
+                await _known(keeper, fake.url, *pids)
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                await eventually(
+                    lambda: len([ld for ld in fake.loads if ld.reason == "repair" and ld.ok]) >= 2,
+                    within=20,
+                    what="both repairs",
+                )
+    assert not [e for e in logs if e["event"] == "runner_wedged"]
+
+
+async def test_a_reload_applies_request_timeout_and_can_turn_the_watch_on() -> None:
+    """Issue 22 item 10: SIGHUP with a new request_timeout uses it; a crash watch that was
+    off (cgroup = "") is started when a reload turns it on."""
+    async with FakeOllama(runner_processes=True, **FAST_FAKE) as fake:
+        off = _config(fake.url, "", [LLAMA])
+        on = _config(fake.url, str(_cgroup_of(fake)), [LLAMA])
+        on = replace(on, ollama=replace(on.ollama, request_timeout_s=7.0))
+        configs = [off]
+        async with running_keeper(off, reload_config=lambda: configs[-1]) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = keeper.hosts[fake.url]
+            assert host.crash_watch_source.startswith("off")
+            configs.append(on)
+            await keeper.reload()
+            await eventually(lambda: host.crash_watch is not None, what="the watch started")
+            assert host.crash_watch_source.startswith("cgroup ")
+            assert host.client._short.total == 7.0
+
+
+async def test_a_clients_runner_found_at_start_is_not_claimed_with_other_options() -> None:
+    """Issue 22 item 12: a client loaded the kept model with num_ctx 2048; we keep it with
+    8192. On v0.30+ the runner's argv says so before any call of ours: no claim reloads it."""
+    async with FakeOllama(runner_processes=True, ollama_version="0.32.15", **FAST_FAKE) as fake:
+        body = {"model": LLAMA["name"], "prompt": "hi", "stream": False}
+        body["options"] = {"num_ctx": 2048, "num_predict": 1}
+        async with aiohttp.ClientSession() as s, s.post(f"{fake.url}/api/generate", json=body):
+            pass
+        loads = len(fake.loads)
+        kept = {**LLAMA, "options": {"num_ctx": 8192}}
+        config = _config(fake.url, str(_cgroup_of(fake)), [kept], poll_interval="100ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(e["event"] == "options_mismatch" for e in logs),
+                    what="the mismatch said",
+                )
+                host = keeper.hosts[fake.url]
+                target = host.looks + 5
+                await eventually(lambda: host.looks >= target, what="five more looks")
+        assert len(fake.loads) == loads, "a call of ours reloaded the client's runner"

@@ -468,3 +468,45 @@ async def test_a_backward_wall_clock_step_does_not_stop_polling(
                 within=5,
                 what="ten more polls after the step",
             )
+
+
+async def test_a_busy_kept_model_gives_way_to_another_clients_load(ollama_version: str) -> None:
+    """Issue 22 item 1: one model fits; a client keeps the kept model busy and another client
+    asks for another model. Ollama drains the kept one for it (§4.5): nothing of ours may
+    revive it, so the other client is answered once the first one's request ends."""
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE, max_loaded=1) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "2s"}], refresh_before="1s")
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            long_turn = {"model": LLAMA, "prompt": "hi", "stream": False}
+            a = asyncio.create_task(
+                post(fake, "/api/generate", {**long_turn, "options": {"num_predict": 4000}})
+            )
+            await eventually(lambda: any(r.busy for r in fake.runners()), what="busy")
+            other = {"model": "qwen2.5-coder:7b", "prompt": "hi", "stream": False}
+            b = asyncio.create_task(post(fake, "/api/generate", other))
+            await a
+            # Alone, B is answered right after A (its load is ~0.25 s); a revived runner makes
+            # it wait for the kept model's lease, renewed forever.
+            answer = await asyncio.wait_for(b, 10)
+            assert answer.get("done"), answer
+            evicted = [e for e in fake.evictions if e.victim == LLAMA]
+            assert evicted
+            assert evicted[0].for_model == "qwen2.5-coder:7b"
+
+
+async def test_a_backward_wall_clock_step_lapses_no_lease(ollama_version: str) -> None:
+    """Issue 22 item 2: the wall clock steps back a minute, for Ollama and for us, while a
+    3 s lease runs. Ollama's timers are monotonic, so the lease printed before the step ends a
+    minute "earlier" than it says: it is renewed in time, and never expires."""
+    clocks = ManualClocks()
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
+        config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "3s"}], refresh_before="1s")
+        async with running_keeper(config, clocks=clocks) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            loads = len(fake.loads)
+            fake.clock.step_wall(-60)
+            clocks.step_wall(-60)
+            await more_looks(keeper, 80)  # 8 s of 100 ms polls: more than two leases
+            assert LLAMA in listed(fake)
+            assert len(fake.loads) == loads, "the lease lapsed and the model was loaded again"

@@ -460,3 +460,43 @@ async def test_old_server_loses_everything_only_to_a_restart() -> None:
     causes = [e["cause"] for e in logs if e["event"] == "model_vanished"]
     assert causes
     assert set(causes) == {"restart"}
+
+
+async def test_no_status_after_stopping() -> None:
+    """Issue 22 item 11: once STOPPING=1 is sent, nothing else is: a warm call that ends during
+    the stop grace, a SIGHUP or a pause meanwhile must not send STATUS= or RELOADING=1."""
+    async with FakeOllama(load_seconds_per_gb=0.3, seconds_per_token=0.001) as fake:
+        config = make_config(fake.url, [LLAMA])
+        async with running_keeper(config, reload_config=lambda: config) as (keeper, notifier):
+            await eventually(
+                lambda: any(
+                    st.in_flight_since for h in keeper.hosts.values() for st in h.states.values()
+                ),
+                what="the load in flight",
+            )
+            keeper.request_stop()
+            await eventually(lambda: "STOPPING=1" in notifier.messages, what="STOPPING=1")
+            keeper.request_reload()
+        stop = notifier.messages.index("STOPPING=1")
+        assert notifier.messages[stop + 1 :] == []
+
+
+async def test_pause_with_unload_during_our_own_load_unloads_once_it_ends() -> None:
+    """Issue 22 item 4: `pause --unload` while our load of that model is in flight: the model
+    is unloaded once the load ends (never left loaded with our lease), and the answer says
+    "unloaded" only when /api/ps confirms it."""
+    async with FakeOllama(load_seconds_per_gb=0.3, seconds_per_token=0.001) as fake:
+        config = make_config(fake.url, [LLAMA])
+        async with running_keeper(config) as (keeper, _):
+            await eventually(
+                lambda: any(
+                    st.in_flight_since for h in keeper.hosts.values() for st in h.states.values()
+                ),
+                what="our load in flight",
+            )
+            answer = await keeper.pause("llama3.1:8b", None, unload=True)
+            if "unloaded it" in answer:
+                assert "llama3.1:8b" not in listed(fake)
+            await eventually(lambda: fake.loads and fake.loads[0].finished, what="load ended")
+            await more_looks(keeper, 10)
+            assert "llama3.1:8b" not in listed(fake)

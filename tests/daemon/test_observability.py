@@ -415,6 +415,7 @@ async def test_status_json_schema() -> None:
             "version",
             "poll_errors",
             "crash_watch",
+            "processes",
             "polled_at",
             "models",
         }

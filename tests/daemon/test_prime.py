@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from helpers import FAST_FAKE, eventually, make_config, running_keeper
+from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
 from ollama_keepwarm.daemon.keeper import Keeper
 from ollama_keepwarm.fake import FakeOllama
 
@@ -101,7 +101,7 @@ async def test_first_request_after_the_keeper_warms_is_a_cache_hit() -> None:
     assert hit < HIT_TOKENS
     assert first < HIT_TOKENS, (first, hit, cold)  # a cache hit, not the whole prefix
     assert body["options"] == {"num_predict": 1}  # exactly our (empty) options, one token
-    assert body["keep_alive"] == "30s"
+    assert "keep_alive" not in body  # the runner keeps ours; a drained one is never revived
     assert body["stream"] is False
     assert status["after"] == "warm"
     assert status["prompt_tokens"] > 500
@@ -130,7 +130,7 @@ async def test_a_restart_primes_again_a_renewal_does_not() -> None:
     assert hit < HIT_TOKENS
 
 
-async def test_a_crash_repair_and_a_client_load_prime_again() -> None:
+async def test_a_crash_repair_primes_again_a_model_found_loaded_does_not() -> None:
     async with fake_with_prompt_cost() as fake:
         config = make_config(fake.url, [BOT], health_interval="300ms")
         async with running_keeper(config) as (keeper, _):
@@ -143,10 +143,12 @@ async def test_a_crash_repair_and_a_client_load_prime_again() -> None:
             hit = await ask(fake, "Can I pay in cash?")
             assert first < HIT_TOKENS, (first, hit)
             assert hit < HIT_TOKENS
+        primes_before = len(primes(fake))
         async with running_keeper(config) as (keeper, _):
-            # A keeper that finds the model loaded (by anyone) primes it: cheap if cached.
-            await eventually(lambda: primed(keeper), what="primed when found loaded")
-            assert prime_status(keeper)["after"] == "found loaded"
+            # A keeper that finds the model loaded leaves its slots alone: someone may have
+            # used them since the load (issue 22 item 3).
+            await more_looks(keeper, 5)
+            assert len(primes(fake)) == primes_before
 
 
 async def test_a_failing_prime_is_logged_and_blocks_no_warm() -> None:
@@ -198,3 +200,38 @@ async def test_check_shows_the_prefix_and_counts_its_tokens(tmp_path: Any) -> No
     tokens = next(line for line in lines if "tokens as rendered" in line)
     assert int(tokens.split()[0]) > 500
     assert "not loaded; the keeper's first prime reports it" in text  # the coder
+
+
+async def test_a_clients_conversation_is_not_overwritten_by_a_prime() -> None:
+    """Issue 22 item 3: a client loaded the model and filled its one slot with a long history;
+    the keeper (starting now, or seeing the client's load) must not prime over it: the
+    client's next turn stays a cache hit."""
+    history = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Here is my order history. " * 150},
+    ]
+
+    async def turn(fake: FakeOllama, messages: list[dict[str, str]]) -> float:
+        body = {
+            "model": "llama3.1:8b",
+            "messages": messages,
+            "stream": False,
+            "options": {"num_predict": 1},
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(fake.url + "/api/chat", json=body) as response,
+        ):
+            reply = await response.json()
+        return float(reply["prompt_eval_duration"]) / 1e9
+
+    async with fake_with_prompt_cost() as fake:
+        first = await turn(fake, history)
+        config = make_config(fake.url, [BOT])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            await more_looks(keeper, 5)
+            follow_up = [*history, {"role": "user", "content": "And the last one?"}]
+            second = await turn(fake, follow_up)
+        assert primes(fake) == []
+    assert second < first / 3, (first, second)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from garbling import GarblingProxy
 from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, eventually, make_config, more_looks, running_keeper
@@ -148,3 +150,98 @@ async def test_crashed_runner_is_repaired_within_health_interval() -> None:
                 reply = await generate(fake, "llama3.1:8b")
                 assert reply["load_duration"] < 50_000_000  # warm: no load waited for
     assert any(e["event"] == "runner_reloaded" for e in logs)
+
+
+async def test_a_garbled_answer_never_ends_the_load_lane() -> None:
+    """Issue 22 item 5: one answer aiohttp cannot frame (here the look after the first load)
+    must not end the load lane: the second model is still loaded, and the keeper says so."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+
+        def garble(line: str, _body: bytes) -> bool:
+            # The look that follows the first load (polls are an hour apart: no other look).
+            return line.startswith("GET /api/ps") and bool(listed(fake)) and not proxy.garbled
+
+        async with GarblingProxy(fake.url, garble) as proxy:
+            config = make_config(proxy.url, [LLAMA, CODER], poll_interval="1h", refresh_before="2h")
+            async with running_keeper(config):
+                await eventually(lambda: proxy.garbled, what="a garbled /api/ps answer")
+                await eventually(
+                    lambda: listed(fake) == {"llama3.1:8b", "qwen2.5-coder:7b"},
+                    within=15,
+                    what="both models loaded after the garbled answer",
+                )
+
+
+async def test_a_call_that_raises_backs_off_and_closes_its_load_window() -> None:
+    """Issue 22 item 5: a warm call that raises anything backs that model off (no spin) and
+    closes its load window (else that model is blamed for every later eviction)."""
+    async with (
+        FakeOllama(**FAST_FAKE) as fake,
+        GarblingProxy(fake.url, lambda line, _body: line.startswith("POST /api/")) as proxy,
+        running_keeper(make_config(proxy.url, [LLAMA])) as (keeper, _),
+    ):
+        await eventually(lambda: proxy.garbled, what="a garbled load answer")
+        host = next(iter(keeper.hosts.values()))
+        await more_looks(keeper, 20)
+        st = host.states["llama3.1:8b"]
+        assert len(proxy.garbled) <= 2, "retried without back-off"
+        assert st.backoff_until is not None
+        assert st.load_window is not None
+        assert st.load_window[1] is not None
+
+
+async def test_a_failed_release_is_retried() -> None:
+    """Issue 22 item 9: outside its window (after_window = "unload") the model is unloaded;
+    when that unload fails once (a garbled answer), it is sent again, not forgotten."""
+    from zoneinfo import ZoneInfo
+
+    sunday = datetime(2025, 3, 30, 12, 0, tzinfo=ZoneInfo("UTC"))
+    bot = {**LLAMA, "when": ["mon-fri 08:00-19:00"], "after_window": "unload"}
+
+    def garble(line: str, body: bytes) -> bool:
+        return b'"keep_alive": 0' in body.replace(b'":0', b'": 0') and not proxy.garbled
+
+    async with FakeOllama(**FAST_FAKE) as fake:
+        await generate(fake, "llama3.1:8b")  # a client loaded it
+        async with GarblingProxy(fake.url, garble) as proxy:
+            config = make_config(proxy.url, [bot])
+            async with running_keeper(config, calendar_clock=lambda: sunday):
+                await eventually(lambda: proxy.garbled, what="the garbled unload")
+                await eventually(lambda: not listed(fake), within=15, what="unloaded after all")
+
+
+async def test_a_slow_show_does_not_make_an_alias_unmatchable() -> None:
+    """Issue 22 item 6: a client loaded llama3.1:8b; the keeper keeps its alias llama3.1.
+    The first /api/show answers too late: a timeout is transient, so the listed name's blob is
+    asked again and the alias matches (warm), instead of never."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        await generate(fake, "llama3.1:8b")
+        fake.set_delay("/api/show", 2.0)
+        config = make_config(fake.url, [{"name": "llama3.1", "keep_alive": "1h"}])
+        config = replace(config, ollama=replace(config.ollama, request_timeout_s=0.5))
+        async with running_keeper(config) as (keeper, _):
+            host = await eventually(lambda: next(iter(keeper.hosts.values()), None), what="host")
+            await eventually(lambda: host.looks >= 2, what="two looks with a slow show")
+            fake.set_delay("/api/show", None)
+            await eventually(
+                lambda: keeper.status()["hosts"][0]["models"][0]["state"] == "warm",
+                within=20,
+                what="the alias matched",
+            )
+
+
+async def test_a_warm_of_an_alias_already_loaded_is_no_cold_load() -> None:
+    """Issue 22 item 7: a client loaded llama3.1:8b; our first warm of its alias llama3.1 finds
+    the runner resident (§7.1) and answers in milliseconds. That is no cold load: it must not
+    become the measured load time (warm --deadline, calendar leads, the reload floor)."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        await generate(fake, "llama3.1:8b")
+        loads = len(fake.loads)
+        config = make_config(fake.url, [{"name": "llama3.1", "keep_alive": "1h"}])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = next(iter(keeper.hosts.values()))
+            st = host.states["llama3.1:latest"]
+            assert len(fake.loads) == loads  # no load happened
+            assert st.cold_load_s is None
+            assert keeper._load_time_of(host.models[0]) is None

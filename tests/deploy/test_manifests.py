@@ -169,3 +169,18 @@ def test_compose_starts_the_app_on_warm_models() -> None:
     assert config.ollama.host == "http://ollama:11434"
     pulled = re.findall(r"ollama pull (\S+)", " ".join(services["pull"]["entrypoint"]))
     assert pulled == kept_models(keeper["environment"])
+
+
+def test_the_keeper_can_see_the_runners_and_do_nothing_else_to_them() -> None:
+    """Issue 21: a shared process namespace lets it read command lines; no capability added.
+
+    The chart cannot set it: its values file says how to patch it in instead.
+    """
+    spec = deployment()["spec"]["template"]["spec"]
+    assert spec["shareProcessNamespace"] is True
+    assert "hostPID" not in spec
+    context = sidecar(spec)["securityContext"]
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["runAsUser"] != 0
+    assert '"shareProcessNamespace":true' in HELM_VALUES.read_text()

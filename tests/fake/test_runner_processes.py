@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 
 from conftest import FakeFactory
 from helpers import FAST_FAKE, eventually
+from ollama_keepwarm.core.runners import parse_runner_cmdline
 from ollama_keepwarm.fake import FakeOllama
+from ollama_keepwarm.fake.processes import LLAMA_SERVER_BIN, OLLAMA_BIN
 
 MODEL = "llama3.1:8b"
 
@@ -96,3 +99,161 @@ async def test_the_children_are_in_a_cgroup_when_one_can_be_made(make_fake: Fake
     cgroup = fake.processes.cgroup
     await fake.stop()
     assert not cgroup.exists()  # removed with the server
+
+
+def _cmdline(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert raw.endswith(b"\0")
+    assert not raw.endswith(b"\0\0")  # exactly Ollama's bytes: no padding left over
+    return raw[:-1].decode().split("\0")
+
+
+async def _generate(fake: FakeOllama, model: str, **body: object) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{fake.url}/api/generate", json={"model": model, **body}) as response,
+    ):
+        assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("version", "options", "memory", "expected"),
+    [
+        pytest.param(
+            "0.24.0", {"num_thread": 1}, 16 * 2**30,
+            [OLLAMA_BIN, "runner", "--model", "BLOB", "--port", "PORT"],
+            id="0.24: blob and port only",
+        ),
+        pytest.param(
+            "0.32.15", {}, 0,
+            [LLAMA_SERVER_BIN, "--model", "BLOB", "--port", "PORT", "--host", "127.0.0.1",
+             "--no-webui", "--offline", "-c", "8192", "-np", "2", "--log-verbosity", "4",
+             "--no-log-prefix", "--no-log-timestamps", "--load-mode", "none", "--flash-attn",
+             "off", "-b", "512", "-ub", "512", "--context-shift"],
+            id="0.32.15 on a CPU: automatic options",
+        ),
+        pytest.param(
+            "0.32.15", {"num_ctx": 8192, "num_thread": 1, "num_gpu": 20, "main_gpu": 0},
+            16 * 2**30,
+            [LLAMA_SERVER_BIN, "--model", "BLOB", "--port", "PORT", "--host", "127.0.0.1",
+             "--no-webui", "--offline", "-c", "16384", "-np", "2", "--log-verbosity", "4",
+             "--no-log-prefix", "--no-log-timestamps", "--flash-attn", "auto", "-b", "1024",
+             "-ub", "1024", "-ngl", "20", "-t", "1", "--split-mode", "none", "--main-gpu", "0",
+             "--context-shift"],
+            id="0.32.15 a client's options",
+        ),
+        pytest.param(
+            "0.32.0", {"use_mmap": False}, 16 * 2**30,
+            [LLAMA_SERVER_BIN, "--model", "BLOB", "--port", "PORT", "--host", "127.0.0.1",
+             "--no-webui", "--offline", "-c", "8192", "-np", "2", "--log-verbosity", "4",
+             "--no-log-prefix", "--no-log-timestamps", "--no-mmap", "--flash-attn", "auto",
+             "-b", "512", "-ub", "512", "--context-shift"],
+            id="0.32.0 says --no-mmap",
+        ),
+    ],
+)  # fmt: skip
+async def test_a_runner_child_carries_the_argv_of_the_version(
+    make_fake: FakeFactory,
+    version: str,
+    options: dict[str, object],
+    memory: int,
+    expected: list[str],
+) -> None:
+    fake = await make_fake(
+        runner_processes=True,
+        ollama_version=version,
+        memory_bytes=memory,
+        num_parallel=2,
+        **FAST_FAKE,
+    )
+    await _generate(fake, MODEL, options=options)
+    pid = _pid(fake)
+    argv = _cmdline(pid)
+    manifest = fake.catalog.resolve(MODEL)
+    assert manifest is not None
+    model = manifest.model
+    port = argv[argv.index("--port") + 1]
+    assert int(port) > 0
+    assert argv == [
+        model.blob_path if a == "BLOB" else port if a == "PORT" else a for a in expected
+    ]
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    assert comm == Path(expected[0]).name
+    parsed = parse_runner_cmdline(Path(f"/proc/{pid}/cmdline").read_bytes())
+    assert parsed is not None
+    assert parsed.blob == f"sha256-{model.blob}"
+
+
+async def test_an_embedding_model_gets_one_slot_and_its_batch(make_fake: FakeFactory) -> None:
+    fake = await make_fake(runner_processes=True, num_parallel=4, **FAST_FAKE)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake.url}/api/embed", json={"model": "nomic-embed-text", "input": []}
+        ) as response,
+    ):
+        assert response.status == 200
+    assert fake.processes is not None
+    (pid,) = fake.processes.pids().values()
+    argv = _cmdline(pid)
+    assert argv[argv.index("-np") + 1] == "1"
+    assert "--embedding" in argv
+    assert argv[argv.index("-b") + 1] == "2048"
+
+
+async def test_the_child_exists_from_the_start_of_the_load(make_fake: FakeFactory) -> None:
+    """A load in flight is a process with no /api/ps row (§4.9); a failed load ends it."""
+    fake = await make_fake(runner_processes=True, load_seconds_per_gb=2.0)
+    assert fake.processes is not None
+    processes = fake.processes
+    task = asyncio.create_task(_warm(fake))
+    await eventually(processes.pids, what="the child of the load in flight")
+    assert fake.runners() == []
+    (pid,) = processes.pids().values()
+    assert _alive(pid)
+    parsed = parse_runner_cmdline(Path(f"/proc/{pid}/cmdline").read_bytes())
+    assert parsed is not None
+    assert parsed.flavour == "llama-server"
+    task.cancel()  # the client leaves: the load is cancelled and its runner exits
+    await asyncio.gather(task, return_exceptions=True)
+    await eventually(lambda: not _alive(pid), what="the cancelled load's child gone")
+    assert fake.loads[0].error == "context canceled"
+
+
+async def test_a_failed_load_ends_its_child_and_a_killed_loading_child_fails_it(
+    make_fake: FakeFactory,
+) -> None:
+    fake = await make_fake(runner_processes=True, ollama_version="0.24.0", **FAST_FAKE)
+    assert fake.processes is not None
+    fake.fail_next_load("boom")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{fake.url}/api/generate", json={"model": MODEL}) as response,
+    ):
+        assert response.status == 500
+    assert fake.processes.pids() == {}
+    fake.load_seconds_per_gb = fake.scheduler.load_seconds_per_gb = 2.0
+    processes = fake.processes
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(
+            session.post(f"{fake.url}/api/generate", json={"model": MODEL})
+        )
+        await eventually(processes.pids, what="the loading child")
+        (pid,) = processes.pids().values()
+        os.kill(pid, signal.SIGKILL)
+        async with await request as response:
+            assert response.status == 500
+            body = await response.json()
+    assert body["error"] == "llama runner process has terminated: signal: killed"
+    assert fake.runners() == []
+
+
+async def test_an_eviction_ends_the_victims_child_without_a_crash(make_fake: FakeFactory) -> None:
+    fake = await make_fake(runner_processes=True, max_loaded=1, **FAST_FAKE)
+    await _warm(fake)
+    victim = _pid(fake)
+    await _warm(fake, "qwen2.5-coder:7b")
+    await eventually(lambda: not _alive(victim), what="the evicted runner's child gone")
+    assert [r.name for r in fake.runners()] == ["qwen2.5-coder:7b"]
+    assert not fake.runners()[0].crashed
+    assert fake.evictions[0].victim == MODEL

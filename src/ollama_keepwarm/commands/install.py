@@ -160,7 +160,8 @@ StateDirectory=ollama-keepwarm
 ConfigurationDirectory=ollama-keepwarm
 
 # Sandbox: `systemd-analyze security ollama-keepwarm` scores this 1.1 on systemd 252 (2.0 or
-# less is asserted by the tests). The daemon only reads its config and talks HTTP to Ollama.
+# less is asserted by the tests). The daemon reads its config and Ollama's process list and
+# command lines, and talks HTTP to Ollama.
 DynamicUser=yes
 UMask=0077
 NoNewPrivileges=yes
@@ -177,8 +178,14 @@ ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
-ProtectProc=invisible
+# The runner watch reads the command lines of ollama.service's processes (world-readable
+# /proc/<pid>/cmdline) to know which runner serves which model; hidepid (ProtectProc=invisible,
+# ptraceable or noaccess) would hide them. Reading is all it can do: another user, no
+# capability, so no ptrace, and no environ, fds or memory of theirs. PrivateMounts= makes up
+# the 0.2 this costs in the score (our mounts never reach the host; we make none anyway).
+ProtectProc=default
 ProcSubset=pid
+PrivateMounts=yes
 RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes

@@ -5,12 +5,11 @@ listing it, unchanged. The crash watch (``daemon/crashwatch.py``) sees a process
 end, within a poll of ``cgroup.procs`` or ``/proc``; these functions turn that into plain
 decisions:
 
-* **Any process ending** while models are listed may be a runner's death: ask for a *check* of
-  every listed kept model, a ping without ``keep_alive`` (``plan.RUNNER_CHECK``) that expects a
-  reload. A live runner answers it in ~10 ms; a dead one is reloaded by that very request. A
-  normal unload also ends a runner, but Ollama removes the row before ``/api/ps`` answers
-  again (the loaded-set lock is held while it kills the runner, §3.5), so the look that
-  follows sees the model gone and the usual vanished rules apply: no ping, no reload.
+* **Which exit is a crash** is decided in ``core/plan/processes.py`` from the runner table: the
+  runner of a listed kept model gone while a snapshot asked after its exit still lists it. That
+  model gets a *check*, a ping without ``keep_alive`` (``plan.RUNNER_CHECK``) that expects a
+  reload: a dead runner is reloaded by that very request. An exit whose model leaves
+  ``/api/ps`` is an unload, and the usual loss rules apply: no ping, no reload.
 * **A repaired runner** came back with Ollama's default keep-alive (the ping carried none):
   renew our lease at once, a cheap call.
 * **A wedged runner** is one whose ping does not answer while ``/api/version`` does (a hung
@@ -20,18 +19,19 @@ decisions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
 from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import ModelConfig
 
 __all__ = [
     "OLLAMA_PING_TIMEOUT_S",
     "OLLAMA_RECOVERY_S",
     "after_call",
     "cgroup_candidates",
-    "request_checks",
+    "record_wedged",
     "wedge_bound_s",
 ]
 
@@ -43,17 +43,6 @@ OLLAMA_RECOVERY_S = 5.0
 
 UNKNOWN_LOAD_S = 30.0
 """The load time assumed for a model we never loaded ourselves (a client loaded it)."""
-
-
-def request_checks(
-    states: Mapping[str, plan.ModelState], listed: Iterable[str], now: datetime
-) -> dict[str, plan.ModelState]:
-    """Ask for a check of each listed model (by key): a process of Ollama's ended at ``now``."""
-    keys = set(listed)
-    return {
-        key: replace(st, check_requested_at=now, expect_reload=True) if key in keys else st
-        for key, st in states.items()
-    }
 
 
 def after_call(
@@ -71,6 +60,36 @@ def after_call(
         # The reload took Ollama's default keep_alive (our ping sent none): claim ours back.
         return replace(st, refresh_requested_at=now, check_requested_at=None)
     return st
+
+
+def record_wedged(
+    model: ModelConfig,
+    st: plan.ModelState,
+    now: datetime,
+    cold_load_s: float | None,
+    *,
+    ollama_answers: bool,
+) -> tuple[plan.ModelState, list[plan.Event], bool]:
+    """A refresh outlasted its wedge bound: is it a wedged runner, and is the hook run?
+
+    Only while ``/api/version`` answers (else Ollama itself is away: not this runner's fault),
+    and once per episode (until a call of ours succeeds again, :func:`after_call`). Returns the
+    state, the events, and whether ``on_runner_wedged`` runs.
+    """
+    if not ollama_answers or st.wedged_since is not None:
+        return st, [], False
+    waited = (now - (st.in_flight_since or now)).total_seconds()
+    event = plan.Event(
+        "runner_wedged",
+        model.name,
+        {
+            "waited_s": round(waited, 3),
+            "cold_load_s": cold_load_s,
+            "hint": "a refresh of this loaded model gets no answer while Ollama does: "
+            "its runner hangs (a hung GPU?). Restarting Ollama frees it.",
+        },
+    )
+    return replace(st, wedged_since=now), [event], True
 
 
 def wedge_bound_s(cold_load_s: float | None, *, slack_s: float | None = None) -> float:

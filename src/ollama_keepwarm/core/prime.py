@@ -79,13 +79,17 @@ class Prime:
         return "\n\n".join(m.content for m in self.messages)
 
     def payload(
-        self, name: str, *, keep_alive: int | str, options: Mapping[str, Any]
+        self, name: str, *, keep_alive: int | str | None, options: Mapping[str, Any]
     ) -> dict[str, Any]:
         """The priming request: the prefix, exactly our options plus ``num_predict`` 1.
 
         ``num_predict`` is not a load option, so the runner is never reloaded by it (§4.6).
+        ``keep_alive`` None leaves it out: the runner keeps the duration it has (§1.3), and a
+        runner Ollama drains for another load is not revived (§4.5).
         """
-        body: dict[str, Any] = {"model": name, "stream": False, "keep_alive": keep_alive}
+        body: dict[str, Any] = {"model": name, "stream": False}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
         if self.endpoint == CHAT:
             body["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
         elif self.raw:

@@ -1,10 +1,17 @@
-"""The crash watch: see a process of Ollama's end the moment it does, from the process side.
+"""The runner watch: which of Ollama's processes serves which model, and when one ends.
 
 A runner that dies stays listed in ``/api/ps`` until a request reaches it (§4.8), so polling
-``/api/ps`` cannot see it. The processes can: under systemd Ollama and its runners share
-``ollama.service``'s cgroup, elsewhere (same host, a pod sharing its process namespace) they
-are the Ollama server's descendants in ``/proc``. This module only observes and calls
-``on_exit``; what an exit means is ``core/crash.py``'s.
+``/api/ps`` cannot see it; nor can it see a load in flight, or who restarted a runner. The
+processes can (§4.9): under systemd Ollama and its runners share ``ollama.service``'s cgroup,
+elsewhere (same host, a pod sharing its process namespace) they are the Ollama server's
+descendants in ``/proc``, and each runner's command line names its model's blob (and from
+v0.30 its load options). This module only observes: it keeps the runner table
+(``core/runners.py`` parses and steps it) and calls ``on_change(events, table)`` from the
+event loop; what an event means is the plan's.
+
+Where it cannot see (another machine, a pod without ``shareProcessNamespace``, a ``/proc``
+mounted with ``hidepid``/systemd's ``ProtectProc=``), the table says so: ``visible`` is false
+and ``source`` says why; :func:`unseen` makes that table for a host with no watch at all.
 
 How, and why so:
 
@@ -25,29 +32,46 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from ollama_keepwarm.core.crash import cgroup_candidates
+from ollama_keepwarm.core.runners import (
+    FLAVOUR_UNKNOWN,
+    HIDDEN,
+    ParsedRunner,
+    RunnerEvent,
+    RunnerTable,
+    parse_runner_cmdline,
+    proc_limits,
+    step,
+)
 
 __all__ = [
     "CGROUP_RESCAN_S",
+    "REREADS",
     "TABLE_RESCAN_S",
     "CgroupPids",
     "CrashWatch",
     "PidSource",
     "ProcessTablePids",
+    "RunnerWatch",
     "choose_source",
+    "unseen",
 ]
 
 _log = structlog.get_logger("ollama_keepwarm")
 
 CGROUP_RESCAN_S = 0.2
 TABLE_RESCAN_S = 1.0
+REREADS = 3
+"""How many more rescans read a non-runner's command line again (a fork not yet exec'd)."""
 DEFAULT_UNIT = "ollama.service"
 _PROC = Path("/proc")
 
@@ -127,9 +151,10 @@ class ProcessTablePids:
         return parents
 
     def _find_server(self) -> int | None:
-        """The process listening on the port, else one called ``ollama``; never ourselves.
+        """The process listening on the port, else an ``ollama serve``; never ourselves.
 
         Our own children are not Ollama's runners: an in-process fake Ollama is not watched.
+        The name alone is not enough: v0.29's runners are called ``ollama`` too.
         """
         inodes = self._listening_inodes()
         named: int | None = None
@@ -139,12 +164,18 @@ class ProcessTablePids:
             pid = int(entry.name)
             if inodes and self._owns_socket(pid, inodes):
                 return pid
-            with contextlib.suppress(OSError):
-                if named is None and (self._proc / entry.name / "comm").read_text().strip() in {
-                    "ollama"
-                }:
-                    named = pid
+            if named is None and self._is_ollama_serve(pid):
+                named = pid
         return named
+
+    def _is_ollama_serve(self, pid: int) -> bool:
+        try:
+            if (self._proc / str(pid) / "comm").read_text().strip() != "ollama":
+                return False
+            args = (self._proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return len(args) > 1 and args[1] == b"serve"
 
     def _listening_inodes(self) -> set[str]:
         inodes: set[str] = set()
@@ -219,34 +250,64 @@ def choose_source(
         return None, "Ollama is on another machine: no process of it is visible"
     table = ProcessTablePids(port)
     if table.read() is None:
-        return None, f"no readable cgroup, and no visible process listens on port {port}"
+        return None, (
+            f"no readable cgroup, and no other visible process listens on port {port}: Ollama "
+            "may run in another PID namespace (a pod without shareProcessNamespace, a "
+            "container) or /proc may hide it (hidepid=, ProtectProc=)"
+        )
     return table, "no readable cgroup; Ollama's processes are visible"
 
 
-class CrashWatch:
-    """Calls ``on_exit(pids)`` when processes of the source end; runs as one asyncio task."""
+class RunnerWatch:
+    """Keeps the runner table of a source and calls ``on_change(events, table)``; one task.
 
-    def __init__(self, source: PidSource, on_exit: Callable[[frozenset[int]], None]) -> None:
+    Each rescan reads ``/proc/<pid>/cmdline`` of the pids it has not seen before (a few small
+    reads), so a runner is known within a rescan of its start, and its exit is reported at the
+    same speed as before (pidfd event, or the cgroup's 0.2 s rescan). A pid that is not a
+    runner (``ollama serve``, ``llama-server --list-devices``) is read again at the next
+    :data:`REREADS` rescans: a fork shows its parent's command line until it execs. A live pid
+    whose command line cannot be read (``/proc`` hides it) is kept as a runner of flavour
+    ``unknown``, so its exit is still reported, and the table says it is not visible.
+    """
+
+    def __init__(
+        self,
+        source: PidSource,
+        on_change: Callable[[Sequence[RunnerEvent], RunnerTable], None],
+        *,
+        proc: Path = _PROC,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.source = source
-        self._on_exit = on_exit
+        self._on_change = on_change
+        self._proc = proc
+        self._clock = clock
         self._known: frozenset[int] = frozenset()
         self._dead: set[int] = set()  # reported through a pidfd, still listed (not yet reaped)
+        self._others: dict[int, int] = {}  # not runners (yet): rereads left
         self._pidfds: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._use_pidfd = isinstance(source, ProcessTablePids) and hasattr(os, "pidfd_open")
+        self._table = RunnerTable(True, source.description, (), clock(), _limits(source, proc))
         self.exits = 0
         """Processes seen ending: tests wait on it."""
 
     @property
     def known(self) -> frozenset[int]:
-        """The processes being watched now."""
+        """The processes being watched now (runners or not)."""
         return self._known
 
+    @property
+    def table(self) -> RunnerTable:
+        """The runners alive at the last rescan or exit."""
+        return self._table
+
     def start(self) -> None:
-        """Start watching."""
+        """Read the runners alive now (no events for them), then watch."""
         self._known = self.source.read() or frozenset()
         self._watch(self._known)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="crash watch")
+        self._advance(self._classify(self._known), report=False)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="runner watch")
 
     async def stop(self) -> None:
         """Stop watching and close every pidfd."""
@@ -259,23 +320,59 @@ class CrashWatch:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.source.rescan_s)
-            now = self.source.read()
-            if now is None:
-                continue
-            self._dead &= now
-            self._gone(self._known - now)
-            self._watch(now - self._known - self._dead)
-            self._known = now - self._dead
+            self.rescan()
 
-    def _gone(self, pids: frozenset[int]) -> None:
-        for pid in pids:
+    def rescan(self) -> None:
+        """Read the source once: report exits and new runners (the task calls it)."""
+        now = self.source.read()
+        if now is None:
+            return
+        self._dead &= now
+        gone = self._known - now
+        for pid in gone:
             self._unwatch(pid)
-        if pids:
-            self.exits += len(pids)
+        self.exits += len(gone)
+        new = now - self._known - self._dead
+        self._watch(new)
+        self._known = now - self._dead
+        self._advance(self._classify(new))
+
+    def _classify(self, new: frozenset[int]) -> dict[int, ParsedRunner]:
+        """Read the command lines of ``new`` pids, and again those not runners yet."""
+        again = [pid for pid in self._others if pid in self._known]
+        self._others = {pid: self._others[pid] - 1 for pid in again if self._others[pid] > 1}
+        found: dict[int, ParsedRunner] = {}
+        for pid in sorted(new | frozenset(again)):
+            parsed = self._read(pid)
+            if parsed is not None:
+                self._others.pop(pid, None)
+                found[pid] = parsed
+            elif pid in new:
+                self._others[pid] = REREADS
+        return found
+
+    def _read(self, pid: int) -> ParsedRunner | None:
+        try:
+            raw = (self._proc / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return HIDDEN if _alive(pid) else None
+        return parse_runner_cmdline(raw)
+
+    def _advance(self, new: dict[int, ParsedRunner], *, report: bool = True) -> None:
+        events, table = step(self._table, self._known, new, self._clock())
+        hidden = any(r.flavour == FLAVOUR_UNKNOWN for r in table.runners)
+        if hidden and table.visible:
+            table = replace(
+                table,
+                visible=False,
+                source=f"{table.source}: pids only, /proc hides their command lines",
+            )
+        self._table = table
+        if events and report:
             try:
-                self._on_exit(pids)
+                self._on_change(events, table)
             except Exception:
-                _log.exception("crash_watch_callback_failed")
+                _log.exception("runner_watch_callback_failed")
 
     def _watch(self, pids: frozenset[int]) -> None:
         if not self._use_pidfd:
@@ -296,6 +393,44 @@ class CrashWatch:
             os.close(fd)
 
     def _pidfd_ready(self, pid: int) -> None:
+        self._unwatch(pid)
         self._known = self._known - {pid}
         self._dead.add(pid)
-        self._gone(frozenset({pid}))
+        self.exits += 1
+        self._advance({})
+
+
+CrashWatch = RunnerWatch
+"""The name this watch had before it kept the runner table (issue 13)."""
+
+
+def _alive(pid: int) -> bool:
+    """Tell whether ``pid`` exists, even when ``/proc`` hides it (signal 0 answers EPERM)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _limits(source: PidSource, proc: Path) -> tuple[str, ...]:
+    """What ``source`` cannot see, in words, for the status document."""
+    try:
+        mountinfo = (proc / "self" / "mountinfo").read_text()
+    except OSError:
+        mountinfo = ""
+    limits = list(proc_limits(mountinfo))
+    if isinstance(source, CgroupPids):
+        limits.append("an Ollama started outside that cgroup (e.g. by hand)")
+    else:
+        limits.append("runners orphaned by a killed server (no longer its descendants)")
+        if not hasattr(os, "pidfd_open"):
+            limits.append("exits at once: no pidfd here, exits show within a 1 s rescan")
+    return tuple(limits)
+
+
+def unseen(why: str) -> RunnerTable:
+    """The table of a host whose processes cannot be watched, saying why."""
+    return RunnerTable(False, why, (), time.monotonic(), (why,))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 import structlog
@@ -25,9 +26,10 @@ from ollama_keepwarm.core import prime as priming
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot
+from ollama_keepwarm.core.runners import RunnerEvent, RunnerTable
 from ollama_keepwarm.core.windows import WindowVerdict
 from ollama_keepwarm.daemon.clocks import Clocks
-from ollama_keepwarm.daemon.crashwatch import CrashWatch, choose_source
+from ollama_keepwarm.daemon.crashwatch import CrashWatch, choose_source, unseen
 from ollama_keepwarm.ollama import (
     ModelInfo,
     OllamaClient,
@@ -48,8 +50,9 @@ _WARNINGS = {
     "poll_failed",
     "verify_failed",
     "prime_failed",
+    "release_failed",
 }
-_WARNINGS |= {"runner_wedged", "crash_watch_off"}
+_WARNINGS |= {"runner_wedged", "crash_watch_off", "call_crashed"}
 _ERRORS = {"gpu_lost"}
 
 
@@ -84,6 +87,7 @@ class HostKeeper:
         self._on_cold_load = on_cold_load
         self.models = models
         self.config = config
+        self._session = session
         self.client = OllamaClient(
             session,
             host,
@@ -96,9 +100,10 @@ class HostKeeper:
         self.states: dict[str, plan.ModelState] = {m.key: plan.ModelState() for m in models}
         self.primes: dict[str, priming.PrimeState] = {m.key: priming.PrimeState() for m in models}
         self.decisions: list[plan.Decision] = []
-        self.infos: dict[str, ModelInfo] = {}
-        self.blobs: dict[str, str] = {}
-        self._unshowable: set[str] = set()
+        self._init_shows()
+        self._reloaded_by_others: set[str] = set()  # kept models a client (re)loaded since
+        self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
+        self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
         self.ollama_up = False
         self.version: str | None = None
         self.resumed_at: datetime | None = None
@@ -110,6 +115,8 @@ class HostKeeper:
         self._look_lock = asyncio.Lock()
         self._look_again = False
         self._snapshot_asked = -math.inf  # monotonic time the current snapshot was asked for
+        self._wall_offset = self._clock_offset()  # wall - boottime: only a step changes it
+        self._lease_map: dict[datetime, datetime] = {}  # expires_at printed -> read, after a step
         self._call_ended: dict[str, float] = {}  # monotonic end of our last call, per model
         self._queued: set[str] = set()
         self._loads: asyncio.Queue[plan.Decision] = asyncio.Queue()
@@ -122,11 +129,21 @@ class HostKeeper:
         self.crash_watch: CrashWatch | None = None
         self.crash_watch_source = "not started"
         """Where Ollama's processes are watched (shown in status), or why they are not."""
+        self.runner_table: RunnerTable = unseen("not started")
+        """The runners seen at the last rescan (issue 21; ``status --json`` shows it)."""
         self.wedge_slack_s: float | None = None  # Ollama's own waits, see crash.wedge_bound_s
         self.window_of: Callable[[ModelConfig], WindowVerdict | None] = lambda _m: None
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
         self.on_use: Callable[[str, datetime, bool], None] = lambda _name, _at, _cold: None
         """Told of each use by someone else seen at a look (name, when, cold): learned hours."""
+
+    def _init_shows(self) -> None:
+        """What ``/api/show`` told, per match key, and how asking it went."""
+        self.infos: dict[str, ModelInfo] = {}
+        self.blobs: dict[str, str] = {}
+        self._unshowable: set[str] = set()
+        self._digests: dict[str, str] = {}  # listed name -> manifest digest we learnt it with
+        self._show_failures: dict[str, tuple[int, float]] = {}  # key -> (failures, retry at)
 
     def _emit(self, event: plan.Event) -> None:
         self._note_load(event)
@@ -157,21 +174,27 @@ class HostKeeper:
 
         A new config is a reason to try held models again: the set or the room may differ.
         """
-        before = {m.key: m for m in self.models}
-        if config.ollama.cgroup != self.config.ollama.cgroup and self.crash_watch is not None:
-            asyncio.get_running_loop().create_task(self.crash_watch.stop())
-            self.crash_watch = None  # chosen again at the next look
+        if config.ollama.cgroup != self.config.ollama.cgroup:
+            if self.crash_watch is not None:
+                self._spawn(self.crash_watch.stop())
+            self.crash_watch = None  # chosen again at the next look, even if it was off
+            self.crash_watch_source = "not started"
+            self.runner_table = unseen("not started")
+        old_ollama = self.config.ollama
+        if (old_ollama.request_timeout_s, old_ollama.load_timeout_s) != (
+            config.ollama.request_timeout_s,
+            config.ollama.load_timeout_s,
+        ):
+            # Calls in flight keep the client they started with; new ones use the new limits.
+            self.client = OllamaClient(
+                self._session,
+                self.host,
+                request_timeout_s=config.ollama.request_timeout_s,
+                load_timeout_s=config.ollama.load_timeout_s,
+            )
+        self.states = plan.adopt_config(self.models, models, self.states)
         self.models, self.config = models, config
-        kept = plan.release_holds(self.states)
-        self.states = {m.key: kept.get(m.key, plan.ModelState()) for m in models}
         self.primes = {m.key: self.primes.get(m.key, priming.PrimeState()) for m in models}
-        for m in models:
-            old = before.get(m.key)
-            if old is not None and old.options != m.options:
-                # Other options give another context: learn ours again, forget the mismatch.
-                self.states[m.key] = replace(
-                    self.states[m.key], own_context=None, foreign=False, mismatch_reported=False
-                )
 
     def note_resume(self, now: datetime) -> None:
         """The machine woke up: refresh every model now, and forget timeouts met while asleep
@@ -184,17 +207,22 @@ class HostKeeper:
         self.states = plan.release_holds(self.states)
         self.states[model.key] = replace(self.states[model.key], refresh_requested_at=now)
 
-    async def unload_and_confirm(self, model: ModelConfig, within_s: float = 5.0) -> bool:
-        """Unload ``model`` (§1.4) and look until ps no longer lists it, for ``within_s`` at most.
+    async def unload_and_confirm(self, model: ModelConfig, within_s: float | None = None) -> bool:
+        """Unload a paused ``model`` and look until ps no longer lists it (``within_s`` at most:
+        by default the load time limit, as a load of ours in flight finishes first).
 
-        The unload is asynchronous inside Ollama (the row can stay ~0.1-0.2 s, §9): waiting for
-        it makes the status shown right after ``pause --unload`` true.
+        The unload is a state of the plan (``plan.pause_with_unload``): the load lane makes it
+        when nothing of ours is in flight. Confirmed only by a look that no longer lists it
+        with no call in flight: what ``pause --unload`` answers must be true.
         """
-        await self.client.unload(model.name)
-        deadline = self._clocks.monotonic() + within_s
+        self.states[model.key] = plan.pause_with_unload(self.states[model.key])
+        limit = self.config.ollama.load_timeout_s if within_s is None else within_s
+        deadline = self._clocks.monotonic() + limit
         while True:
             await self.look()
-            if not any(d.model.key == model.key and d.row is not None for d in self.decisions):
+            st = self.states.get(model.key)
+            listed = any(d.model.key == model.key and d.row is not None for d in self.decisions)
+            if st is None or (not listed and st.in_flight_since is None):
                 return True
             if self._clocks.monotonic() > deadline:
                 return False
@@ -207,22 +235,12 @@ class HostKeeper:
         A cold model that is still going to be warmed (a higher-ranked one a lower one
         evicted, say) keeps it false, so READY=1 never goes out while it is cold.
         """
-        settled = {"warm", "paused", "conflict", "mismatch", "error", "outside"}
-        return (
-            self.ollama_up
-            and bool(self.decisions)
-            and all(plan.describe_state(d) in settled for d in self.decisions)
-        ) or (self.ollama_up and not self.models)
+        return self.ollama_up and plan.first_pass_done(self.decisions, configured=bool(self.models))
 
     @property
     def all_warm(self) -> bool:
         """True when every model that is not paused, held or outside its windows is listed."""
-        return self.ollama_up and all(
-            d.row is not None
-            for d in self.decisions
-            if plan.describe_state(d) not in {"paused", "conflict", "outside"}
-            and (d.window is None or d.window.inside)
-        )
+        return self.ollama_up and plan.all_warm(self.decisions)
 
     # -- observe ------------------------------------------------------------------------------
 
@@ -238,18 +256,55 @@ class HostKeeper:
         async with self._look_lock:
             while True:
                 self._look_again = False
-                await self._observe()
-                self._plan_and_act()
+                try:
+                    await self._observe()
+                    self._plan_and_act()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a garbled answer, a bug: the next look retries
+                    self.poll_errors += 1
+                    self._down_polls += 1
+                    _log.exception("look_failed", host=self.host, error=repr(exc))
+                    self._retry_soon()
                 self.looks += 1
                 if not self._look_again:
                     break
 
+    def _clock_offset(self) -> tuple[float, float]:
+        """(wall - boottime, boottime - monotonic): a step moves the first, a suspend the second."""
+        boot = self._clocks.boottime()
+        return self._clocks.wall().timestamp() - boot, boot - self._clocks.monotonic()
+
+    def _notice_wall_step(self) -> None:
+        """Re-anchor every time we hold when the wall clock stepped (core/plan/jumps.py).
+
+        A suspend is left to the resume rules (every model is refreshed once anyway).
+        """
+        offset = self._clock_offset()
+        step = plan.wall_step(self._wall_offset, offset)
+        self._wall_offset = offset
+        if step is None:
+            return
+        delta = timedelta(seconds=step)
+        self.states = {k: plan.shift_times(st, delta) for k, st in self.states.items()}
+        self.primes = {k: plan.shift_times(st, delta) for k, st in self.primes.items()}
+        self._lease_map = plan.remember_leases(self._lease_map, self.snapshot, delta)
+        if self.snapshot is not None:
+            self.snapshot = plan.shift_times(self.snapshot, delta)
+        if self.resumed_at is not None:
+            self.resumed_at += delta
+        self._emit(plan.Event("wall_clock_stepped", "", {"seconds": round(step, 3)}))
+
     async def _observe(self) -> None:
         asked = self._clocks.monotonic()
+        self._notice_wall_step()
         try:
             if not self.ollama_up:
                 self.version = await self.client.version()
             snapshot = await self.client.ps()
+            # Our clock, not the client's: every time the plan compares comes from one clock.
+            snapshot = replace(snapshot, taken_at=self._clocks.wall())
+            snapshot, self._lease_map = plan.remap_leases(snapshot, self._lease_map)
         except OllamaUnreachableError as exc:
             self._went_down(str(exc))
             return
@@ -271,8 +326,12 @@ class HostKeeper:
         self.ollama_up, self._down_polls = True, 0
         self._ensure_crash_watch()
         await self._learn_blobs(snapshot)
-        self._note_appearances(snapshot)
-        self._note_uses(snapshot)
+        if self.crash_watch is not None:
+            # The runner table as of this snapshot, not of the last rescan: a loss is judged on
+            # whether a client's runner started for the model (issue 21).
+            self.crash_watch.rescan()
+        reloaded, self._reloaded_by_others = self._reloaded_by_others, set()
+        self._note_uses(snapshot)  # learned hours: before the snapshot becomes the last
         observation = plan.observe(
             self.models,
             self.config.daemon,
@@ -282,13 +341,60 @@ class HostKeeper:
             blobs=self.blobs,
             outage=self._outage,
             runtime_oom_expires_all=version_at_least(self.version, 0, 30),
+            processes_visible=self.runner_table.visible,
+            reloaded_by_others=reloaded,
+            loading_count=plan.unlisted_runners(self.runner_table, snapshot, self.blobs),
         )
         self.states = observation.states
         for event in observation.events:
             self._emit(event)
+        self._observe_runners(snapshot, asked, reloaded)
         if any(event.name == "gpu_lost" for event in observation.events):
             self._on_gpu_lost()  # once per loss, however many models it hit
         self.snapshot, self._outage, self._snapshot_asked = snapshot, False, asked
+
+    def _observe_runners(self, snapshot: PsSnapshot, asked: float, reloaded: set[str]) -> None:
+        """Settle runner exits on this snapshot; see clients' loads and their argv (issue 21)."""
+        rows = plan.match_rows(self.models, snapshot, self.blobs)
+        before = {r.name for r in self.snapshot.models} if self.snapshot else set()
+        left = bool(before - {r.name for r in snapshot.models})
+        self.states, died = plan.settle_runner_exits(
+            self.models,
+            self.states,
+            rows,
+            asked,
+            snapshot.taken_at,
+            any_row_left=left,
+            table=self.runner_table,
+            blobs=self.blobs,
+        )
+        for event in died:
+            self._emit(event)
+        for model in self.models:
+            if model.key in reloaded:
+                st, events = plan.note_client_reload(model, self.states[model.key])
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
+        for model in self.models:
+            pid = self._foreign_runners.get(model.key)
+            blob = self.blobs.get(model.key)
+            if pid is None and self.states[model.key].last_warm_ok_at is None and blob:
+                # Found loaded, never called by us: compare its argv before we claim it
+                # (a claim with other options would reload a client's runner, item 12).
+                found = self.runner_table.by_blob(blob)
+                pid = found[-1].pid if found else None
+            runner = self.runner_table.by_pid(pid) if pid is not None else None
+            if runner is None:
+                self._foreign_runners.pop(model.key, None)
+            elif rows[model.key] is not None:
+                st, events = plan.note_argv_mismatch(model, self.states[model.key], runner)
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
+        self._elsewhere = plan.loading_elsewhere(
+            self.models, self.states, self.runner_table, self.blobs, rows
+        )
 
     def _went_down(self, error: str) -> None:
         if self.ollama_up or self._down_polls == 0:
@@ -304,23 +410,44 @@ class HostKeeper:
     def _retry_soon(self) -> None:
         # Fast, bounded cadence while Ollama is away or answering garbage: 0.25 s doubling up to
         # down_poll_max (the regular poll keeps its own cadence beside it).
-        delay = min(self.config.daemon.down_poll_max_s, 0.125 * 2 ** min(self._down_polls, 8))
+        delay = plan.down_poll_delay_s(self._down_polls, self.config.daemon.down_poll_max_s)
         self._wake(self._clocks.wall() + timedelta(seconds=delay))
 
     async def _learn_blobs(self, snapshot: PsSnapshot) -> None:
-        """Learn the weights blob of listed names we do not know, to match aliases (§7.1)."""
+        """Learn the weights blob of listed names we do not know, to match aliases (§7.1).
+
+        A name pulled again (another digest) is asked again: its blob changed (§7.6).
+        """
+        stale, self._digests = plan.repulled(
+            self._digests, [(match_key(r.name), r.digest) for r in snapshot.models]
+        )
+        for key in stale:
+            old_blob = self.blobs.pop(key, None)
+            self.infos.pop(key, None)
+            self._unshowable.discard(key)
+            self._show_failures.pop(key, None)
+            for other in [k for k, b in self.blobs.items() if b == old_blob]:
+                self.blobs.pop(other, None)  # configured aliases learn theirs at the next warm
+                self.infos.pop(other, None)
         for row in snapshot.models:
             key = match_key(row.name)
             if key in self.infos or key in self._unshowable:
+                continue
+            failures, retry_at = self._show_failures.get(key, (0, -math.inf))
+            if self._clocks.monotonic() < retry_at:
                 continue
             try:
                 info = await self.client.show(row.name)
             except OllamaUnreachableError:
                 return  # try again at the next look
-            except OllamaError:
-                # E.g. a model deleted while loaded (§7.5): asking at every poll won't help.
-                self._unshowable.add(key)
+            except OllamaError as exc:
+                wait = plan.show_failure(exc.status, failures + 1, key)
+                if wait is None:  # e.g. a model deleted while loaded (§7.5)
+                    self._unshowable.add(key)
+                else:
+                    self._show_failures[key] = (failures + 1, self._clocks.monotonic() + wait)
                 continue
+            self._show_failures.pop(key, None)
             self.infos[key] = info
             if info.blob:
                 self.blobs[key] = info.blob
@@ -333,28 +460,51 @@ class HostKeeper:
         source, why = choose_source(self.config.ollama.cgroup, self.host, default_host=default)
         if source is None:
             self.crash_watch_source = f"off: {why}"
+            self.runner_table = unseen(f"off: {why}")
             if self.config.ollama.cgroup not in {"", "auto"}:  # asked for, and not possible
                 self._emit(plan.Event("crash_watch_off", "", {"reason": why}))
             else:
                 _log.info("crash_watch_off", host=self.host, reason=why)
             return
         self.crash_watch_source = source.description
-        self.crash_watch = CrashWatch(source, self._process_exited)
+        self.crash_watch = CrashWatch(source, self._runners_changed, clock=self._clocks.monotonic)
         self.crash_watch.start()
+        self.runner_table = self.crash_watch.table
         _log.info("crash_watch_started", host=self.host, source=source.description, why=why)
 
-    def _process_exited(self, pids: frozenset[int]) -> None:
-        """A process of Ollama's ended: a runner may have died. Check the listed models now."""
-        listed = [d.model.key for d in self.decisions if d.row is not None]
-        _log.info("ollama_process_exited", host=self.host, pids=sorted(pids), checking=len(listed))
-        if listed:
-            self.states = crash.request_checks(self.states, listed, self._clocks.wall())
-        asyncio.get_running_loop().create_task(self.look())
+    def _runners_changed(self, events: Sequence[RunnerEvent], table: RunnerTable) -> None:
+        """The runner watch saw runners start or end (issue 21): note it, look again.
+
+        The plan settles an exit on the next snapshot (core/plan/processes.py): a crash is
+        checked, an unload goes through the loss rules. A runner started while no call of
+        ours was in flight for its model is someone else's.
+        """
+        self.runner_table = table
+        others = plan.started_by_others(self.models, self.states, self.blobs, events)
+        self._foreign_runners.update(others)
+        self._reloaded_by_others.update(others)
+        exited = [e for e in events if e.kind == "exited"]
+        if not exited:
+            return
+        listed = {d.model.key for d in self.decisions if d.row is not None}
+        self.states = plan.note_runner_exits(
+            self.models, self.states, exited, table, self.blobs, listed
+        )
+        pids = sorted(e.runner.pid for e in exited)
+        _log.info("ollama_process_exited", host=self.host, pids=pids)
+        self._spawn(self.look())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task kept referenced until it ends (an unreferenced task can be
+        collected mid-flight), and ended by :meth:`stop`."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     def _on_gpu_lost(self) -> None:
         command = self.config.daemon.on_gpu_lost
         if command:
-            asyncio.get_running_loop().create_task(_run_hook(command, self.host))
+            self._spawn(_run_hook(command, self.host))
 
     # -- decide and act ---------------------------------------------------------------------
 
@@ -364,7 +514,7 @@ class HostKeeper:
             self.states[model.key] = plan.apply_window(
                 self.states[model.key], self.window_of(model)
             )
-        unconfirmed = {k for k, t in self._call_ended.items() if t > self._snapshot_asked}
+        unconfirmed = plan.unconfirmed(self._call_ended, self._snapshot_asked)
         self.decisions = plan.decide(
             self.models,
             self.config.daemon,
@@ -374,10 +524,9 @@ class HostKeeper:
             blobs=self.blobs,
             resumed_at=self.resumed_at,
             unconfirmed=unconfirmed,
+            loading_elsewhere=self._elsewhere,
         )
-        # Releases first: the load lane is FIFO, so a held model's room is given back before a
-        # higher-ranked model's load needs it.
-        for decision in sorted(self.decisions, key=lambda d: d.action is not plan.Action.UNLOAD):
+        for decision in plan.queue_order(self.decisions):
             key = decision.model.key
             if key in self._queued:
                 continue
@@ -404,11 +553,25 @@ class HostKeeper:
         self._on_change()
 
     async def _load_lane(self) -> None:
+        """Make the queued loads and releases one at a time; nothing but cancellation ends it."""
         while True:
-            await self._call(await self._loads.get())
+            decision = await self._loads.get()
+            try:
+                await self._call(decision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # _call guards itself; this is the lane's last defence
+                _log.exception("load_lane_restarted", host=self.host, error=repr(exc))
 
     async def _call(self, decision: plan.Decision) -> None:
-        """Make one decided call; whatever it raises is logged, never the end of a lane."""
+        """Make one decided call; whatever it raises is logged, never the end of a lane.
+
+        A call queued before a config reload is made with the model's current config (its
+        options may have changed meanwhile, issue 22 item 10).
+        """
+        current = next((m for m in self.models if m.key == decision.model.key), None)
+        if current is not None and current != decision.model:
+            decision = replace(decision, model=current)
         model = decision.model
         self._in_flight += 1
         self._idle.clear()
@@ -420,36 +583,47 @@ class HostKeeper:
                     await self._warm(decision)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug of ours must not stop the keeping of every other model
-            _log.exception("call_crashed", model=model.name, host=self.host)
+        except Exception as exc:  # a bug of ours, a garbled answer: never the end of a lane
+            _log.exception("call_failed_unexpectedly", model=model.name, host=self.host)
             if model.key in self.states:
-                self.states[model.key] = replace(self.states[model.key], in_flight_since=None)
+                st, events = plan.record_call_crashed(
+                    model, self.states[model.key], self._clocks.wall(), repr(exc)
+                )
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
         finally:
             self._call_ended[model.key] = self._clocks.monotonic()
             self._queued.discard(model.key)
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
-        await self.look()
+        await self.look()  # guarded: a look never raises but for cancellation
 
     def _still_wanted(self, decision: plan.Decision) -> bool:
         """A queued call is made only if the latest plan still asks for it (and the model is
         still configured): a look meanwhile may have seen a client's runner to leave alone."""
-        if decision.model.key not in self.states:
-            return False
         latest = next((d for d in self.decisions if d.model.key == decision.model.key), None)
-        return latest is None or latest.action is decision.action or latest.reason == "confirming"
+        return plan.still_wanted(decision, latest, configured=decision.model.key in self.states)
 
     async def _release(self, model: ModelConfig, reason: str) -> None:
         """Unload a model held for capacity (so the higher-ranked ones fit, §1.4), or whose
         window closed with ``after_window = "unload"``."""
-        self.states[model.key] = plan.record_release_sent(self.states[model.key])
         try:
             await self.client.unload(model.name)
         except OllamaError as exc:
-            _log.warning("release_failed", model=model.name, host=self.host, error=exc.message)
+            if model.key in self.states:
+                st, events = plan.record_release_failed(
+                    model, self.states[model.key], self._clocks.wall(), exc.message
+                )
+                self.states[model.key] = st
+                for event in events:
+                    self._emit(event)
         else:
+            if model.key in self.states:
+                self.states[model.key] = plan.record_release_sent(self.states[model.key])
             why = "model_unloaded_after_window" if reason.startswith(plan.OUTSIDE) else ""
+            why = "model_unloaded_on_pause" if reason.startswith("paused") else why
             _log.info(why or "model_released_for_room", model=model.name, host=self.host)
 
     async def _warm(self, decision: plan.Decision) -> None:
@@ -459,7 +633,7 @@ class HostKeeper:
         st = self.states[model.key]
         limit_s = plan.load_timeout_s(st, self.config.ollama.load_timeout_s)
         self.states[model.key] = plan.record_warm_started(
-            st, started, listed=listed, row=decision.row if decision.renew else None
+            st, started, listed=listed, row=decision.row, renews=decision.renew
         )
         self._on_change()
         events: list[plan.Event]
@@ -493,10 +667,22 @@ class HostKeeper:
                 model, self.states[model.key], self._clocks.wall(), exc.status, exc.message
             )
         else:
-            st, events = plan.record_warm_finished(
-                model, self.states[model.key], self._clocks.wall(), result.duration_s
+            if self.crash_watch is not None and (not listed or reason == plan.RUNNER_CHECK):
+                # Read the runners while this call still counts as in flight: a runner it
+                # started is ours, not a client's (core/plan/processes.py).
+                self.crash_watch.rescan()
+            # Its blob is known now: was it listed under another name all along (§7.1)?
+            resident = not listed and (
+                plan.match_rows([model], self.snapshot, self.blobs)[model.key] is not None
             )
-            if not listed:
+            st, events = plan.record_warm_finished(
+                model,
+                self.states[model.key],
+                self._clocks.wall(),
+                result.duration_s,
+                resident=resident,
+            )
+            if any(e.name == "model_warmed" and e.fields.get("loaded") for e in events):
                 self._on_cold_load(model, result.duration_s)
             st = crash.after_call(st, events, self._clocks.wall(), ok=True)
         finally:
@@ -506,38 +692,43 @@ class HostKeeper:
             self.states[model.key] = st
         for event in events:
             self._emit(event)
-        if reason == plan.RESUMED and st.failures == 0:
+        resumed, verify = plan.verify_after(decision, st)
+        if resumed:
             self._emit(plan.Event("refreshed_after_resume", model.name, {}))
-            if model.verify:
-                await self._verify(model)
+        if verify:
+            await self._verify(model)
 
     async def _watch_wedge(self, model: ModelConfig, cold_load_s: float | None) -> None:
-        """Report ``runner_wedged`` if this refresh outlasts its bound while Ollama answers."""
-        await asyncio.sleep(crash.wedge_bound_s(cold_load_s, slack_s=self.wedge_slack_s))
+        """Report ``runner_wedged`` if this refresh outlasts its bound while Ollama answers.
+
+        A call queued behind another load is not wedged: where runners are visible, the bound
+        counts from its own runner's start, or the last other load's (issue 21 item 4).
+        """
+        began = self._clocks.monotonic()
+        bound = crash.wedge_bound_s(cold_load_s, slack_s=self.wedge_slack_s)
+        blob = self.blobs.get(model.key)
+        due = bound
+        while due > 0:  # re-judged when the bound would end: loads ahead of it may have started
+            await asyncio.sleep(due)
+            now = self._clocks.monotonic()
+            queued = plan.queued_not_wedged(self.runner_table, blob, began, now, bound)
+            due = min(1.0, bound / 4) if queued else 0.0
         try:
             await self.client.version()
         except OllamaError:
             return  # Ollama itself is away or hung: not this runner's fault
         st = self.states.get(model.key)
-        if st is None or st.wedged_since is not None:
-            return  # once per episode
-        self.states[model.key] = replace(st, wedged_since=self._clocks.wall())
-        waited = (self._clocks.wall() - (st.in_flight_since or self._clocks.wall())).total_seconds()
-        self._emit(
-            plan.Event(
-                "runner_wedged",
-                model.name,
-                {
-                    "waited_s": round(waited, 3),
-                    "cold_load_s": cold_load_s,
-                    "hint": "a refresh of this loaded model gets no answer while Ollama does: "
-                    "its runner hangs (a hung GPU?). Restarting Ollama frees it.",
-                },
-            )
+        if st is None:
+            return
+        st, events, run_hook = crash.record_wedged(
+            model, st, self._clocks.wall(), cold_load_s, ollama_answers=True
         )
+        self.states[model.key] = st
+        for event in events:
+            self._emit(event)
         self._on_change()
         command = self.config.daemon.on_runner_wedged
-        if command:
+        if run_hook and command:
             await _run_hook(command, self.host, "runner_wedged")
 
     async def _verify(self, model: ModelConfig) -> None:
@@ -554,42 +745,24 @@ class HostKeeper:
             # Ollama notices the dead runner on the next request and reloads it: ask for one.
             self._emit(plan.Event("verify_failed", model.name, {"error": exc.message}))
             if model.key in self.states:
-                self.states[model.key] = replace(
-                    self.states[model.key],
-                    refresh_requested_at=self._clocks.wall(),
-                    expect_reload=True,
+                self.states[model.key] = plan.record_verify_failed(
+                    self.states[model.key], self._clocks.wall()
                 )
         else:
             _log.info("model_verified", model=model.name, host=self.host)
 
-    # -- priming (issue 14): after every load seen, the clients' prefix, once -----------------
+    # -- priming (issue 14): after a load nobody used yet, the clients' prefix, once -----------
+    # Only our own loads, crash repairs and resumes count (core/prime.py LOAD_EVENTS): a model a
+    # client loaded (or found loaded at start) holds that client's conversation in its slot,
+    # and a prime would overwrite it (issue 22 item 3).
 
     def _note_load(self, event: plan.Event) -> None:
         """A load of ours, a reload, a resume: the runner's prompt cache may be empty."""
-        cause = priming.LOAD_EVENTS.get(event.name)
-        if cause is None or (event.name == "model_warmed" and not event.fields.get("loaded")):
+        cause = plan.prime_cause(event.name, event.fields)
+        if cause is None:
             return
         for model in self.models:
             if model.name == event.model and model.key in self.primes:
-                self.primes[model.key] = priming.note_load(
-                    self.primes[model.key], self._clocks.wall(), cause
-                )
-
-    def _note_appearances(self, snapshot: PsSnapshot) -> None:
-        """A model listed now and not before, and not by a call of ours, was loaded by someone."""
-        before = plan.match_rows(self.models, self.snapshot, self.blobs)
-        after = plan.match_rows(self.models, snapshot, self.blobs)
-        for model in self.models:
-            st = self.states[model.key]
-            unsettled = (
-                st.in_flight_since is not None
-                or self._call_ended.get(model.key, -math.inf) > self._snapshot_asked
-            )
-            listed_before = self.snapshot is not None and before[model.key] is not None
-            if priming.appeared(
-                listed_before, after[model.key] is not None, ours_unsettled=unsettled
-            ):
-                cause = "found loaded" if self.snapshot is None else "loaded by a client"
                 self.primes[model.key] = priming.note_load(
                     self.primes[model.key], self._clocks.wall(), cause
                 )
@@ -619,7 +792,6 @@ class HostKeeper:
 
     def _start_primes(self, now: datetime) -> None:
         """Start the primes due now, side by side like refreshes: never in the load lane."""
-        leave_alone = {plan.Action.HOLD, plan.Action.UNLOAD}
         for decision in self.decisions:
             model = decision.model
             st = self.primes.get(model.key)
@@ -628,7 +800,8 @@ class HostKeeper:
                 st,
                 now,
                 listed=decision.row is not None,
-                leave_alone=decision.action in leave_alone,
+                leave_alone=plan.leave_alone(self.states[model.key], now)
+                or decision.action is plan.Action.UNLOAD,
                 warm_in_flight=self.states[model.key].in_flight_since is not None,
             ):
                 continue
@@ -642,9 +815,9 @@ class HostKeeper:
         prefix = model.prime
         if prefix is None:
             return
-        payload = prefix.payload(
-            model.name, keep_alive=model.keep_alive_wire, options=model.options
-        )
+        # No keep_alive: the model was just loaded with ours, and a prime must never revive a
+        # runner that Ollama drains for another client's load (§4.5).
+        payload = prefix.payload(model.name, keep_alive=None, options=model.options)
         try:
             result = await self.client.prime(
                 prefix.endpoint, payload, timeout_s=self.config.ollama.load_timeout_s

@@ -11,7 +11,6 @@ import asyncio
 import functools
 import signal
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,40 @@ RESUME_DEDUP_S = 10.0
 """Resume reports this close together (logind's signal, the clock gap) are one resume."""
 
 
+class _UntilStopping:
+    """Pass messages on until ``STOPPING=1``, then none: a STATUS= or READY=1 sent by a call
+    that ends during the stop grace would tell systemd the unit is running again."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._stopped = False
+
+    def ready(self) -> None:
+        """Say start-up (or a reload) is complete, unless stopping."""
+        if not self._stopped:
+            self._notifier.ready()
+
+    def reloading(self) -> None:
+        """Say a configuration reload has begun, unless stopping."""
+        if not self._stopped:
+            self._notifier.reloading()
+
+    def stopping(self) -> None:
+        """Say shutdown has begun; nothing after it."""
+        if not self._stopped:
+            self._stopped = True
+            self._notifier.stopping()
+
+    def status(self, text: str) -> None:
+        """Replace the status line, unless stopping."""
+        if not self._stopped:
+            self._notifier.status(text)
+
+    def watchdog(self) -> None:
+        """Keep the watchdog fed while stopping too: the grace can outlast its interval."""
+        self._notifier.watchdog()
+
+
 class Keeper:
     """The daemon's lifecycle: start → keep → reload → stop."""
 
@@ -64,7 +97,7 @@ class Keeper:
         calendar_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
-        self._notifier = notifier or NullNotifier()
+        self._notifier: Notifier = _UntilStopping(notifier or NullNotifier())
         self._clocks = clocks or SystemClocks()
         self._reload_config = reload_config
         self._handle_signals = handle_signals
@@ -185,7 +218,10 @@ class Keeper:
         self._should_exit.set()
 
     def request_reload(self) -> None:
-        """Ask the daemon to re-read its config (SIGHUP). Only records intent."""
+        """Ask the daemon to re-read its config (SIGHUP). Records intent; none once stopping."""
+        if self._should_exit.is_set():
+            _log.info("config_reload_ignored", reason="stopping")
+            return
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self.reload())
 
@@ -389,7 +425,7 @@ class Keeper:
             for model in keeper.models:
                 pause = self.pauses.get(model.key)
                 until = (pause.until or PAUSED_FOREVER) if pause else None
-                keeper.states[model.key] = replace(keeper.states[model.key], paused_until=until)
+                keeper.states[model.key] = plan.apply_pause(keeper.states[model.key], until)
 
     def _configured(self, name: str) -> list[ModelConfig]:
         key = match_key(name)
@@ -411,11 +447,17 @@ class Keeper:
             until=until.isoformat() if until else None,
             unload=unload,
         )
+        confirmed = True
         if unload:
             for model in models:
-                await self.hosts[model.host].unload_and_confirm(model)
+                confirmed &= await self.hosts[model.host].unload_and_confirm(model)
         how_long = f"until {until:%Y-%m-%d %H:%M:%S %Z}" if until else "until resumed"
-        return f"paused {models[0].name} {how_long}" + (" and unloaded it" if unload else "")
+        said = f"paused {models[0].name} {how_long}"
+        if unload and confirmed:
+            return said + " and unloaded it"
+        if unload:  # what /api/ps says now; the unload still happens once a load ends
+            return said + "; it is still loaded: it will be unloaded as soon as Ollama lets it"
+        return said
 
     def resume(self, name: str) -> str:
         """Keep ``name`` warm again."""

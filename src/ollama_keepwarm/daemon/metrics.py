@@ -152,7 +152,8 @@ class Metrics:
         labels = (host, model)
         if name == "model_warmed":
             self.warms.labels(*labels, "ok").inc()
-            self.cold_loads.labels(*labels).inc()
+            if fields.get("loaded", True):  # an alias found resident was no load (§7.1)
+                self.cold_loads.labels(*labels).inc()
             self.warm_seconds.labels(*labels).observe(float(fields.get("duration_s", 0.0)))
         elif name == "model_refreshed":
             self.warms.labels(*labels, "ok").inc()

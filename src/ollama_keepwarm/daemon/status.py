@@ -15,12 +15,14 @@ from typing import Any, Protocol
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.prime import PrimeState
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
+from ollama_keepwarm.core.runners import RunnerTable
 
 __all__ = [
     "DaemonView",
     "HostView",
     "build_status",
     "model_entry",
+    "processes_entry",
     "processor",
     "reload_note",
     "render_table",
@@ -51,6 +53,8 @@ class HostView(Protocol):
     def all_warm(self) -> bool: ...
     @property
     def crash_watch_source(self) -> str: ...
+    @property
+    def runner_table(self) -> RunnerTable: ...
     @property
     def primes(self) -> Mapping[str, PrimeState]: ...
 
@@ -223,6 +227,26 @@ def _window(decision: plan.Decision) -> dict[str, Any] | None:
     }
 
 
+def processes_entry(table: RunnerTable) -> dict[str, Any]:
+    """What the keeper sees of a host's runner processes (issue 21), and what it cannot."""
+    return {
+        "visible": table.visible,
+        "source": table.source,
+        "cannot_see": list(table.cannot_see),
+        "runners": [
+            {
+                "pid": r.pid,
+                "blob": r.blob,
+                "flavour": r.flavour,
+                "port": r.port,
+                "options": dict(r.options),
+                "age_s": round(max(0.0, table.at - r.started_at), 1),
+            }
+            for r in sorted(table.runners, key=lambda r: r.pid)
+        ],
+    }
+
+
 def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
     return {
         "host": keeper.host,
@@ -230,6 +254,7 @@ def _host_entry(keeper: HostView, now: datetime) -> dict[str, Any]:
         "version": keeper.version,
         "poll_errors": keeper.poll_errors,
         "crash_watch": keeper.crash_watch_source,
+        "processes": processes_entry(keeper.runner_table),
         "polled_at": keeper.snapshot.taken_at.isoformat() if keeper.snapshot else None,
         "models": [
             model_entry(

@@ -83,8 +83,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--runner-processes",
         action="store_true",
-        help="give each loaded runner a real child process (in a cgroup when possible) that "
-        "/_fake/crash kills, so a crash watch can see it",
+        help="give each runner a real child process from the start of its load (in a cgroup "
+        "when possible) whose command line is the imitated version's runner argv, and that "
+        "/_fake/crash kills, so a runner watch can see it",
     )
     parser.add_argument(
         "--seconds-per-prompt-token",

@@ -2,8 +2,8 @@
 
 Ollama's timers run on a monotonic clock that stops while the machine sleeps (reference §7.7),
 while ``expires_at`` is wall time. The fake mirrors that split: :meth:`Clock.sleep` divides every
-wait by ``time_scale`` and pauses while "suspended", and :meth:`Clock.wall_ns` is always the real
-``time.time_ns()``.
+wait by ``time_scale`` and pauses while "suspended", and :meth:`Clock.wall_ns` is the real
+``time.time_ns()``, plus any step a test made (:meth:`Clock.step_wall`; waits never step).
 """
 
 from __future__ import annotations

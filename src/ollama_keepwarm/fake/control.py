@@ -13,6 +13,7 @@ Routes and bodies (each mirrors the :class:`FakeOllama` method of the same name)
     POST /_fake/suspend         {"seconds": 30, "gpu_lost": false}
     POST /_fake/fail_next_load  {"error": null, "times": 1}
     POST /_fake/delay           {"path_prefix": "/api/ps", "seconds": 2}  ("inf", null)
+    POST /_fake/garble          {"path_prefix": "/api/ps", "kind": "http", "times": 1}
     POST /_fake/runtime_oom
     POST /_fake/unload          {"model": "llama3.1:8b"}
     POST /_fake/fail_answers    {"path_prefix": "/api/ps", "kind": "garble", "times": 1} ("500")
@@ -75,6 +76,7 @@ class FaultTarget(Protocol):
     async def suspend(self, seconds: float, gpu_lost: bool = False) -> None: ...
     def fail_next_load(self, error: str | None = None, times: int = 1) -> None: ...
     def set_delay(self, path_prefix: str, seconds: float | None) -> None: ...
+    def garble_next(self, path_prefix: str, kind: str = "http", times: int = 1) -> None: ...
     def runtime_oom(self) -> int: ...
     async def unload(self, name: str) -> bool: ...
     def fail_next_answers(self, path_prefix: str, kind: Any, times: int = 1) -> None: ...
@@ -102,6 +104,7 @@ class ControlRoutes:
         router.add_post("/_fake/suspend", self.suspend)
         router.add_post("/_fake/fail_next_load", self.fail_next_load)
         router.add_post("/_fake/delay", self.delay)
+        router.add_post("/_fake/garble", self.garble)
         router.add_post("/_fake/runtime_oom", self.runtime_oom)
         router.add_post("/_fake/unload", self.unload)
         router.add_post("/_fake/fail_answers", self.fail_answers)
@@ -158,6 +161,18 @@ class ControlRoutes:
         seconds = None if body.get("seconds") is None else _number(body, "seconds", 0.0)
         self.fake.set_delay(prefix, seconds)
         return json_response(200, {"path_prefix": prefix, "seconds": body.get("seconds")})
+
+    async def garble(self, request: web.Request) -> web.Response:
+        """Break the next answer(s) to a path prefix (kinds in ``fake/garble.py``)."""
+        body = await _body(request)
+        prefix, kind = body.get("path_prefix"), body.get("kind", "http")
+        if not isinstance(prefix, str) or not isinstance(kind, str):
+            raise RequestError(400, "path_prefix and kind must be strings")
+        try:
+            self.fake.garble_next(prefix, kind, times=int(_number(body, "times", 1)))
+        except ValueError as error:
+            raise RequestError(400, str(error)) from None
+        return json_response(200, {"status": "armed"})
 
     async def runtime_oom(self, _request: web.Request) -> web.Response:
         """A generation ran out of memory: v0.30+ expires every runner; say how many."""

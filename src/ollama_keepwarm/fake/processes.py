@@ -1,10 +1,24 @@
-"""Real child processes for the fake's runners, so a test can kill one as the OOM killer would.
+"""Real child processes for the fake's runners, with Ollama's argv, to kill as the OOM killer would.
 
 Opt-in (``FakeOllama(runner_processes=True)``): every other test runs without spawning. Each
-loaded runner gets a ``sleep infinity`` child, started when its load ends and killed when it is
-unloaded, or when the server stops or restarts (a clean stop kills every runner, §4.8). A child
-that dies otherwise (SIGKILL from a test, ``/_fake/crash``) marks its runner crashed: it stays
-listed, unchanged, and the next request for it reloads it, as in Ollama.
+runner gets a child started when its load *starts* (a load in flight is a process that
+``/api/ps`` does not list yet, §4.9) and killed when the load fails or the runner is unloaded,
+or when the server stops or restarts (a clean stop kills every runner, §4.8). A child that dies
+otherwise (SIGKILL from a test, ``/_fake/crash``) marks its runner crashed: it stays listed,
+unchanged, and the next request for it reloads it, as in Ollama.
+
+Each child's ``/proc/<pid>/cmdline`` is the argv the imitated version gives its runner
+(:func:`runner_argv`), byte for byte, argv[0] included, and its ``comm`` is the real one
+(``ollama`` or ``llama-server``), so the keeper's runner table reads the fake as it reads
+Ollama. How, with no compiler and no dependency: the child is ``python -S -c <launcher>
+<padding>``, the padding sized so that its argument area is exactly as long as the wanted
+argv. It overwrites that area in place (``ctypes.memmove`` to ``arg_start`` from
+``/proc/self/stat``: the kernel shows ``[arg_start, arg_end)`` as it is when its last byte is
+a NUL, see ``proc_pid_cmdline(5)``), sets its name with ``prctl(PR_SET_NAME)``, says so on
+stdout and blocks on stdin (so it also ends if the fake dies). :meth:`RunnerProcesses.start`
+returns only after that, and only then moves it into the cgroup: the keeper's cgroup watch
+never sees the python command line. A process-table watcher may, for a few milliseconds; it
+reads a not-yet-runner again at its next rescan, as it must for a real fork before its exec.
 
 The children go into a cgroup the fake creates when it can (root, a writable cgroup v2 tree: a
 child of the fake's own cgroup), so the keeper's cgroup watch can be pointed at it; else each
@@ -19,13 +33,97 @@ import contextlib
 import itertools
 import os
 import signal
-from collections.abc import Callable
+import socket
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["RunnerProcesses", "own_cgroup_v2"]
+from ollama_keepwarm.fake.options import LoadOptions
+from ollama_keepwarm.fake.versions import Behaviour, parse_version
 
-_COMMAND = ("sleep", "infinity")
+__all__ = ["LLAMA_SERVER_BIN", "OLLAMA_BIN", "RunnerProcesses", "own_cgroup_v2", "runner_argv"]
+
+OLLAMA_BIN = "/usr/local/bin/ollama"
+"""Where Ollama's install script puts the program (v0.29 and earlier run ``ollama runner``)."""
+LLAMA_SERVER_BIN = "/usr/local/lib/ollama/llama-server"
+"""Where it puts llama-server (v0.30+ runs it for each model)."""
+
+_READY_TIMEOUT_S = 30.0
+_CHILD = """
+import ctypes, sys
+target = bytes.fromhex(sys.stdin.buffer.readline().decode())
+name = bytes.fromhex(sys.stdin.buffer.readline().decode())
+stat = open("/proc/self/stat", "rb").read()
+fields = stat[stat.rindex(b")") + 2 :].split()
+start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49
+ctypes.memmove(start, target.ljust(end - start, b"\\0")[: end - start], end - start)
+ctypes.CDLL(None).prctl(15, name, 0, 0, 0)  # PR_SET_NAME: comm, as the real program's
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+sys.stdin.buffer.read()
+"""
+_LAUNCHER = "import os;exec(os.environ['OKW_FAKE_RUNNER'])"
 _serial = itertools.count()
+
+
+def _free_port() -> int:
+    """A free local port, chosen as Ollama chooses its runners' (listen on :0, close)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def runner_argv(
+    behaviour: Behaviour,
+    *,
+    blob_path: str,
+    port: int,
+    options: LoadOptions,
+    parallel: int,
+    embedding: bool,
+    on_cpu: bool,
+) -> tuple[str, ...]:
+    """The argv Ollama of ``behaviour``'s version starts a runner with (reference §4.9).
+
+    Up to v0.29: ``ollama runner --model <blob> --port N``. From v0.30, v0.32.15's
+    ``startLlamaServer`` (``llm/llama_server.go``), with what the fake models: the context
+    for all slots, the log flags, ``use_mmap`` off (``--no-mmap`` before v0.32.6, then
+    ``--load-mode none``), flash attention (off on a CPU), the batch, an explicit ``num_gpu``,
+    ``num_thread`` and ``main_gpu``, and ``--context-shift`` when the runner shifts.
+    """
+    if not behaviour.checks_context_shift:  # every v0.30 flag changed together: the old runner
+        return (OLLAMA_BIN, "runner", "--model", blob_path, "--port", str(port))
+    args = [
+        LLAMA_SERVER_BIN, "--model", blob_path, "--port", str(port), "--host", "127.0.0.1",
+        "--no-webui", "--offline", "-c", str(options.num_ctx * parallel), "-np", str(parallel),
+        "--log-verbosity", "4", "--no-log-prefix", "--no-log-timestamps",
+    ]  # fmt: skip
+    if options.use_mmap is False:
+        version = parse_version(behaviour.version)
+        load_mode = version >= (0, 32, 6) or version == (0, 0, 0)
+        args += ["--load-mode", "none"] if load_mode else ["--no-mmap"]
+    args += ["--flash-attn", "off" if on_cpu else "auto"]
+    if embedding:
+        args.append("--embedding")
+        batch = min(options.num_batch, options.num_ctx * parallel)
+    else:
+        batch = options.num_batch
+    if batch > 0:
+        args += ["-b", str(batch), "-ub", str(batch)]
+    if options.num_gpu >= 0:
+        args += ["-ngl", str(options.num_gpu)]
+    if options.num_thread > 0:
+        args += ["-t", str(options.num_thread)]
+    if options.main_gpu is not None:
+        args += ["--split-mode", "none", "--main-gpu", str(options.main_gpu)]
+    if options.context_shift:
+        args.append("--context-shift")
+    return tuple(args)
+
+
+def _cmdline(argv: Sequence[str]) -> bytes:
+    return b"".join(arg.encode() + b"\0" for arg in argv)
 
 
 def own_cgroup_v2(proc: Path = Path("/proc")) -> Path | None:
@@ -95,15 +193,43 @@ class RunnerProcesses:
         """Every live child's pid, by runner key."""
         return {k: c.pid for k, c in self._children.items() if c.returncode is None}
 
-    async def start(self, key: str, on_death: Callable[[], None]) -> int:
-        """Start ``key``'s child; ``on_death()`` runs if it dies without :meth:`stop`."""
+    @staticmethod
+    def free_port() -> int:
+        """A port for a runner's ``--port`` (nothing listens on it: the fake has no runner HTTP)."""
+        return _free_port()
+
+    async def start(self, key: str, on_death: Callable[[], None], argv: Sequence[str]) -> int:
+        """Start ``key``'s child with ``argv`` as its command line; return its pid.
+
+        ``on_death()`` runs if it dies without :meth:`stop`. Returns once ``/proc/<pid>/cmdline``
+        says ``argv`` (see the module docstring).
+        """
+        target = _cmdline(argv)
+        head = [sys.executable, "-S", "-c", _LAUNCHER]
+        room = len(target) - len(_cmdline(head)) - 1  # the padding argument, without its NUL
         child = await asyncio.create_subprocess_exec(
-            *_COMMAND,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            *head,
+            "x" * max(room, 1),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "OKW_FAKE_RUNNER": _CHILD},
             start_new_session=True,  # its own process group, so a test can kill just it
         )
+        assert child.stdin is not None
+        assert child.stdout is not None
+        name = Path(argv[0]).name[:15].encode()
+        child.stdin.write(target.hex().encode() + b"\n" + name.hex().encode() + b"\n")
+        try:
+            await child.stdin.drain()
+            ready = await asyncio.wait_for(child.stdout.readline(), _READY_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            ready = b""
+        if ready != b"ready\n":
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+            raise RuntimeError(f"the fake runner for {argv[0]} did not start")
         if self.cgroup is not None:
             try:
                 (self.cgroup / "cgroup.procs").write_text(str(child.pid))
@@ -149,6 +275,8 @@ class RunnerProcesses:
         self, key: str, child: asyncio.subprocess.Process, on_death: Callable[[], None]
     ) -> None:
         await child.wait()
+        if child.stdin is not None:
+            child.stdin.close()
         if child.pid in self._stopping:
             self._stopping.discard(child.pid)
             return

@@ -25,7 +25,7 @@ from ollama_keepwarm.fake import options as load_options
 from ollama_keepwarm.fake.catalog import CatalogModel, Manifest
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.options import LoadOptions
-from ollama_keepwarm.fake.processes import RunnerProcesses
+from ollama_keepwarm.fake.processes import RunnerProcesses, runner_argv
 from ollama_keepwarm.fake.prompt_cache import PromptCache
 from ollama_keepwarm.fake.records import (
     EvictionRecord,
@@ -48,6 +48,9 @@ __all__ = [
     "Scheduler",
     "SchedulerError",
 ]
+
+UNLOAD_ROW_LAG_S = 0.003
+"""Up to v0.29, how long an unloaded runner's row outlives its process (§4.9: 1-5 ms)."""
 
 OOM_ERROR = Behaviour.for_version(CURRENT_STABLE).oom_error
 """What a load that ran out of GPU memory says in the current stable version (§2.6)."""
@@ -596,14 +599,21 @@ class Scheduler:
         pending.loaded = True
         self._loads.append(record)
         retried = False
+        await self._start_process(pending)  # the runner exists from the start of a load (§4.9)
         while True:
             seconds = model.size / 1e9 * self.load_seconds_per_gb
             if await _first(self.clock.sleep(seconds), pending.gone.wait()) == 1:
+                self._stop_process(pending)
                 self._finish(record, "context canceled")
                 return
             failure = self._load_failures.popleft() if self._load_failures else None
+            if failure is None and self._process_died(pending):
+                failure = LoadFailure(
+                    f"{self._runner_noun()} process has terminated: signal: killed"
+                )
             if failure is None:
                 break
+            self._stop_process(pending)  # a failed runner exits
             if failure.oom and self.behaviour.oom_load_evicts_all and not retried:
                 lowered = load_options.lower_automatic_context(
                     pending.options, model.context_length
@@ -615,15 +625,55 @@ class Scheduler:
                     if pending.gone.is_set():
                         self._finish(record, "context canceled")
                         return
+                    await self._start_process(pending)
                     continue
             message = failure.text(self.behaviour)
             self._finish(record, message)
             pending.future.set_exception(SchedulerError(500, message))
             return
-        if self.processes is not None:
-            await self.processes.start(pending.manifest.model.blob, self._died(pending.manifest))
         self._place(pending)
         self._finish(record, "")
+
+    def _runner_noun(self) -> str:
+        return "llama-server" if self.behaviour.checks_context_shift else "llama runner"
+
+    def _kept(self, pending: _Pending) -> LoadOptions:
+        """The options the runner keeps once it has loaded what ``pending`` asks for."""
+        model = pending.manifest.model
+        return load_options.at_load(
+            self.behaviour,
+            pending.options,
+            train_ctx=model.context_length,
+            completion=not model.is_embedding_only,
+            on_cpu=self._on_cpu(pending.options),
+        )
+
+    def _parallel(self, pending: _Pending) -> int:
+        """OLLAMA_NUM_PARALLEL request slots; one for an embedding model (§4.7)."""
+        return 1 if pending.manifest.model.is_embedding_only else self.num_parallel
+
+    async def _start_process(self, pending: _Pending) -> None:
+        """Start the runner's child with the argv the imitated version gives it."""
+        if self.processes is None:
+            return
+        model = pending.manifest.model
+        argv = runner_argv(
+            self.behaviour,
+            blob_path=model.blob_path,
+            port=self.processes.free_port(),
+            options=self._kept(pending),
+            parallel=self._parallel(pending),
+            embedding=model.is_embedding_only,
+            on_cpu=self._on_cpu(pending.options),
+        )
+        await self.processes.start(model.blob, self._died(pending.manifest), argv)
+
+    def _stop_process(self, pending: _Pending) -> None:
+        if self.processes is not None:
+            self.processes.stop(pending.manifest.model.blob)
+
+    def _process_died(self, pending: _Pending) -> bool:
+        return self.processes is not None and self.processes.dead(pending.manifest.model.blob)
 
     def _died(self, manifest: Manifest) -> Callable[[], None]:
         def mark() -> None:
@@ -649,13 +699,7 @@ class Scheduler:
         wanted = _offloaded_bytes(pending.options, model)
         size_vram = 0 if on_cpu else min(wanted, self._free_vram())
         keep_alive = pending.keep_alive_ns
-        kept = load_options.at_load(
-            self.behaviour,
-            pending.options,
-            train_ctx=model.context_length,
-            completion=not model.is_embedding_only,
-            on_cpu=on_cpu,
-        )
+        kept = self._kept(pending)
         runner = Runner(
             manifest=pending.manifest,
             options=kept,
@@ -664,9 +708,8 @@ class Scheduler:
             loaded_by=pending.caller,
             keep_alive_by=pending.caller if keep_alive is not None else "",
         )
-        # OLLAMA_NUM_PARALLEL request slots, each with its own prompt cache; one for an
-        # embedding model (§4.7).
-        parallel = 1 if model.is_embedding_only else self.num_parallel
+        # OLLAMA_NUM_PARALLEL request slots, each with its own prompt cache (§4.7).
+        parallel = self._parallel(pending)
         runner.slots, runner.cache = asyncio.Semaphore(parallel), PromptCache(parallel)
         self.loaded[runner.key] = runner
         pending.future.set_result(runner)
@@ -694,6 +737,13 @@ class Scheduler:
             if runner.timer is not None:
                 runner.timer.cancel()
                 runner.timer = None
+            if self.processes is not None and not self.behaviour.checks_context_shift:
+                # Up to v0.29 the runner's process exits first and its row goes ~1-5 ms later;
+                # from v0.30 the row goes first (reference §4.9, measured).
+                self.processes.stop(runner.key)
+                await asyncio.sleep(UNLOAD_ROW_LAG_S)
+                if self.loaded.get(runner.key) is not runner:
+                    continue
             del self.loaded[runner.key]
             self._record_unload(runner, None)
             if self.processes is not None:

@@ -22,6 +22,8 @@ from ollama_keepwarm.fake.api import PROMPT_UNCACHED, OllamaRoutes, json_respons
 from ollama_keepwarm.fake.catalog import Catalog, Manifest, default_catalog
 from ollama_keepwarm.fake.clock import Clock
 from ollama_keepwarm.fake.control import ControlRoutes
+from ollama_keepwarm.fake.garble import KINDS as GARBLE_KINDS
+from ollama_keepwarm.fake.garble import garbled
 from ollama_keepwarm.fake.processes import RunnerProcesses
 from ollama_keepwarm.fake.records import (
     EvictionRecord,
@@ -116,6 +118,7 @@ class FakeOllama:
         self.scheduler = self._new_scheduler()
         self._delays: dict[str, float] = {}
         self._answer_faults: dict[str, deque[AnswerFault]] = {}
+        self._garbles: list[tuple[str, str]] = []  # (path prefix, kind), see fake/garble.py
         self._holds = 0
         self._ready: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -235,6 +238,12 @@ class FakeOllama:
         with a lower automatic ``num_ctx`` (§4.4), so use ``times=2`` to see the 500 then.
         """
         self._load_failures.extend([LoadFailure(error)] * times)
+
+    def garble_next(self, path_prefix: str, kind: str = "http", times: int = 1) -> None:
+        """Break the next ``times`` answers to paths under ``path_prefix`` (``fake/garble.py``)."""
+        if kind not in GARBLE_KINDS:
+            raise ValueError(f"unknown garble kind {kind!r}: one of {', '.join(GARBLE_KINDS)}")
+        self._garbles.extend([(path_prefix, kind)] * times)
 
     def set_delay(self, path_prefix: str, seconds: float | None) -> None:
         """Delay requests whose path starts with ``path_prefix``; ``inf`` hangs, ``None`` clears."""
@@ -433,6 +442,10 @@ class FakeOllama:
         fault = self._answer_fault_for(request.path)
         if fault is not None:
             handler = self._faulty(fault)
+        garble = next((g for g in self._garbles if request.path.startswith(g[0])), None)
+        if garble is not None:
+            self._garbles.remove(garble)
+            return await garbled(request, garble[1])
         raw = await request.read() if request.can_read_body else b""
         try:
             body: Any = json.loads(raw) if raw else None

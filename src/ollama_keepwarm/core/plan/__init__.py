@@ -1,0 +1,178 @@
+"""What to warm, when, and what is unsafe: the keeper's whole judgement, as pure code.
+
+Everything here is a function of plain data: the configured models, the last ``/api/ps``
+snapshot, the per-model :class:`ModelState` the keeper carries between looks, and ``now``. No
+I/O, no clocks, no asyncio: the keeper (``daemon/host.py``) observes, calls these, and acts.
+
+A newcomer reads this first. Each family of rules lives in one module, named in brackets.
+The rules, and the Ollama facts behind them (``ollama-behavior.md``):
+
+* **Absent** and no warm of ours in flight: warm now (``decide``). A model that is loading is
+  invisible in ``/api/ps`` (§3.5), so an absent model with our warm in flight is *loading*, not
+  gone. A snapshot taken before our last call ended cannot say either: wait for the next look
+  (``acting.unconfirmed``).
+* **Present** (``leases``): call it ``refresh_before`` ahead of ``expires_at`` (never later than
+  half the lease, ours or one a client set), and at least every ``health_interval``: a crashed
+  runner stays listed until the next request for it (§4.8). Once the runner's duration is ours,
+  the call is a *ping* without ``keep_alive``: Ollama restarts the timer with the duration it
+  has (§1.3), and a ping never revives a runner drained for another load (§4.5). ``keep_alive``
+  goes out only to claim a lease a client set, only while ``expires_at`` lies ahead (a passed
+  one means busy or stopping), and once after a resume.
+* **Frozen lease** (``leases``): ``expires_at`` unchanged by our last call means busy. Ollama
+  never expires a busy model: nothing is due until it moves. When another client's load needs
+  the room, the kept model gives way and comes back by the loss rules.
+* **Wall-clock steps** (``jumps``): held times move by the step, and a lease printed before it
+  is read corrected: Ollama's timers are monotonic.
+* **Options mismatch** (``mismatch``, ``processes``): another ``context_length`` than our warm
+  gave, two renewals in a row as long as a load, a client's request that reloaded our runner,
+  or (v0.30+) its argv with other values of our configured options: leave that runner alone
+  while it is resident, say once what to configure; it lasts while the client keeps reloading,
+  and ends when the model was gone longer than a reload takes, or on a config change.
+* **Never fight** (``capacity``): Ollama evicts by keep-alive *setting*, not by our priorities
+  (§4.5). When our loads evicted kept models twice, the lowest-ranked kept model is held (and
+  unloaded if resident); it is tried again only on evidence of room: fewer models listed than
+  while it was held, a new config, or an operator's refresh. Never on a timer.
+* **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
+  with no client's runner behind it is re-warmed at the next look however soon after our own
+  load; otherwise, or after a client's reload, soon after our own load it waits a poll or 1.5
+  cold loads. Repeats back off, so a user's own big model is not thrashed out every minute.
+* **Runner processes** (``processes``, where visible): an exit whose model a snapshot asked
+  after it still lists is a crash (check that model only); one whose model left ps is an
+  unload; a runner for a kept blob we did not start is a client's load, never raced; a call
+  queued behind another load is not wedged. Where not visible: a fresh look after an exit, and
+  the listed models are checked only if no model left ps.
+* **Holds** (``holds``): paused, or outside its calendar windows (``core/windows.py``), a model
+  is not called: its lease runs out (``after_window = "expire"``), or it is unloaded once
+  (``"unload"``, or ``pause --unload``, once no call of ours is in flight); a model gone then
+  is released, not repaired. A release is noted once Ollama took it; a failed one is retried.
+* **Errors** (``errors``): a model backs off exponentially with jitter; the others carry on. A
+  load that timed out was aborted inside Ollama (§2.6): the next one waits longer. A call that
+  raised anything backs off too. A ``/api/show`` that timed out is asked again later.
+* **Around the keeper's calls** (``acting``): a queued call is made only if still wanted;
+  primes never reach a model left alone, nor a slot a client filled (only loads nobody used
+  yet are primed); a config change ends holds and mismatches; a resume verifies.
+"""
+
+from __future__ import annotations
+
+from ollama_keepwarm.core.plan.acting import (
+    adopt_config,
+    leave_alone,
+    prime_cause,
+    queue_order,
+    record_verify_failed,
+    repulled,
+    still_wanted,
+    unconfirmed,
+    verify_after,
+)
+from ollama_keepwarm.core.plan.calls import record_warm_finished, record_warm_started
+from ollama_keepwarm.core.plan.capacity import CONFLICT_STRIKES, release_holds
+from ollama_keepwarm.core.plan.decide import decide
+from ollama_keepwarm.core.plan.errors import (
+    backoff_delay_s,
+    classify_error,
+    down_poll_delay_s,
+    forgive_timeouts,
+    load_timeout_s,
+    record_call_crashed,
+    record_warm_failed,
+    record_warm_timed_out,
+    show_failure,
+)
+from ollama_keepwarm.core.plan.holds import (
+    apply_pause,
+    apply_window,
+    pause_with_unload,
+    record_release_failed,
+    record_release_sent,
+)
+from ollama_keepwarm.core.plan.jumps import remap_leases, remember_leases, shift_times, wall_step
+from ollama_keepwarm.core.plan.leases import stale_interval
+from ollama_keepwarm.core.plan.losses import observe
+from ollama_keepwarm.core.plan.model import (
+    CAPACITY,
+    MISMATCH,
+    OUTSIDE,
+    RESUMED,
+    RUNNER_CHECK,
+    Action,
+    Decision,
+    Event,
+    ModelState,
+    Observation,
+    match_rows,
+    ranked,
+)
+from ollama_keepwarm.core.plan.processes import (
+    loading_elsewhere,
+    note_argv_mismatch,
+    note_client_reload,
+    note_runner_exits,
+    queued_not_wedged,
+    settle_runner_exits,
+    started_by_others,
+    unlisted_runners,
+)
+from ollama_keepwarm.core.plan.views import all_warm, describe_state, first_pass_done, summarize
+
+__all__ = [
+    "CAPACITY",
+    "CONFLICT_STRIKES",
+    "MISMATCH",
+    "OUTSIDE",
+    "RESUMED",
+    "RUNNER_CHECK",
+    "Action",
+    "Decision",
+    "Event",
+    "ModelState",
+    "Observation",
+    "adopt_config",
+    "all_warm",
+    "apply_pause",
+    "apply_window",
+    "backoff_delay_s",
+    "classify_error",
+    "decide",
+    "describe_state",
+    "down_poll_delay_s",
+    "first_pass_done",
+    "forgive_timeouts",
+    "leave_alone",
+    "load_timeout_s",
+    "loading_elsewhere",
+    "match_rows",
+    "note_argv_mismatch",
+    "note_client_reload",
+    "note_runner_exits",
+    "observe",
+    "pause_with_unload",
+    "prime_cause",
+    "queue_order",
+    "queued_not_wedged",
+    "ranked",
+    "record_call_crashed",
+    "record_release_failed",
+    "record_release_sent",
+    "record_verify_failed",
+    "record_warm_failed",
+    "record_warm_finished",
+    "record_warm_started",
+    "record_warm_timed_out",
+    "release_holds",
+    "remap_leases",
+    "remember_leases",
+    "repulled",
+    "settle_runner_exits",
+    "shift_times",
+    "show_failure",
+    "stale_interval",
+    "started_by_others",
+    "still_wanted",
+    "summarize",
+    "unconfirmed",
+    "unlisted_runners",
+    "verify_after",
+    "wall_step",
+]

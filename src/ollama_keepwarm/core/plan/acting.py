@@ -1,0 +1,122 @@
+"""The rules the keeper applies around its calls: which queued call is still made, which look
+can judge a model, who may be primed, what a config change forgets, what a resume verifies.
+
+They were written inside ``daemon/host.py``; here they are plain functions of plain data, so
+the host only observes, asks, and carries out (issue 22).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.plan.capacity import release_holds
+from ollama_keepwarm.core.plan.model import (
+    RESUMED,
+    Action,
+    Decision,
+    ModelState,
+    is_held,
+    is_paused,
+    off_window,
+)
+from ollama_keepwarm.core.prime import LOAD_EVENTS
+
+__all__ = [
+    "adopt_config",
+    "leave_alone",
+    "prime_cause",
+    "queue_order",
+    "record_verify_failed",
+    "repulled",
+    "still_wanted",
+    "unconfirmed",
+    "verify_after",
+]
+
+
+def still_wanted(decision: Decision, latest: Decision | None, *, configured: bool) -> bool:
+    """Make a queued call only if the model is still configured and the latest plan still asks
+    for it: a look meanwhile may have seen a client's runner to leave alone. A "confirming"
+    wait (the look after our own call) neither asks nor forbids: the call stands."""
+    if not configured:
+        return False
+    return latest is None or latest.action is decision.action or latest.reason == "confirming"
+
+
+def unconfirmed(call_ended: Mapping[str, float], snapshot_asked: float) -> set[str]:
+    """Models whose last call of ours ended after the snapshot was asked for (monotonic): that
+    snapshot cannot say whether they are loaded (a load is invisible, §3.5)."""
+    return {key for key, ended in call_ended.items() if ended > snapshot_asked}
+
+
+def leave_alone(st: ModelState, now: datetime) -> bool:
+    """No request of ours but a release may reach this model now: paused, held for capacity,
+    outside its window, or a client's runner with other options. Judged from the state, not
+    from a decision (a "confirming" wait hid a hold, issue 22 item 12)."""
+    return is_paused(st, now) or is_held(st) or off_window(st) or st.foreign
+
+
+def verify_after(decision: Decision, st: ModelState) -> tuple[bool, bool]:
+    """After a successful call: (refreshed after a resume, compute one token to verify it)."""
+    resumed = decision.reason == RESUMED and decision.action is Action.REFRESH and not st.failures
+    return resumed, resumed and decision.model.verify
+
+
+def record_verify_failed(st: ModelState, now: datetime) -> ModelState:
+    """A verify after resume failed: the runner may be dead (its GPU gone, §7.7). Ask for a
+    refresh that expects a reload: Ollama notices a dead runner on the next request."""
+    return replace(st, refresh_requested_at=now, expect_reload=True)
+
+
+def adopt_config(
+    old: Sequence[ModelConfig], new: Sequence[ModelConfig], states: Mapping[str, ModelState]
+) -> dict[str, ModelState]:
+    """A reloaded config: keep what we learnt about models that stay; try held models again
+    (the set or the room may differ); a config change ends an options mismatch (issue 21):
+    the operator may have written the client's options in."""
+    before = {m.key: m for m in old}
+    kept = release_holds(states)
+    adopted: dict[str, ModelState] = {}
+    for model in new:
+        st = kept.get(model.key, ModelState())
+        was = before.get(model.key)
+        if was is not None and (was.options != model.options or st.foreign):
+            # Other options give another context: learn ours again, forget the mismatch.
+            st = replace(st, own_context=None, foreign=False, mismatch_reported=False)
+        adopted[model.key] = st
+    return adopted
+
+
+def repulled(
+    seen: Mapping[str, str], rows: Sequence[tuple[str, str]]
+) -> tuple[set[str], dict[str, str]]:
+    """Listed names (match keys) whose manifest digest changed since we learnt them: pulled
+    again (§7.6), so what ``/api/show`` said (the blob above all) is stale. ``rows`` are
+    ``(key, digest)`` pairs from the snapshot; returns the stale keys and the digests now."""
+    now = dict(seen)
+    stale = set()
+    for key, digest in rows:
+        if key in seen and seen[key] != digest:
+            stale.add(key)
+        now[key] = digest
+    return stale, now
+
+
+def queue_order(decisions: Sequence[Decision]) -> list[Decision]:
+    """Releases first: the load lane is FIFO, so a held model's room is given back before a
+    higher-ranked model's load needs it; otherwise rank order (sorted() is stable)."""
+    return sorted(decisions, key=lambda d: d.action is not Action.UNLOAD)
+
+
+def prime_cause(event_name: str, fields: Mapping[str, object]) -> str | None:
+    """Which event empties a runner's slots (a load nobody used yet), and why; else None.
+
+    Ours, a reload, a resume; not a warm that found the model resident (``loaded`` false).
+    """
+    cause = LOAD_EVENTS.get(event_name)
+    if cause is None or (event_name == "model_warmed" and not fields.get("loaded")):
+        return None
+    return cause

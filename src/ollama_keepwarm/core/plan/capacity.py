@@ -1,0 +1,124 @@
+"""Capacity: kept models that do not fit together are settled by priority, never fought."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.plan.model import (
+    CAPACITY,
+    Event,
+    ModelState,
+    is_held,
+    is_paused,
+    off_window,
+    ranked,
+)
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
+
+CONFLICT_STRIKES = 2
+"""How many evictions of kept models by our own loads (within ``2 x conflict_retry``) make a
+capacity conflict. One alone may be a coincidence: an ``ollama stop`` during our load."""
+
+
+def settle_conflict(
+    models: Sequence[ModelConfig],
+    states: dict[str, ModelState],
+    daemon: DaemonConfig,
+    now: datetime,
+) -> list[Event]:
+    """On the second eviction by our own loads, hold the lowest-ranked kept model.
+
+    Priorities decide for the whole kept set, not for the pair that collided: the model held
+    is always the lowest-ranked one still kept, so a higher one never waits while a lower one
+    stays. Holding it repeats, one model at a time, while the rest still does not fit.
+    """
+    window = timedelta(seconds=daemon.conflict_retry_s * 2)
+    recent = {t for st in states.values() for t in st.strikes if now - t < window}
+    if len(recent) < CONFLICT_STRIKES:
+        return []
+    kept = [
+        m
+        for m in ranked(models)
+        if not is_held(states[m.key])
+        and not is_paused(states[m.key], now)
+        and not off_window(states[m.key])
+    ]
+    if len(kept) < 2:
+        return []
+    weakest = kept[-1]
+    stronger = ", ".join(m.name for m in kept[:-1])
+    reason = f"{CAPACITY}: does not fit beside {stronger}; held until there is room"
+    for key, st in states.items():
+        states[key] = replace(st, strikes=())
+    states[weakest.key] = replace(
+        states[weakest.key],
+        held_since=now,
+        held_reason=reason,
+        held_room=0,
+        release_sent=False,
+        rewarm_not_before=None,
+    )
+    return [
+        Event(
+            "capacity_conflict",
+            weakest.name,
+            {
+                "keeps": [m.name for m in kept[:-1]],
+                "priority": weakest.priority,
+                "hint": "not every kept model fits: it is held (and unloaded) until fewer models "
+                "are loaded, the config changes or `ollama-keepwarm refresh` asks; raise "
+                "OLLAMA_MAX_LOADED_MODELS, free VRAM, or remove a model from the config",
+            },
+        )
+    ]
+
+
+def look_for_room(
+    models: Sequence[ModelConfig],
+    states: dict[str, ModelState],
+    current: PsSnapshot,
+    rows: Mapping[str, RunningModel | None],
+    now: datetime,
+    loading_elsewhere: int = 0,
+) -> list[Event]:
+    """Release the highest-ranked held model once fewer models are listed than while it waited.
+
+    Evidence of room is the loaded set shrinking while every other kept model is warm: a
+    model of another client expired or was stopped. A timer is no evidence, nor is a model a
+    client is reloading: ``loading_elsewhere`` counts the runners (where processes are
+    visible) whose model ps does not list yet.
+    """
+    held = [m for m in ranked(models) if is_held(states[m.key])]
+    if not held:
+        return []
+    held_rows = {id(rows[m.key]) for m in held if rows[m.key] is not None}
+    # A model a client is (re)loading is absent from ps but takes its room all the same.
+    others = sum(1 for r in current.models if id(r) not in held_rows) + loading_elsewhere
+    for model in held:
+        st = states[model.key]
+        states[model.key] = replace(st, held_room=max(st.held_room, others))
+    settled = all(
+        rows[m.key] is not None
+        or is_paused(states[m.key], now)
+        or off_window(states[m.key])
+        or states[m.key].failures
+        for m in models
+        if not is_held(states[m.key])
+    ) and not any(st.in_flight_since for st in states.values())
+    first = states[held[0].key]
+    if not settled or others >= first.held_room:
+        return []
+    states[held[0].key] = unheld(first)
+    return [Event("capacity_retry", held[0].name, {"listed": others, "was": first.held_room})]
+
+
+def unheld(st: ModelState) -> ModelState:
+    return replace(st, held_since=None, held_reason=None, held_room=0, release_sent=False)
+
+
+def release_holds(states: Mapping[str, ModelState]) -> dict[str, ModelState]:
+    """End every capacity hold: a new config or an operator's refresh is a reason to try."""
+    return {key: unheld(st) if is_held(st) else st for key, st in states.items()}

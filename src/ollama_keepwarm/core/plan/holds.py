@@ -1,0 +1,55 @@
+"""Holds: models deliberately left alone (paused, outside their windows, released)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.plan.errors import backoff_delay_s
+from ollama_keepwarm.core.plan.model import Event, ModelState
+from ollama_keepwarm.core.windows import WindowVerdict
+
+
+def apply_window(st: ModelState, verdict: WindowVerdict | None) -> ModelState:
+    """Note the calendar's verdict; a change between kept and not allows one new unload."""
+    changed = (st.window is None or st.window.kept) != (verdict is None or verdict.kept)
+    return replace(st, window=verdict, release_sent=False if changed else st.release_sent)
+
+
+def record_release_sent(st: ModelState) -> ModelState:
+    """Note that Ollama accepted our unload of a held model (once per hold).
+
+    Noted after the call, not before: a release that failed is sent again (issue 22 item 9).
+    """
+    return replace(st, release_sent=True, failures=0, backoff_until=None, last_error=None)
+
+
+def record_release_failed(
+    model: ModelConfig, st: ModelState, now: datetime, error: str
+) -> tuple[ModelState, list[Event]]:
+    """A release failed: try it again after a back-off (never in a loop, never forgotten)."""
+    failures = st.failures + 1
+    delay = backoff_delay_s("server_error", failures, model.name)
+    new = replace(
+        st,
+        release_sent=False,
+        failures=failures,
+        backoff_until=now + timedelta(seconds=delay),
+        last_error=f"release failed: {error}",
+    )
+    fields = {"error": error, "attempt": failures, "retry_in_s": round(delay, 1)}
+    return new, [Event("release_failed", model.name, fields)]
+
+
+def pause_with_unload(st: ModelState) -> ModelState:
+    """``pause --unload``: a state, not a call: the model is unloaded whenever it is listed and
+    no call of ours is in flight (a load in flight finishes first, issue 22 item 4)."""
+    return replace(st, unload_wanted=True, release_sent=False)
+
+
+def apply_pause(st: ModelState, until: datetime | None) -> ModelState:
+    """Note the operator's pause (``None``: not paused); a resume forgets the unload."""
+    if until is None:
+        return replace(st, paused_until=None, unload_wanted=False)
+    return replace(st, paused_until=until)

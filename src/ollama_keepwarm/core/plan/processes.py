@@ -1,0 +1,228 @@
+"""Runner processes (issue 21): facts instead of guesses, where Ollama's processes are visible.
+
+Each loaded model is one runner process whose command line names its weights blob (§4.9); the
+runner watch (``daemon/crashwatch.py``) hands the table and its start/exit events in as plain
+data (``core/runners.py``). The rules:
+
+* **A crash** is the runner of a listed kept model gone while a snapshot asked for *after* its
+  exit still lists that model: check (ping) that model only. An exit whose model leaves ps is
+  an unload (eviction, expiry, stop): the loss rules handle it, no ping, no reload. No decision
+  is made on a snapshot older than the exit: the exit waits for the next look.
+* **Where processes are not visible** (or a process's command line could not be read), an exit
+  names no model: after a fresh look, the listed kept models are checked only when no model at
+  all left ps (an unload explains the exit otherwise).
+* **A load in flight by someone else**: a runner for a kept model's blob that no call of ours
+  started, while ps does not list the model yet. Never raced with a load of ours.
+* **Options from argv** (v0.30+): a client's runner of a kept model with other values for the
+  load options we configure is an options mismatch, said at once, without a reload.
+* **Cause of a loss**: the model's own blob got a new runner from someone else (a client
+  reloading it, maybe with its options), or not. A loss with no sign of a client's reload is
+  re-warmed at the next look however soon after our own load; repeats still back off.
+* **Queued is not wedged**: a call of ours waiting while another runner loads is queued; the
+  wedge bound counts from when its own runner exists, or from when nothing else is loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.names import match_key
+from ollama_keepwarm.core.plan.mismatch import report_mismatch
+from ollama_keepwarm.core.plan.model import Event, ModelState
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
+from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
+
+__all__ = [
+    "argv_mismatch",
+    "loading_elsewhere",
+    "note_client_reload",
+    "note_runner_exits",
+    "queued_not_wedged",
+    "settle_runner_exits",
+    "started_by_others",
+    "unlisted_runners",
+]
+
+
+def _attributed(event: RunnerEvent, table: RunnerTable) -> bool:
+    return table.visible and event.runner.flavour != FLAVOUR_UNKNOWN and bool(event.runner.blob)
+
+
+def note_runner_exits(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    events: Sequence[RunnerEvent],
+    table: RunnerTable,
+    blobs: Mapping[str, str],
+    listed: Collection[str],
+) -> dict[str, ModelState]:
+    """Note which kept models a runner's exit may concern, to be settled by the next look.
+
+    A runner that names its blob concerns the kept models with that blob only; an exit that
+    names none concerns every listed kept model (``listed``: their keys), unattributed.
+    """
+    new = dict(states)
+    for event in events:
+        if event.kind != "exited":
+            continue
+        if _attributed(event, table):
+            keys = [m.key for m in models if blobs.get(m.key) == event.runner.blob]
+            blamed = True
+        else:
+            keys = [m.key for m in models if m.key in listed]
+            blamed = False
+        for key in keys:
+            st = new[key]
+            new[key] = replace(
+                st,
+                runner_exit_at=max(st.runner_exit_at or event.at, event.at),
+                runner_exit_named=blamed or st.runner_exit_named,
+            )
+    return new
+
+
+def settle_runner_exits(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    rows: Mapping[str, RunningModel | None],
+    asked: float,
+    now: datetime,
+    *,
+    any_row_left: bool,
+    table: RunnerTable | None = None,
+    blobs: Mapping[str, str] | None = None,
+) -> tuple[dict[str, ModelState], list[Event]]:
+    """Turn pending exits into checks, on a snapshot asked at ``asked`` (monotonic).
+
+    An exit after ``asked`` stays pending (this snapshot is older than it). A model still listed
+    after its named runner's exit crashed: check it (a ping that expects a reload). An exit
+    named for no model is a crash only if no row at all left ps (``any_row_left``). A model
+    whose blob has another runner alive in ``table`` was reloaded, not crashed.
+    """
+    new = dict(states)
+    events: list[Event] = []
+    for model in models:
+        st = new[model.key]
+        if st.runner_exit_at is None or st.runner_exit_at > asked:
+            continue
+        named = st.runner_exit_named
+        blob = (blobs or {}).get(model.key)
+        replaced = named and table is not None and blob is not None and bool(table.by_blob(blob))
+        crashed = rows.get(model.key) is not None and (named or not any_row_left) and not replaced
+        st = replace(st, runner_exit_at=None, runner_exit_named=False)
+        if crashed:
+            st = replace(st, check_requested_at=now, expect_reload=True)
+            events.append(Event("runner_died", model.name, {"attributed": named}))
+        new[model.key] = st
+    return new, events
+
+
+def loading_elsewhere(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    table: RunnerTable,
+    blobs: Mapping[str, str],
+    rows: Mapping[str, RunningModel | None],
+) -> frozenset[str]:
+    """Kept models (keys) someone else is loading: their blob has a runner, ps lists none,
+    and no call of ours is in flight for them."""
+    if not table.visible:
+        return frozenset()
+    found = set()
+    for model in models:
+        blob = blobs.get(model.key)
+        st = states.get(model.key, ModelState())
+        absent = rows.get(model.key) is None and st.in_flight_since is None
+        if blob and absent and table.by_blob(blob):
+            found.add(model.key)
+    return frozenset(found)
+
+
+def argv_mismatch(model: ModelConfig, runner: RunnerProcess) -> dict[str, object]:
+    """The configured load options a runner's argv shows with another value (v0.30+)."""
+    return {
+        key: runner.options[key]
+        for key, ours in model.options.items()
+        if key in runner.options and runner.options[key] != ours
+    }
+
+
+def note_argv_mismatch(
+    model: ModelConfig, st: ModelState, runner: RunnerProcess
+) -> tuple[ModelState, list[Event]]:
+    """A listed client's runner whose argv shows other load options: leave it alone now."""
+    differ = argv_mismatch(model, runner)
+    if not differ or st.foreign:
+        return st, []
+    seen: dict[str, object] = {"argv": differ, "ours": {k: model.options[k] for k in differ}}
+    if "num_ctx" in differ:
+        seen["context_length"] = differ["num_ctx"]
+    return report_mismatch(model, replace(st, foreign=True), seen)
+
+
+def started_by_others(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    blobs: Mapping[str, str],
+    events: Sequence[RunnerEvent],
+) -> dict[str, int]:
+    """Kept models (key -> pid) that got a runner no call of ours started: a client's load.
+
+    Judged when the start is seen; the keeper reads the runners at the end of each load of
+    its own (and each check that expects a reload) while that call still counts as in flight.
+    """
+    found: dict[str, int] = {}
+    for event in events:
+        if event.kind != "started":
+            continue
+        for model in models:
+            st = states.get(model.key, ModelState())
+            # Only a load, or a check that expects a reload, starts a runner of ours.
+            ours = st.in_flight_since is not None and (
+                not st.in_flight_was_listed or st.expect_reload
+            )
+            if blobs.get(model.key) == event.runner.blob and not ours:
+                found[model.key] = event.runner.pid
+    return found
+
+
+def note_client_reload(model: ModelConfig, st: ModelState) -> tuple[ModelState, list[Event]]:
+    """A client's request started a new runner for a model we had loaded: Ollama reloads a
+    loaded model only for other load options (§4.6), so the client's options differ from ours,
+    even where ``/api/ps`` cannot show it (num_thread, num_batch, use_mmap, ...). Leave its
+    runner alone while it is resident; say once what to do (issue 21 item 2)."""
+    if st.warms == 0 or st.foreign:
+        return st, []
+    return report_mismatch(model, replace(st, foreign=True), {"seen": "a client reloaded it"})
+
+
+def queued_not_wedged(
+    table: RunnerTable, blob: str | None, call_started: float, now: float, bound_s: float
+) -> bool:
+    """Whether a hanging call of ours is only queued behind another load (issue 21 item 4).
+
+    Where runners are visible, the bound counts from when this model's own runner started
+    after the call began, or else from the newest runner of another blob that started since
+    the call began (a load ahead of ours); without either, from the call's start.
+    """
+    if not table.visible or blob is None:
+        return False
+    own = [r.started_at for r in table.by_blob(blob) if r.started_at >= call_started]
+    if own:
+        return now - max(own) < bound_s
+    others = [
+        r.started_at for r in table.runners if r.blob != blob and r.started_at >= call_started
+    ]
+    return bool(others) and now - max(others) < bound_s
+
+
+def unlisted_runners(table: RunnerTable, snapshot: PsSnapshot, blobs: Mapping[str, str]) -> int:
+    """How many runners serve a blob no listed row has: loads in flight (a client's reload
+    included). Only their room is known to be taken; 0 where processes are not visible."""
+    if not table.visible:
+        return 0
+    listed = {blobs.get(match_key(row.name)) for row in snapshot.models}
+    return len({r.blob for r in table.runners} - listed)

@@ -1,0 +1,146 @@
+"""The rules around the keeper's calls, moved out of daemon/host.py (issue 22), as tables."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ollama_keepwarm.core import crash, plan
+from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.windows import WindowVerdict
+
+NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+LLAMA = ModelConfig(name="llama3.1:8b", keep_alive_s=1800, priority=10)
+VERIFY = replace(LLAMA, verify=True)
+
+
+def decision(action: plan.Action, reason: str = "", model: ModelConfig = LLAMA) -> plan.Decision:
+    return plan.Decision(model, action, reason)
+
+
+@pytest.mark.parametrize(
+    ("queued", "latest", "configured", "made"),
+    [
+        (plan.Action.WARM, None, True, True),
+        (plan.Action.WARM, (plan.Action.WARM, "not loaded"), True, True),
+        (plan.Action.WARM, (plan.Action.HOLD, "options mismatch"), True, False),
+        (plan.Action.REFRESH, (plan.Action.WAIT, "confirming"), True, True),
+        (plan.Action.WARM, (plan.Action.WARM, "not loaded"), False, False),
+    ],
+    ids=["no plan yet", "still asked", "left alone since", "confirming", "unconfigured"],
+)
+def test_a_queued_call_is_made_only_if_still_wanted(
+    queued: plan.Action,
+    latest: tuple[plan.Action, str] | None,
+    configured: bool,
+    made: bool,
+) -> None:
+    last = decision(*latest) if latest else None
+    assert plan.still_wanted(decision(queued), last, configured=configured) is made
+
+
+def test_a_snapshot_older_than_our_call_confirms_nothing() -> None:
+    assert plan.unconfirmed({"a": 5.0, "b": 1.0}, 2.0) == {"a"}
+
+
+@pytest.mark.parametrize(
+    ("state", "alone"),
+    [
+        (plan.ModelState(), False),
+        (plan.ModelState(paused_until=NOW + timedelta(hours=1)), True),
+        (plan.ModelState(held_since=NOW), True),
+        (plan.ModelState(foreign=True), True),
+        (plan.ModelState(window=WindowVerdict(False, False, None, None, None, "closed")), True),
+    ],
+    ids=["kept", "paused", "held", "a client's runner", "outside its window"],
+)
+def test_primes_leave_alone_what_the_state_says(state: plan.ModelState, alone: bool) -> None:
+    """From the state, not a decision: a "confirming" wait no longer hides a hold."""
+    assert plan.leave_alone(state, NOW) is alone
+
+
+@pytest.mark.parametrize(
+    ("model", "reason", "failures", "expected"),
+    [
+        (VERIFY, plan.RESUMED, 0, (True, True)),
+        (LLAMA, plan.RESUMED, 0, (True, False)),
+        (VERIFY, plan.RESUMED, 1, (False, False)),
+        (VERIFY, "lease ending", 0, (False, False)),
+    ],
+)
+def test_verify_after_resume(
+    model: ModelConfig, reason: str, failures: int, expected: tuple[bool, bool]
+) -> None:
+    st = plan.ModelState(failures=failures)
+    assert plan.verify_after(decision(plan.Action.REFRESH, reason, model), st) == expected
+    failed = plan.record_verify_failed(st, NOW)
+    assert (failed.refresh_requested_at, failed.expect_reload) == (NOW, True)
+
+
+def test_a_config_change_ends_holds_and_mismatches_and_keeps_the_rest() -> None:
+    states = {
+        LLAMA.key: plan.ModelState(foreign=True, mismatch_reported=True, warms=3),
+        "gone": plan.ModelState(warms=1),
+    }
+    held = {**states, LLAMA.key: replace(states[LLAMA.key], held_since=NOW)}
+    adopted = plan.adopt_config([LLAMA], [LLAMA], held)
+    assert set(adopted) == {LLAMA.key}
+    st = adopted[LLAMA.key]
+    assert (st.foreign, st.mismatch_reported, st.held_since, st.warms) == (False, False, None, 3)
+
+
+def test_a_wedge_is_reported_once_and_only_while_ollama_answers() -> None:
+    st = plan.ModelState(in_flight_since=NOW)
+    later = NOW + timedelta(seconds=40)
+    away, events, hook = crash.record_wedged(LLAMA, st, later, 5.0, ollama_answers=False)
+    assert (away, events, hook) == (st, [], False)
+    wedged, events, hook = crash.record_wedged(LLAMA, st, later, 5.0, ollama_answers=True)
+    assert wedged.wedged_since == later
+    assert [e.name for e in events] == ["runner_wedged"]
+    assert events[0].fields["waited_s"] == 40.0
+    assert hook
+    again = crash.record_wedged(LLAMA, wedged, later, 5.0, ollama_answers=True)
+    assert again == (wedged, [], False)
+
+
+def test_a_name_pulled_again_is_asked_again() -> None:
+    """Issue 22 item 12: the show/blob caches follow a re-pull (§7.6): another digest."""
+    stale, seen = plan.repulled({}, [("llama3.1:8b", "a" * 64)])
+    assert stale == set()
+    stale, seen = plan.repulled(seen, [("llama3.1:8b", "a" * 64)])
+    assert stale == set()
+    stale, seen = plan.repulled(seen, [("llama3.1:8b", "b" * 64)])
+    assert stale == {"llama3.1:8b"}
+    assert seen == {"llama3.1:8b": "b" * 64}
+
+
+def test_ready_and_all_warm_from_the_decisions() -> None:
+    """READY=1 waits for every model to settle; /readyz for every kept model to be listed."""
+    from ollama_keepwarm.core.ps import RunningModel
+
+    row = RunningModel("llama3.1:8b", 1, 1, "d" * 64, NOW, 4096)
+    warm = plan.Decision(LLAMA, plan.Action.WAIT, "lease ending", NOW, row)
+    cold = decision(plan.Action.WARM, "not loaded")
+    paused = decision(plan.Action.HOLD, "paused")
+    assert plan.first_pass_done([warm, paused])
+    assert not plan.first_pass_done([warm, cold])
+    assert not plan.first_pass_done([])
+    assert plan.first_pass_done([], configured=False)
+    assert plan.all_warm([warm, paused])
+    assert not plan.all_warm([warm, cold])
+
+
+@pytest.mark.parametrize(("polls", "delay"), [(1, 0.25), (2, 0.5), (20, 2.0)])
+def test_looks_while_ollama_is_away_double_up_to_the_cap(polls: int, delay: float) -> None:
+    assert plan.down_poll_delay_s(polls, 2.0) == delay
+
+
+def test_releases_go_first_and_only_unused_loads_prime() -> None:
+    warm, unload = decision(plan.Action.WARM), decision(plan.Action.UNLOAD)
+    assert plan.queue_order([warm, unload]) == [unload, warm]
+    assert plan.prime_cause("model_warmed", {"loaded": True}) == "warm"
+    assert plan.prime_cause("model_warmed", {"loaded": False}) is None
+    assert plan.prime_cause("runner_reloaded", {}) == "reload"
+    assert plan.prime_cause("model_refreshed", {}) is None

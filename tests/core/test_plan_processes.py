@@ -1,0 +1,142 @@
+"""Runner processes (issue 21): crash or unload, whose runner, queued or wedged, as tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from ollama_keepwarm.core import plan
+from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
+from ollama_keepwarm.core.runners import RunnerEvent, RunnerProcess, RunnerTable
+
+NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+LLAMA = ModelConfig(name="llama3.1:8b", keep_alive_s=1800, priority=10)
+CODER = ModelConfig(name="qwen2.5-coder:7b", keep_alive_s=1800, priority=5)
+BLOBS = {LLAMA.key: "sha256-aaa", CODER.key: "sha256-ccc"}
+ROW = RunningModel("llama3.1:8b", 1, 1, "d" * 64, NOW, 4096)
+
+
+def runner(
+    blob: str, pid: int = 10, started: float = 0.0, flavour: str = "runner"
+) -> RunnerProcess:
+    return RunnerProcess(pid, blob, flavour, 1234, {}, started)
+
+
+def table(*runners: RunnerProcess, visible: bool = True) -> RunnerTable:
+    return RunnerTable(visible, "cgroup test", runners, 100.0)
+
+
+def exited(blob: str, at: float = 50.0, flavour: str = "runner") -> RunnerEvent:
+    return RunnerEvent("exited", runner(blob, flavour=flavour), at)
+
+
+def states() -> dict[str, plan.ModelState]:
+    return {LLAMA.key: plan.ModelState(warms=1), CODER.key: plan.ModelState(warms=1)}
+
+
+def test_an_exit_concerns_only_the_model_whose_blob_it_served() -> None:
+    """The runner names its blob: the other listed model is never checked (issue 21 item 1)."""
+    noted = plan.note_runner_exits(
+        [LLAMA, CODER], states(), [exited("sha256-ccc")], table(), BLOBS, {LLAMA.key, CODER.key}
+    )
+    assert noted[LLAMA.key].runner_exit_at is None
+    assert noted[CODER.key].runner_exit_at == 50.0
+    assert noted[CODER.key].runner_exit_named
+
+
+@pytest.mark.parametrize(
+    ("listed", "asked", "alive", "crash"),
+    [
+        (True, 60.0, (), True),  # still listed after its runner's exit: a crash
+        (False, 60.0, (), False),  # gone from ps: an unload, the loss rules decide
+        (True, 40.0, (), None),  # a snapshot older than the exit decides nothing
+        (True, 60.0, ("sha256-aaa",), False),  # another runner serves it: a reload
+    ],
+    ids=["crash", "unload", "older snapshot", "reloaded"],
+)
+def test_an_exit_is_settled_on_a_snapshot_asked_after_it(
+    listed: bool, asked: float, alive: tuple[str, ...], crash: bool | None
+) -> None:
+    pending = {**states(), LLAMA.key: plan.ModelState(runner_exit_at=50.0, runner_exit_named=True)}
+    rows = {LLAMA.key: ROW if listed else None, CODER.key: None}
+    live = table(*(runner(b, pid=11) for b in alive))
+    settled, events = plan.settle_runner_exits(
+        [LLAMA, CODER], pending, rows, asked, NOW, any_row_left=False, table=live, blobs=BLOBS
+    )
+    st = settled[LLAMA.key]
+    if crash is None:
+        assert st.runner_exit_at == 50.0
+        return
+    assert st.runner_exit_at is None
+    assert (st.check_requested_at == NOW) is crash
+    assert [e.name for e in events] == (["runner_died"] if crash else [])
+
+
+@pytest.mark.parametrize(("any_row_left", "crash"), [(False, True), (True, False)])
+def test_where_processes_are_not_visible_an_unload_explains_an_exit(
+    any_row_left: bool, crash: bool
+) -> None:
+    """An exit naming no model: listed models are checked only if no row left ps."""
+    hidden = table(visible=False)
+    noted = plan.note_runner_exits(
+        [LLAMA], states(), [exited("", flavour="unknown")], hidden, BLOBS, {LLAMA.key}
+    )
+    settled, _ = plan.settle_runner_exits(
+        [LLAMA], noted, {LLAMA.key: ROW}, 60.0, NOW, any_row_left=any_row_left
+    )
+    assert (settled[LLAMA.key].check_requested_at is not None) is crash
+
+
+def test_a_runner_started_while_no_load_of_ours_runs_is_a_clients() -> None:
+    started = [RunnerEvent("started", runner("sha256-aaa", pid=12), 70.0)]
+    assert plan.started_by_others([LLAMA], states(), BLOBS, started) == {LLAMA.key: 12}
+    loading = {LLAMA.key: plan.ModelState(in_flight_since=NOW)}
+    assert plan.started_by_others([LLAMA], loading, BLOBS, started) == {}
+    pinging = {LLAMA.key: plan.ModelState(in_flight_since=NOW, in_flight_was_listed=True)}
+    assert plan.started_by_others([LLAMA], pinging, BLOBS, started) == {LLAMA.key: 12}
+
+
+def test_a_clients_reload_is_a_mismatch_said_once() -> None:
+    st, events = plan.note_client_reload(LLAMA, plan.ModelState(warms=1))
+    assert st.foreign
+    assert [e.name for e in events] == ["options_mismatch"]
+    again, events = plan.note_client_reload(LLAMA, st)
+    assert (again, events) == (st, [])
+
+
+def test_a_load_in_flight_elsewhere_is_never_raced() -> None:
+    busy = table(runner("sha256-aaa"))
+    rows = {LLAMA.key: None, CODER.key: None}
+    assert plan.loading_elsewhere([LLAMA, CODER], states(), busy, BLOBS, rows) == {LLAMA.key}
+    assert plan.loading_elsewhere([LLAMA], states(), table(visible=False), BLOBS, rows) == set()
+    empty = PsSnapshot(NOW)
+    decided = plan.decide([LLAMA], DaemonConfig(), empty, {}, NOW, loading_elsewhere={LLAMA.key})
+    assert (decided[0].action, decided[0].reason) == (plan.Action.WAIT, "a client is loading it")
+    assert plan.decide([LLAMA], DaemonConfig(), empty, {}, NOW)[0].action is plan.Action.WARM
+
+
+@pytest.mark.parametrize(
+    ("runners", "queued"),
+    [
+        ((), False),  # nothing else loading: the bound counts from the call's start
+        ((("sha256-ccc", 5.0),), True),  # another load started after ours began: queued
+        ((("sha256-aaa", 5.0),), True),  # our own runner started 5 s in: counts from there
+        ((("sha256-ccc", -1.0),), False),  # an older runner: not a load ahead of ours
+    ],
+)
+def test_queued_is_not_wedged(runners: tuple[tuple[str, float], ...], queued: bool) -> None:
+    live = table(*(runner(b, pid=20 + i, started=t) for i, (b, t) in enumerate(runners)))
+    assert plan.queued_not_wedged(live, "sha256-aaa", 0.0, 6.0, 3.0) is queued
+
+
+def test_a_model_a_client_is_reloading_is_no_evidence_of_room() -> None:
+    """Issue 22 item 12: absent from ps while a client reloads it, its runner still takes room."""
+    other = RunningModel("mistral:7b", 1, 1, "e" * 64, NOW, 4096)
+    snapshot = PsSnapshot(NOW, (ROW,))
+    blobs = {**BLOBS, "mistral:7b": "sha256-mmm"}
+    reloading = table(runner("sha256-aaa", pid=1), runner("sha256-mmm", pid=2))
+    assert plan.unlisted_runners(reloading, snapshot, blobs) == 1
+    assert plan.unlisted_runners(reloading, PsSnapshot(NOW, (ROW, other)), blobs) == 0
+    assert plan.unlisted_runners(table(visible=False), snapshot, blobs) == 0

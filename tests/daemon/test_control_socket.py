@@ -47,3 +47,40 @@ async def test_starting_the_socket_never_changes_the_umask_under_other_tasks(
         assert mode == SOCKET_MODE
     finally:
         await server.stop()
+
+
+async def test_a_command_cut_short_by_shutdown_leaves_no_unretrieved_exception(
+    tmp_path: Path,
+) -> None:
+    """A daemon told to stop while a command runs (``pause --unload`` waiting for ps) cancels
+    that command's task; on Python 3.11 asyncio's stream callback then called
+    ``task.exception()`` on it and logged "Exception in callback" with a traceback."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    entered, never = asyncio.Event(), asyncio.Event()
+
+    async def slow(_request: Any) -> dict[str, Any]:
+        entered.set()
+        await never.wait()
+        return {"ok": True}
+
+    server = ControlServer(tmp_path / "c.sock", slow)
+    assert await server.start()
+    try:
+        _reader, writer = await asyncio.open_unix_connection(str(tmp_path / "c.sock"))
+        writer.write(b'{"command": "pause"}\n')
+        await writer.drain()
+        await asyncio.wait_for(entered.wait(), timeout=10)
+        serving = [t for t in asyncio.all_tasks() if "_serve" in repr(t.get_coro())]
+        assert len(serving) == 1
+        serving[0].cancel()
+        await asyncio.wait({serving[0]}, timeout=10)
+        for _ in range(3):  # the done-callbacks run on the next iterations of the loop
+            await asyncio.sleep(0)
+        writer.close()
+    finally:
+        await server.stop()
+        loop.set_exception_handler(previous)
+    assert errors == []

@@ -93,6 +93,11 @@ class ControlServer:
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # The daemon is stopping mid-command. This task is the connection's own top level:
+            # ending it quietly is right, and on Python 3.11 a cancelled handler task makes
+            # asyncio's stream callback log "Exception in callback" with a traceback.
+            pass
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):

@@ -12,7 +12,8 @@ from typing import Any
 
 import aiohttp
 
-CAPTURES = Path("/work/shared/ollama-captures")
+CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "ollama-captures"
+"""``../shared`` beside the checkout, as in CI (a clone in any folder, with shared/ next to it)."""
 SCALE = 100.0
 """Tests run the fake 100x faster than real time: "5m" lasts 3 s, a 4.9 GB load 49 ms."""
 

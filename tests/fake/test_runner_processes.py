@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -257,3 +258,77 @@ async def test_an_eviction_ends_the_victims_child_without_a_crash(make_fake: Fak
     assert [r.name for r in fake.runners()] == ["qwen2.5-coder:7b"]
     assert not fake.runners()[0].crashed
     assert fake.evictions[0].victim == MODEL
+
+
+async def _is(state: Awaitable[tuple[bool, bool]], expected: tuple[bool, bool]) -> bool:
+    return await state == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "between"),
+    [
+        pytest.param("0.24.0", (False, True), id="0.24: the process exits, then the row goes"),
+        pytest.param("0.32.15", (True, False), id="0.32.15: the row goes, then the process"),
+    ],
+)
+@pytest.mark.parametrize("cause", ["ollama stop", "eviction"])
+async def test_an_unload_ends_process_and_row_in_the_versions_order(
+    make_fake: FakeFactory, version: str, between: tuple[bool, bool], cause: str
+) -> None:
+    """§4.9, issue 21 item 1: what a poll of /proc and /api/ps sees between the two ends.
+
+    States are (process alive, model listed). The fake's clock is frozen before the unload,
+    so the state between the process's exit and the row's removal holds still for the polls
+    (the gap is a clock wait); after the resume both are gone. The other order never shows.
+    """
+    fake = await make_fake(runner_processes=True, ollama_version=version, max_loaded=1, **FAST_FAKE)
+    await _warm(fake)
+    pid = _pid(fake)
+    states: list[tuple[bool, bool]] = []
+
+    async def observe(session: aiohttp.ClientSession) -> tuple[bool, bool]:
+        alive = _alive(pid)
+        async with session.get(f"{fake.url}/api/ps") as response:
+            names = [m["name"] for m in (await response.json())["models"]]
+        state = (alive, MODEL in names)
+        if not states or states[-1] != state:
+            states.append(state)
+        return state
+
+    fake.clock.suspend()
+    other = "qwen2.5-coder:7b"
+    evicting = asyncio.create_task(_warm(fake, other)) if cause == "eviction" else None
+    if evicting is None:
+        assert await fake.unload(MODEL)
+    async with aiohttp.ClientSession() as session:
+        try:
+            await eventually(
+                lambda: _is(observe(session), between), interval=0.001, what=f"state {between}"
+            )
+        finally:
+            fake.clock.resume()
+        await eventually(lambda: _is(observe(session), (False, False)), what="both gone")
+    if evicting is not None:
+        await evicting
+        assert [r.name for r in fake.runners()] == [other]
+    forbidden = (not between[0], not between[1])
+    assert forbidden not in states, states
+    assert states[-2:] == [between, (False, False)], states
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_stop_in_the_middle_of_an_unload_ends_the_child(
+    make_fake: FakeFactory, version: str
+) -> None:
+    """A server stop kills every runner (§4.8), also one whose unload is half done."""
+    fake = await make_fake(runner_processes=True, ollama_version=version, **FAST_FAKE)
+    await _warm(fake)
+    pid = _pid(fake)
+    fake.clock.suspend()  # the unload stops between the process's end and the row's
+    assert await fake.unload(MODEL)
+    await eventually(
+        lambda: (not _alive(pid)) if version == "0.24.0" else fake.runners() == [],
+        what="the unload half done",
+    )
+    await asyncio.wait_for(fake.stop(), 10.0)  # it waits for every child it killed
+    assert not _alive(pid)

@@ -39,12 +39,33 @@ VERSIONS = (OLD, NEW)
     ],
 )
 def test_behaviour_follows_the_version(version: str, modern: bool) -> None:
-    """Every flag changed in v0.30.0; the version string is kept verbatim for /api/version."""
+    """Every flag but the unload order changed in v0.30.0; the version is kept verbatim."""
     behaviour = Behaviour.for_version(version)
     assert behaviour.version == version
-    flags = [value for value in vars(behaviour).values() if isinstance(value, bool)]
+    flags = [
+        value
+        for name, value in vars(behaviour).items()
+        if isinstance(value, bool) and name != "unload_row_first"
+    ]
     assert flags == [modern] * len(flags)
     assert behaviour.oom_error.startswith("llama-server" if modern else "llama runner")
+
+
+@pytest.mark.parametrize(
+    ("version", "row_first"),
+    [
+        ("0.24.0", False),
+        ("0.30.0", False),
+        ("0.32.3", False),
+        ("0.32.4-rc0", True),
+        ("0.32.4", True),
+        ("0.32.15", True),
+        ("0.0.0", True),
+    ],
+)
+def test_unload_order_changed_when_ps_took_the_lock(version: str, row_first: bool) -> None:
+    """v0.32.4 (commit 6cd40001a): /api/ps waits for loadedMu, so an unload's row goes first."""
+    assert Behaviour.for_version(version).unload_row_first is row_first
 
 
 @pytest.mark.parametrize("version", ["", "0.32", "latest", "0.32.x", "1.2.3.4"])

@@ -17,7 +17,8 @@ manifests), ``clock`` (scaled, suspendable waits), ``scheduler`` (``server/sched
 
 **Versions.** ``FakeOllama(ollama_version=...)`` and ``fake-ollama --ollama-version`` (default
 0.32.15, the current stable) set what ``/api/version`` says and which rules apply. Everything
-that differs changed in v0.30.0 (the llama-server architecture); the ≤ 0.29 column was checked
+that differs changed in v0.30.0 (the llama-server architecture), except the unload order, which
+changed in v0.32.4 (``/api/ps`` took the scheduler's lock); the ≤ 0.29 column was checked
 against a real v0.24.0 (reference §9), the ≥ 0.30 one against a real v0.32.15 (§10), both
 against ``server/sched.go`` at those tags. A dev build's ``0.0.0`` counts as the newest.
 
@@ -51,6 +52,8 @@ loading model absent from ``/api/ps`` (§3.5, §9)        yes (seen: 0.24)   yes
 ``/api/show`` 404 names                                 ``x``              ``x:latest``
 ``/api/tags`` ``capabilities``, trained lengths         absent             present
 load error texts name the runner                        ``llama runner``   ``llama-server``
+an unload (§4.9): process exit and ``/api/ps`` row      exit, then row     row, then exit
+(the right column from v0.32.4 only)                    ~1 ms later        ~14 ms later
 ======================================================  =================  =================
 
 **Time.** ``time_scale`` (default 1.0, real time, so any client can use the fake as an Ollama)

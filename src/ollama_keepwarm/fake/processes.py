@@ -166,6 +166,7 @@ class RunnerProcesses:
         self._children: dict[str, asyncio.subprocess.Process] = {}
         self._stopping: set[int] = set()
         self._waiters: set[asyncio.Task[None]] = set()
+        self._detached: set[asyncio.subprocess.Process] = set()
 
     def pid(self, key: str) -> int | None:
         """The pid of the runner ``key``'s child, if it has one alive."""
@@ -252,16 +253,37 @@ class RunnerProcesses:
 
     def stop(self, key: str) -> None:
         """Kill ``key``'s child because its runner is unloaded (not a crash)."""
-        child = self._children.pop(key, None)
-        if child is not None and child.returncode is None:
-            self._stopping.add(child.pid)
+        child = self.detach(key)
+        if child is not None:
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
+
+    def detach(self, key: str) -> asyncio.subprocess.Process | None:
+        """Take ``key``'s child out of the table, still running, to :meth:`end` it soon.
+
+        Its runner is being unloaded, so its death is no crash, and a new load of the same
+        model gets a child of its own meanwhile. :meth:`stop_all` still kills it.
+        """
+        child = self._children.pop(key, None)
+        if child is None or child.returncode is not None:
+            return None
+        self._stopping.add(child.pid)
+        self._detached.add(child)
+        return child
+
+    async def end(self, child: asyncio.subprocess.Process) -> None:
+        """Kill a detached child and return once it has exited (Ollama waits for it too)."""
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
 
     def stop_all(self) -> None:
         """Kill every child: the server stops, and a clean stop kills its runners (§4.8)."""
         for key in list(self._children):
             self.stop(key)
+        for child in self._detached:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
 
     async def close(self) -> None:
         """Kill every child, wait for them, and remove the cgroup."""
@@ -275,6 +297,7 @@ class RunnerProcesses:
         self, key: str, child: asyncio.subprocess.Process, on_death: Callable[[], None]
     ) -> None:
         await child.wait()
+        self._detached.discard(child)
         if child.stdin is not None:
             child.stdin.close()
         if child.pid in self._stopping:

@@ -49,14 +49,13 @@ __all__ = [
     "SchedulerError",
 ]
 
-UNLOAD_ROW_LAG_S = 0.003
-"""Up to v0.29, how long an unloaded runner's row outlives its process (§4.9: 1-5 ms)."""
-
 OOM_ERROR = Behaviour.for_version(CURRENT_STABLE).oom_error
 """What a load that ran out of GPU memory says in the current stable version (§2.6)."""
 
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 _UNLOAD_RETRY_S = 0.01  # Go retries an expired-but-busy runner every 10 ms (real time)
+_EXIT_TO_ROW_S = 0.001  # before v0.32.4: the runner exits, its ps row goes ~1 ms later (§4.9)
+_ROW_TO_EXIT_S = 0.014  # from v0.32.4: the row goes, llama-server exits ~14 ms later (§4.9)
 _GIB = 2**30
 
 
@@ -222,6 +221,8 @@ class Scheduler:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._expired: asyncio.Queue[Runner] = asyncio.Queue()
         self._unloaded = asyncio.Event()
+        self._loaded_mu = asyncio.Lock()
+        """Held while a runner is unloaded, as Go's ``loadedMu``: no request takes it meanwhile."""
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -290,6 +291,8 @@ class Scheduler:
             SchedulerError: 503 when the queue is full, 500 when the load fails.
         """
         options = self.options_for(manifest, requested_options, shift)
+        async with self._loaded_mu:  # GetRunner's look at the loaded set waits for an unload
+            pass
         runner = self.loaded.get(manifest.model.blob)
         if runner is not None and self._reload_reason(runner, options) is None:
             self._use(runner, keep_alive_ns, caller)
@@ -550,6 +553,8 @@ class Scheduler:
         reason: LoadReason = "cold"
         changed = ""
         while not pending.future.done():
+            async with self._loaded_mu:  # processPending's look waits for an unload too
+                pass
             runner = self.loaded.get(pending.manifest.model.blob)
             if runner is not None:
                 why = self._reload_reason(runner, pending.options)
@@ -737,18 +742,32 @@ class Scheduler:
             if runner.timer is not None:
                 runner.timer.cancel()
                 runner.timer = None
-            if self.processes is not None and not self.behaviour.checks_context_shift:
-                # Up to v0.29 the runner's process exits first and its row goes ~1-5 ms later;
-                # from v0.30 the row goes first (reference §4.9, measured).
-                self.processes.stop(runner.key)
-                await asyncio.sleep(UNLOAD_ROW_LAG_S)
-                if self.loaded.get(runner.key) is not runner:
-                    continue
-            del self.loaded[runner.key]
-            self._record_unload(runner, None)
-            if self.processes is not None:
-                self.processes.stop(runner.key)
+            async with self._loaded_mu:
+                await self._unload(runner)
             self._unloaded.set()
+
+    async def _unload(self, runner: Runner) -> None:
+        """Kill ``runner``'s process and drop its row, in the order its version shows (§4.9).
+
+        Go kills the runner, waits for its exit, then deletes the row, all under ``loadedMu``.
+        Before v0.32.4 ``/api/ps`` reads the set without that lock: the process is gone, then
+        the row. From v0.32.4 ``/api/ps`` waits for the lock, so a poll made during the kill
+        answers without the row: seen from outside, the row goes first and the process ~14 ms
+        later, which is what the fake shows (its ps answers at once instead of waiting).
+        """
+        processes = self.processes
+        child = processes.detach(runner.key) if processes is not None else None
+        if child is None or processes is None:  # no process to end: only the row goes
+            del self.loaded[runner.key]
+        elif self.behaviour.unload_row_first:
+            del self.loaded[runner.key]
+            await self.clock.sleep(_ROW_TO_EXIT_S)
+            await processes.end(child)
+        else:
+            await processes.end(child)
+            await self.clock.sleep(_EXIT_TO_ROW_S)
+            del self.loaded[runner.key]
+        self._record_unload(runner, None)
 
     def _requeue(self, runner: Runner) -> None:
         if not self._closed:

@@ -4,7 +4,8 @@ The scheduler and the routes ask these flags, never a version number, so the ver
 lives here and in the table of the package docstring. Every flag below changed in v0.30.0 (the
 llama-server architecture; in Ollama's history one commit, 9db4bdbad, brought all of them), so
 today there are two behaviours: up to v0.29 ("legacy", checked against a real v0.24.0, reference
-§9) and from v0.30 (checked against a real v0.32.15, §10).
+§9) and from v0.30 (checked against a real v0.32.15, §10). One exception: ``unload_row_first``
+changed in v0.32.4, where ``/api/ps`` started to take the scheduler's lock (commit 6cd40001a).
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ class Behaviour:
     """``/api/tags`` lists ``capabilities`` and trained context/embedding lengths (§5.3)."""
     oom_error: str
     """What a load that ran out of GPU memory answers (500): the runner's name changed."""
+    unload_row_first: bool
+    """An unloaded runner's ``/api/ps`` row goes before its process exits (~14 ms later on
+    0.32.15, §4.9); before v0.32.4 the process exits first and the row goes a moment later
+    (0.24.0). In ``server/sched.go`` every version kills the runner, waits for its exit and
+    then deletes it from the loaded set, all under ``loadedMu``; from v0.32.4 ``/api/ps``
+    takes that lock, so a poll made during the kill answers after it, without the row."""
 
     @classmethod
     def for_version(cls, version: str) -> Behaviour:
@@ -89,6 +96,7 @@ class Behaviour:
         """
         number = parse_version(version)
         modern = number >= (0, 30, 0) or number == (0, 0, 0)
+        locked_ps = number >= (0, 32, 4) or number == (0, 0, 0)
         return cls(
             version=version,
             clamps_num_ctx=modern,
@@ -103,4 +111,5 @@ class Behaviour:
             show_404_normalised=modern,
             tags_capabilities=modern,
             oom_error=_OOM_LLAMA_SERVER if modern else _OOM_LLAMA_RUNNER,
+            unload_row_first=locked_ps,
         )

@@ -21,7 +21,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,7 @@ class _Driver:
         self.clients: list[ClientResult] = []
         self.windows: list[tuple[float, float, str, str]] = []
         self.paused: dict[str, float] = {}
+        self.open_windows: dict[str, float] = {}
         self.reloads = 0
 
     def reload_config(self) -> Config:
@@ -237,10 +238,19 @@ class _Driver:
     async def _do_stop(self, args: dict[str, Any], _k: Keeper | None, _now: float) -> None:
         self.spawn(self.stop_model(args["model"]))
 
+    async def _lasting(self, kind: str, now: float, fault: Awaitable[None]) -> None:
+        """Run a fault that takes time; its window lasts until it is over, plus a second."""
+        self.open_windows[kind] = now
+        try:
+            await fault
+        finally:
+            self.open_windows.pop(kind, None)
+            self.window(kind, now, time.time() - now + 1.0)
+
     async def _do_restart_fast(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
         down, hang = args["down_s"], args.get("hang_s", 0.0)
-        self.window("restart", now, down + hang + 1.0)
-        self.spawn(self.fake.restart(down_s=down * SCALE, hang_s=hang * SCALE))
+        restart = self.fake.restart(down_s=down * SCALE, hang_s=hang * SCALE)
+        self.spawn(self._lasting("restart", now, restart))
 
     _do_restart_slow = _do_restart_fast
 
@@ -254,9 +264,8 @@ class _Driver:
         self.fake.runtime_oom()
 
     async def _do_suspend(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self.window("suspend", now, args["seconds"] + 1.0)
         self.clocks.suspend(args["seconds"])
-        self.spawn(self.fake.suspend(args["seconds"] * SCALE))
+        self.spawn(self._lasting("suspend", now, self.fake.suspend(args["seconds"] * SCALE)))
 
     async def _do_step_back(self, args: dict[str, Any], _k: Keeper | None, _now: float) -> None:
         # The machine's clock steps: the keeper's wall clock and the fake's move together.
@@ -493,7 +502,8 @@ async def _run(
         statuses=sampler.statuses,
         lags=sampler.lags,
         windows=driver.windows
-        + [(since, ended + 1.0, "pause", m) for m, since in driver.paused.items()],
+        + [(since, ended + 1.0, "pause", m) for m, since in driver.paused.items()]
+        + [(since, ended + 1.0, kind, "") for kind, since in driver.open_windows.items()],
         exit_code=exit_code,
         keeper_died=died,
         loop_errors=loop_errors,

@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = "src/ollama_keepwarm/core/plan.py"
 SCHED = "src/ollama_keepwarm/fake/scheduler.py"
+STOP = '("stopped", caller)'  # why the unload command marks a runner (fake/records.py)
 DEFAULT_TESTS = ("tests/core", "tests/daemon", "tests/fake")
 FIRST = {PLAN: "tests/core", SCHED: "tests/fake"}
 """The folder run first for a file's mutants (its own tests): with ``-x`` a kill is quick."""
@@ -320,13 +321,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stop_keeps_expiry",
         SCHED,
-        "runner.expires_at_ns = self.clock.wall_ns()\n        self._mark_for_unload(runner)",
-        "self._mark_for_unload(runner)",
+        "runner.expires_at_ns = self.clock.wall_ns()\n"
+        f"        self._mark_for_unload(runner, {STOP})",
+        f"self._mark_for_unload(runner, {STOP})",
     ),
     Mutant(
         "unload_command_ignored",
         SCHED,
-        "self._mark_for_unload(runner)\n        return True",
+        f"self._mark_for_unload(runner, {STOP})\n        return True",
         "return True",
     ),
     Mutant(

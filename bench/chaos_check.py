@@ -4,7 +4,9 @@ Judged only from the fake's own records of who caused what (``fake/records.py``)
 log events and its ``status`` samples, never from the keeper's internals:
 
 1. no runner a client loaded with other options is reloaded by the keeper after it said
-   ``options_mismatch``, and it says so within two such reloads;
+   ``options_mismatch`` (until the mismatch may end: the model gone longer than a reload
+   takes, Ollama restarted, the config reloaded), and it says so within two such reloads in
+   a minute;
 2. no client load or request waits on a runner the keeper revived or kept busy;
 3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
    loads that had to come first (time the fake spent loading, or a call of ours for another
@@ -41,6 +43,8 @@ REPEAT_S = 10.0
 MARGIN_S = 0.35
 SPIN_PER_S = 80
 MISMATCH_WITHIN = 2
+MISMATCH_MINUTE_S = 60.0
+"""Issue 21: a client with other options pays at most two reloads in a minute."""
 LONG_RUN_S = 120.0
 SELF_FIGHTS = 2
 """Evictions of one kept model by our own loads of another (outside operator actions) that
@@ -94,39 +98,69 @@ class _Checker:
 
     # -- invariant 1 --------------------------------------------------------------------------
 
+    def _resets(self, blob: str) -> list[float]:
+        """When a mismatch of ``blob`` may end: the model was gone longer than a reload takes
+        (less a poll, the keeper's view), Ollama restarted, or the config was reloaded."""
+        spans = [
+            _t(ld.finished) - _t(ld.started)
+            for ld in self.o.loads
+            if ld.ok and ld.finished and self.blob(ld.model) == blob
+        ]
+        reload_s = max(spans, default=0.0)
+        starts = sorted(_t(ld.started) for ld in self.o.loads if self.blob(ld.model) == blob)
+        resets = [start for start, _end, kind, _m in self.o.windows if kind == "reload"]
+        for unload in self.o.records.unloads:
+            if self.blob(unload.model) != blob:
+                continue
+            gone = _t(unload.time)
+            back = next((t for t in starts if t >= gone), None)
+            if unload.cause == "restart":
+                resets.append(gone)
+            elif back is not None and back - gone > reload_s - POLL_S:
+                resets.append(back)
+        return sorted(resets)
+
     def options_fights(self) -> None:
-        said: dict[str, float] = {}
+        """Invariant 1, per options-mismatch episode of each model."""
+        events: dict[str, list[tuple[float, str]]] = defaultdict(list)
         for entry in self.o.logs:
             if entry.get("event") == "options_mismatch" and entry.get("model"):
-                said.setdefault(self.blob(str(entry["model"])), entry["t"])
-        fights: dict[str, list[float]] = defaultdict(list)
+                events[self.blob(str(entry["model"]))].append((entry["t"], "said"))
         for load in self.o.loads:
             if load.reason != "reload" or not load.replaced_by or _t(load.started) > self.o.ended:
                 continue
             if who(load.caller) == "keeper" and who(load.replaced_by) == "client":
-                fights[self.blob(load.model)].append(_t(load.started))
+                events[self.blob(load.model)].append((_t(load.started), "fight"))
             elif who(load.caller) == "client" and who(load.replaced_by) == "keeper":
                 self.harmed.add(("reload", _t(load.started)))
-        for blob, times in fights.items():
+        for blob, happened in events.items():
+            if not any(kind == "fight" for _, kind in happened):
+                continue
             name = self.kept_blobs.get(blob, blob[:12])
-            first_said = said.get(blob)
-            before = [t for t in times if first_said is None or t < first_said]
-            if len(before) > MISMATCH_WITHIN:
-                how = "never said" if first_said is None else "said only after them"
-                self.flag(
-                    1,
-                    f"keeper reloaded a client's runner of {name} {len(before)} times; "
-                    f"options_mismatch {how}",
-                    before[MISMATCH_WITHIN],
-                )
-            after = [t for t in times if first_said is not None and t > first_said]
-            if after:
-                self.flag(
-                    1,
-                    f"keeper reloaded a client's runner of {name} {len(after)} times after "
-                    "saying options_mismatch",
-                    after[0],
-                )
+            happened += [(t, "reset") for t in self._resets(blob)]
+            said, unsaid = False, list[float]()  # a reset ends an episode, not a minute's count
+            for t, kind in sorted(happened, key=lambda e: (e[0], e[1] != "reset")):
+                if kind == "reset":
+                    said = False
+                elif kind == "said":
+                    said, unsaid = True, []
+                elif said:
+                    self.flag(
+                        1,
+                        f"keeper reloaded a client's runner of {name} after saying "
+                        "options_mismatch",
+                        t,
+                    )
+                else:
+                    unsaid = [u for u in unsaid if t - u < MISMATCH_MINUTE_S] + [t]
+                    if len(unsaid) == MISMATCH_WITHIN + 1:
+                        self.flag(
+                            1,
+                            f"keeper reloaded a client's runner of {name} "
+                            f"{len(unsaid)} times in a minute without saying "
+                            "options_mismatch",
+                            t,
+                        )
 
     # -- invariant 2 --------------------------------------------------------------------------
 

@@ -1,11 +1,9 @@
 """Run one chaos schedule: the real keeper against the fake, over real sockets, in one loop.
 
 The keeper is the daemon's own :class:`~ollama_keepwarm.daemon.keeper.Keeper` (what
-``ollama-keepwarm run`` starts), with injected clocks so a wall-clock step or a suspend reaches
-it as it would reach the process: the fake and the keeper step together. Config reloads go
-through ``Keeper.request_reload`` (what SIGHUP calls); pause, resume and refresh through the
-control socket. Clients send ``User-Agent: chaos-client/<n>``; the fake's records
-(``fake/records.py``) tell their requests from the keeper's.
+``ollama-keepwarm run`` starts) with injected clocks, on a fresh fake with runner processes;
+``chaos_driver.py`` carries out the events. Its logs are captured (with the time) through
+structlog, its ``status`` and the event loop's lag are sampled every :data:`SAMPLE_S`.
 
 Everything the checks need is copied into a plain, picklable :class:`Outcome`.
 """
@@ -15,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,35 +26,17 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bench.chaos_schedule import LOAD_S_PER_GB, POLL_S, SCALE, TOKEN_S, Event, Kept, Schedule
-from ollama_keepwarm.core.config import Config, ConfigError, parse_config
-from ollama_keepwarm.daemon.clocks import ManualClocks
-from ollama_keepwarm.daemon.control import send_command
+from bench.chaos_driver import ClientResult, Driver
+from bench.chaos_schedule import LOAD_S_PER_GB, SCALE, TOKEN_S, Schedule
 from ollama_keepwarm.daemon.keeper import Keeper
 from ollama_keepwarm.fake import EvictionRecord, FakeOllama, LoadRecord, RecordedRequest
 from ollama_keepwarm.fake.records import Records
-from ollama_keepwarm.fake.server import AnswerFault
 
 __all__ = ["ClientResult", "Outcome", "run_schedule"]
 
-CLIENT_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 SAMPLE_S = 0.1
 RESOURCES_EVERY_S = 10.0
-SLOW_S = 4.0
-"""How long a slowed answer takes (real seconds): past the keeper's 3 s request timeout."""
-
-
-@dataclass(frozen=True)
-class ClientResult:
-    """One client request as the client saw it (real epoch seconds)."""
-
-    client: int
-    model: str
-    sent: float
-    ended: float
-    status: int
-    error: str = ""
 
 
 @dataclass
@@ -92,32 +71,6 @@ class Outcome:
     :data:`RESOURCES_EVERY_S` while it runs, and at the end."""
 
 
-def _config(url: str, kept: tuple[Kept, ...], scratch: str, cgroup: str) -> Config:
-    raw: dict[str, Any] = {
-        "ollama": {"host": url, "load_timeout": "30s", "request_timeout": "3s", "cgroup": cgroup},
-        "daemon": {
-            "control_socket": f"{scratch}/c.sock",
-            "state_dir": scratch,
-            "poll_interval": f"{int(POLL_S * 1000)}ms",
-            "refresh_before": "3s",
-            "health_interval": "5s",
-            "down_poll_max": "300ms",
-            "conflict_retry": "20s",
-        },
-        "http": {"enabled": False},
-        "models": [
-            {
-                "name": k.name,
-                "keep_alive": k.keep_alive,
-                "priority": k.priority,
-                **({"options": k.options} if k.options else {}),
-            }
-            for k in kept
-        ],
-    }
-    return parse_config(raw, environ={})
-
-
 def _rss_kib() -> int:
     with contextlib.suppress(OSError):
         pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -129,203 +82,6 @@ def _fds() -> int:
     with contextlib.suppress(OSError):
         return sum(1 for _ in Path("/proc/self/fd").iterdir())
     return -1
-
-
-class _Driver:
-    """Carries out the events of one schedule against one fake and one keeper."""
-
-    def __init__(self, schedule: Schedule, fake: FakeOllama, scratch: str) -> None:
-        self.schedule = schedule
-        self.fake = fake
-        self.scratch = scratch
-        self.clocks = ManualClocks()
-        cgroup = ""
-        if fake.processes is not None and fake.processes.cgroup is not None:
-            cgroup = str(fake.processes.cgroup)
-        self.cgroup = cgroup
-        self.kept = schedule.kept
-        self.config = _config(fake.url, self.kept, scratch, cgroup)
-        self.next_config: Config | None = None
-        self.session: aiohttp.ClientSession | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.clients: list[ClientResult] = []
-        self.windows: list[tuple[float, float, str, str]] = []
-        self.paused: dict[str, float] = {}
-        self.reloads = 0
-
-    def reload_config(self) -> Config:
-        """What the keeper's SIGHUP reads: the next config, or a ConfigError for a bad file."""
-        if self.next_config is None:
-            raise ConfigError("models[0].keep_alive", "invalid duration 'soon' (chaos: a bad file)")
-        config, self.next_config = self.next_config, None
-        return config
-
-    def window(self, kind: str, start: float, length: float, model: str = "") -> None:
-        self.windows.append((start, start + length, kind, model))
-
-    def spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def client_request(self, event: Event) -> None:
-        assert self.session is not None
-        args = event.args
-        body: dict[str, Any] = {
-            "model": args["model"],
-            "prompt": f"chaos client {args['client']} asks something",
-            "stream": False,
-            "options": {"num_predict": args["tokens"], **args.get("options", {})},
-        }
-        if "keep_alive" in args:
-            body["keep_alive"] = args["keep_alive"]
-        sent = time.time()
-        status, error = 0, ""
-        try:
-            async with self.session.post(
-                f"{self.fake.url}/api/generate",
-                json=body,
-                headers={"User-Agent": f"chaos-client/{args['client']}"},
-                timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S),
-            ) as response:
-                await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            error = type(exc).__name__
-        self.clients.append(
-            ClientResult(args["client"], args["model"], sent, time.time(), status, error)
-        )
-
-    async def stop_model(self, model: str) -> None:
-        assert self.session is not None
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with self.session.post(
-                f"{self.fake.url}/api/generate",
-                json={"model": model, "keep_alive": 0},
-                headers={"User-Agent": "ollama/0.0.0 (amd64 linux) Go/go1.24 chaos"},
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as response:
-                await response.read()
-
-    async def control(self, request: Mapping[str, Any]) -> None:
-        with contextlib.suppress(Exception):
-            await send_command(Path(self.config.daemon.control_socket), request, timeout_s=10)
-
-    def _good_config(self) -> Config:
-        """A changed but valid config: the same models, priorities rotated, leases swapped."""
-        self.reloads += 1
-        turned = tuple(
-            Kept(
-                k.name,
-                self.kept[(i + self.reloads) % len(self.kept)].keep_alive,
-                self.kept[(i + self.reloads) % len(self.kept)].priority,
-                k.options,
-            )
-            for i, k in enumerate(self.kept)
-        )
-        return _config(self.fake.url, turned, self.scratch, self.cgroup)
-
-    async def fire(self, event: Event, keeper: Keeper | None) -> None:
-        """Carry out one event (it returns at once; lasting faults run in the background)."""
-        handler = getattr(self, f"_do_{event.kind}", None)
-        if handler is not None:
-            await handler(event.args, keeper, time.time())
-
-    async def _do_request(self, args: dict[str, Any], _k: Keeper | None, _now: float) -> None:
-        self.spawn(self.client_request(Event(0.0, "request", args)))
-
-    async def _do_stop(self, args: dict[str, Any], _k: Keeper | None, _now: float) -> None:
-        self.spawn(self.stop_model(args["model"]))
-
-    async def _do_restart_fast(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        down, hang = args["down_s"], args.get("hang_s", 0.0)
-        self.window("restart", now, down + hang + 1.0)
-        self.spawn(self.fake.restart(down_s=down * SCALE, hang_s=hang * SCALE))
-
-    _do_restart_slow = _do_restart_fast
-
-    async def _do_crash(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self.window("crash", now, 1.0, args["model"])
-        with contextlib.suppress(KeyError):
-            self.fake.crash(args["model"])
-
-    async def _do_runtime_oom(self, _a: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self.window("runtime_oom", now, 1.0)
-        self.fake.runtime_oom()
-
-    async def _do_suspend(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self.window("suspend", now, args["seconds"] + 1.0)
-        self.clocks.suspend(args["seconds"])
-        self.spawn(self.fake.suspend(args["seconds"] * SCALE))
-
-    async def _do_step_back(self, args: dict[str, Any], _k: Keeper | None, _now: float) -> None:
-        # The machine's clock steps: the keeper's wall clock and the fake's move together.
-        self.clocks.step_wall(args["seconds"])
-        self.fake.step_wall(args["seconds"])
-
-    _do_step_forward = _do_step_back
-
-    async def _delay(self, prefix: str, seconds: float, for_s: float, now: float) -> None:
-        self.window(f"delay {prefix}", now, for_s + 4.0)
-        self.fake.set_delay(prefix, seconds * SCALE)
-        self.spawn(self._clear_delay(prefix, for_s))
-
-    async def _do_hang_ps(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        await self._delay("/api/ps", math.inf, args["for_s"], now)
-
-    async def _do_slow_generate(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        await self._delay("/api/generate", SLOW_S, args["for_s"], now)
-
-    async def _do_slow_show(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        await self._delay("/api/show", SLOW_S, args["for_s"], now)
-
-    def _wrong_answers(self, prefix: str, kind: AnswerFault, times: int, now: float) -> None:
-        self.window(f"{kind} {prefix}", now, 2.0)
-        self.fake.fail_next_answers(prefix, kind, times=times)
-
-    async def _do_garble_ps(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self._wrong_answers("/api/ps", "garble", args["times"], now)
-
-    async def _do_garble_generate(
-        self, args: dict[str, Any], _k: Keeper | None, now: float
-    ) -> None:
-        self._wrong_answers("/api/generate", "garble", args["times"], now)
-
-    async def _do_error_generate(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self._wrong_answers("/api/generate", "500", args["times"], now)
-
-    async def _do_fail_load(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self.window("fail_load", now, 4.0)
-        self.fake.fail_next_load(None, times=args["times"])
-
-    async def _do_reload_good(self, _a: dict[str, Any], keeper: Keeper | None, now: float) -> None:
-        if keeper is not None:
-            self.next_config = self._good_config()
-            self.window("reload", now, 1.0)
-            keeper.request_reload()
-
-    async def _do_reload_bad(self, _a: dict[str, Any], keeper: Keeper | None, _now: float) -> None:
-        if keeper is not None:
-            self.next_config = None
-            keeper.request_reload()
-
-    async def _do_pause(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self.paused[args["model"]] = now
-        request = {"command": "pause", "model": args["model"], "unload": args["unload"]}
-        self.spawn(self.control(request))
-
-    async def _do_resume(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        since = self.paused.pop(args["model"], None)
-        if since is not None:
-            self.window("pause", since, now - since + 1.0, args["model"])
-        self.spawn(self.control({"command": "resume", "model": args["model"]}))
-
-    async def _do_refresh(self, args: dict[str, Any], _k: Keeper | None, _now: float) -> None:
-        self.spawn(self.control({"command": "refresh", "model": args["model"]}))
-
-    async def _clear_delay(self, prefix: str, after_s: float) -> None:
-        await asyncio.sleep(after_s)
-        self.fake.set_delay(prefix, None)
 
 
 def _capture(logs: list[dict[str, Any]]) -> Any:
@@ -437,7 +193,7 @@ async def _run(
     logs: list[dict[str, Any]],
     loop_errors: list[str],
 ) -> Outcome:
-    driver = _Driver(schedule, fake, scratch)
+    driver = Driver(schedule, fake, scratch)
     events = [e for _, e in schedule.active]
     for event in [e for e in events if e.at <= 0.0]:
         await driver.fire(event, None)  # before the keeper starts (a slow /api/show at start)
@@ -493,7 +249,8 @@ async def _run(
         statuses=sampler.statuses,
         lags=sampler.lags,
         windows=driver.windows
-        + [(since, ended + 1.0, "pause", m) for m, since in driver.paused.items()],
+        + [(since, ended + 1.0, "pause", m) for m, since in driver.paused.items()]
+        + [(since, ended + 1.0, kind, "") for kind, since in driver.open_windows.items()],
         exit_code=exit_code,
         keeper_died=died,
         loop_errors=loop_errors,

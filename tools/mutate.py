@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLAN = "src/ollama_keepwarm/core/plan/"
 """A folder: a mutant applies to the one module of it that holds its snippet."""
 SCHED = "src/ollama_keepwarm/fake/scheduler.py"
+STOP = '("stopped", caller)'  # why the unload command marks a runner (fake/records.py)
 DEFAULT_TESTS = ("tests/core", "tests/daemon", "tests/fake")
 FIRST = {PLAN: "tests/core", SCHED: "tests/fake"}
 """The folder run first for a file's mutants (its own tests): with ``-x`` a kill is quick."""
@@ -327,13 +328,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stop_keeps_expiry",
         SCHED,
-        "runner.expires_at_ns = self.clock.wall_ns()\n        self._mark_for_unload(runner)",
-        "self._mark_for_unload(runner)",
+        "runner.expires_at_ns = self.clock.wall_ns()\n"
+        f"        self._mark_for_unload(runner, {STOP})",
+        f"self._mark_for_unload(runner, {STOP})",
     ),
     Mutant(
         "unload_command_ignored",
         SCHED,
-        "self._mark_for_unload(runner)\n        return True",
+        f"self._mark_for_unload(runner, {STOP})\n        return True",
         "return True",
     ),
     Mutant(

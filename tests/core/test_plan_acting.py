@@ -144,3 +144,32 @@ def test_releases_go_first_and_only_unused_loads_prime() -> None:
     assert plan.prime_cause("model_warmed", {"loaded": False}) is None
     assert plan.prime_cause("runner_reloaded", {}) == "reload"
     assert plan.prime_cause("model_refreshed", {}) is None
+
+
+@pytest.mark.parametrize(
+    ("call", "state", "withdrawn"),
+    [
+        (plan.Action.REFRESH, plan.ModelState(), False),
+        (plan.Action.REFRESH, plan.ModelState(foreign=True), True),
+        (plan.Action.REFRESH, plan.ModelState(held_since=NOW), True),
+        (plan.Action.REFRESH, plan.ModelState(paused_until=NOW + timedelta(hours=1)), True),
+        (plan.Action.WARM, plan.ModelState(foreign=True), False),
+        (plan.Action.UNLOAD, plan.ModelState(held_since=NOW), False),
+    ],
+    ids=[
+        "still kept",
+        "a client's runner since",
+        "held since",
+        "paused since",
+        "a load of ours is never aborted",
+        "a release stands",
+    ],
+)
+def test_a_refresh_in_flight_is_withdrawn_when_the_model_must_be_left_alone(
+    call: plan.Action, state: plan.ModelState, withdrawn: bool
+) -> None:
+    """A ping or renewal queued inside Ollama (waiting for a client's reload to end) would
+    reload the client's runner with our options when it is served; withdrawn, Ollama skips
+    it (a request cancelled while queued is skipped, §2.6). A load of ours is not aborted: that
+    would throw away a load already paid for."""
+    assert plan.withdraw(decision(call), state, NOW) is withdrawn

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -117,14 +118,7 @@ class HostKeeper:
         self._snapshot_asked = -math.inf  # monotonic time the current snapshot was asked for
         self._wall_offset = self._clock_offset()  # wall - boottime: only a step changes it
         self._lease_map: dict[datetime, datetime] = {}  # expires_at printed -> read, after a step
-        self._call_ended: dict[str, float] = {}  # monotonic end of our last call, per model
-        self._queued: set[str] = set()
-        self._loads: asyncio.Queue[plan.Decision] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
-        self._calls: set[asyncio.Task[None]] = set()
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._init_calls()
         self._wake: Callable[[datetime], None] = lambda _at: None
         self.crash_watch: CrashWatch | None = None
         self.crash_watch_source = "not started"
@@ -136,6 +130,19 @@ class HostKeeper:
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
         self.on_use: Callable[[str, datetime, bool], None] = lambda _name, _at, _cold: None
         """Told of each use by someone else seen at a look (name, when, cold): learned hours."""
+
+    def _init_calls(self) -> None:
+        """The bookkeeping of our own calls: queued, in flight, ended."""
+        self._call_ended: dict[str, float] = {}  # monotonic end of our last call, per model
+        self._queued: set[str] = set()
+        self._loads: asyncio.Queue[plan.Decision] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._calls: set[asyncio.Task[None]] = set()
+        self._refreshes: dict[str, tuple[plan.Decision, asyncio.Task[None]]] = {}
+        """Refreshes in flight, per model: withdrawn when the model must be left alone."""
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def _init_shows(self) -> None:
         """What ``/api/show`` told, per match key, and how asking it went."""
@@ -526,6 +533,13 @@ class HostKeeper:
             unconfirmed=unconfirmed,
             loading_elsewhere=self._elsewhere,
         )
+        for key, (in_flight, task) in list(self._refreshes.items()):
+            if key in self.states and plan.withdraw(in_flight, self.states[key], now):
+                # Still queued inside Ollama behind a client's reload, it would reload the
+                # client's runner with our options; Ollama skips it once we hang up.
+                _log.info("refresh_withdrawn", model=in_flight.model.name, host=self.host)
+                del self._refreshes[key]
+                task.cancel()
         for decision in plan.queue_order(self.decisions):
             key = decision.model.key
             if key in self._queued:
@@ -546,11 +560,17 @@ class HostKeeper:
                 task = asyncio.get_running_loop().create_task(self._call(decision))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
+                self._refreshes[key] = (decision, task)
+                task.add_done_callback(functools.partial(self._refresh_done, key))
         self._start_primes(now)
         upcoming = [d.at for d in self.decisions if d.at is not None and d.at > now]
         if upcoming:
             self._wake(min(upcoming))
         self._on_change()
+
+    def _refresh_done(self, key: str, task: asyncio.Task[None]) -> None:
+        if key in self._refreshes and self._refreshes[key][1] is task:
+            del self._refreshes[key]
 
     async def _load_lane(self) -> None:
         """Make the queued loads and releases one at a time; nothing but cancellation ends it."""
@@ -651,6 +671,11 @@ class HostKeeper:
                 embedding_only=info.embedding_only,
                 timeout_s=limit_s,
             )
+        except asyncio.CancelledError:
+            # Withdrawn (plan.withdraw) or the daemon is stopping: no call of ours is in flight.
+            if model.key in self.states:
+                self.states[model.key] = plan.record_call_withdrawn(self.states[model.key])
+            raise
         except OllamaTimeoutError as exc:
             st, events = plan.record_warm_timed_out(
                 model,

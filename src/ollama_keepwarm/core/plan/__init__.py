@@ -48,9 +48,11 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 * **Errors** (``errors``): a model backs off exponentially with jitter; the others carry on. A
   load that timed out was aborted inside Ollama (§2.6): the next one waits longer. A call that
   raised anything backs off too. A ``/api/show`` that timed out is asked again later.
-* **Around the keeper's calls** (``acting``): a queued call is made only if still wanted;
-  primes never reach a model left alone, nor a slot a client filled (only loads nobody used
-  yet are primed); a config change ends holds and mismatches; a resume verifies.
+* **Around the keeper's calls** (``acting``): a queued call is made only if still wanted; a
+  refresh still in flight when the model must be left alone is withdrawn (Ollama skips a
+  queued request whose client left, so it never reloads a client's runner); primes never reach
+  a model left alone, nor a slot a client filled (only loads nobody used yet are primed); a
+  config change ends holds and mismatches; a resume verifies.
 """
 
 from __future__ import annotations
@@ -65,8 +67,13 @@ from ollama_keepwarm.core.plan.acting import (
     still_wanted,
     unconfirmed,
     verify_after,
+    withdraw,
 )
-from ollama_keepwarm.core.plan.calls import record_warm_finished, record_warm_started
+from ollama_keepwarm.core.plan.calls import (
+    record_call_withdrawn,
+    record_warm_finished,
+    record_warm_started,
+)
 from ollama_keepwarm.core.plan.capacity import CONFLICT_STRIKES, release_holds
 from ollama_keepwarm.core.plan.decide import decide
 from ollama_keepwarm.core.plan.errors import (
@@ -153,6 +160,7 @@ __all__ = [
     "queued_not_wedged",
     "ranked",
     "record_call_crashed",
+    "record_call_withdrawn",
     "record_release_failed",
     "record_release_sent",
     "record_verify_failed",
@@ -175,4 +183,5 @@ __all__ = [
     "unlisted_runners",
     "verify_after",
     "wall_step",
+    "withdraw",
 ]

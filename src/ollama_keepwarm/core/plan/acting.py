@@ -34,6 +34,7 @@ __all__ = [
     "still_wanted",
     "unconfirmed",
     "verify_after",
+    "withdraw",
 ]
 
 
@@ -57,6 +58,15 @@ def leave_alone(st: ModelState, now: datetime) -> bool:
     outside its window, or a client's runner with other options. Judged from the state, not
     from a decision (a "confirming" wait hid a hold, issue 22 item 12)."""
     return is_paused(st, now) or is_held(st) or off_window(st) or st.foreign
+
+
+def withdraw(in_flight: Decision, st: ModelState, now: datetime) -> bool:
+    """Withdraw a refresh of ours still in flight once the model must be left alone (a client's
+    runner with other options, a hold, a pause): one queued inside Ollama behind a client's
+    reload would, when served, reload the client's runner with our options. Ollama skips a
+    request whose client has gone while it is queued (§2.6). Loads and releases stand: a load
+    aborted is a load thrown away, and a release is what a hold asks for."""
+    return in_flight.action is Action.REFRESH and leave_alone(st, now)
 
 
 def verify_after(decision: Decision, st: ModelState) -> tuple[bool, bool]:

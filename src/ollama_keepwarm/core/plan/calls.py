@@ -41,6 +41,12 @@ def record_warm_started(
     )
 
 
+def record_call_withdrawn(st: ModelState) -> ModelState:
+    """Our call was withdrawn (``acting.withdraw``) or cut short by shutdown: nothing was
+    learnt, no failure counted; the model simply has no call of ours in flight any more."""
+    return replace(st, in_flight_since=None)
+
+
 def record_warm_finished(
     model: ModelConfig,
     st: ModelState,

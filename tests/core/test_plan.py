@@ -108,6 +108,19 @@ class TestDecide:
         assert (d.action, d.at) == (plan.Action.WAIT, None)
         assert d.reason.startswith("busy")
 
+    def test_a_lease_that_lapses_anew_after_each_ping_is_not_pinged_again_at_once(self) -> None:
+        """A runner Ollama drains for a client's reload has ``d`` = 0: each request that ends
+        on it leaves ``expires_at`` at that moment, in the past (§1.3, §1.5), so it is never
+        the value our call started with. Chaos seed 3 on 0.32.15: 33 pings in 40 ms held the
+        runner busy while the client's reload waited. A lease still lapsed after our own call
+        ended is stopping or busy: the next call waits a whole stale interval."""
+        pinged_at = NOW - s(0.01)
+        lapsed = snap(row("llama3.1:8b", -0.005))  # set when our ping ended, then unmoved
+        st = warmed(pinged_at, renewed_expiry=NOW - s(0.02))
+        d = one(LLAMA, lapsed, st)
+        assert (d.action, d.at) == (plan.Action.WAIT, pinged_at + plan.stale_interval(DAEMON))
+        assert d.reason.startswith("stopping or busy")
+
     def test_frozen_lease_in_future_waits_for_it_to_move(self) -> None:
         """Inside the window, if our call did not move expires_at, nothing more is due."""
         listed = snap(row("llama3.1:8b", 60))

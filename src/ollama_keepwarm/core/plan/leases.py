@@ -16,6 +16,11 @@ request carrying ``keep_alive`` sets it back). So:
 * **Frozen**: ``expires_at`` is the value it had when our last call started, after that call
   ended: the model is busy (§1.3, Ollama never expires a busy model). Nothing is due until it
   moves: no renewal storm, no revival of a runner drained for a client's load.
+* **Stopping or busy**: ``expires_at`` has passed although a call of ours ended within a stale
+  interval. A runner drained for a client's reload has ``d`` = 0, so each request that ends on
+  it leaves ``expires_at`` at that moment, in the past, a new value each time (never frozen);
+  pinging it again at once would hold it busy while the client's load waits. The next call
+  waits a whole stale interval.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ LEASE_TOLERANCE_S = 1.0
 
 FROZEN = "busy: its lease is frozen while requests run; Ollama never expires a busy model"
 """The reason given while a kept model is busy."""
+
+STOPPING = "stopping or busy: its lease lapsed again after our call"
+"""The reason given while a kept model's lease stays lapsed after a call of ours."""
 
 
 def stale_interval(daemon: DaemonConfig) -> timedelta:
@@ -76,6 +84,9 @@ def next_renewal(
     assert st.last_warm_ok_at is not None
     if is_frozen(st, row, now):
         return None, FROZEN, False
+    quiet_until = st.last_warm_ok_at + stale_interval(daemon)
+    if row.expires_at <= now < quiet_until:
+        return quiet_until, STOPPING, False
     due, reason = row.expires_at - _margin(model, daemon, st, row), "lease ending"
     renew = not st.lease_ours and may_carry_keep_alive(row, now)
     health_due = st.last_warm_ok_at + timedelta(seconds=daemon.health_interval_s)

@@ -1,11 +1,10 @@
 """The client-harm oracle in CI: a fixed set of seeds, each a random schedule (issue 23).
 
 Each seed runs the real keeper against the fake (``bench/chaos_run.py``) and must break none
-of issue 23's invariants (``bench/chaos_check.py``). Every seed here is meant to pass once
-the harms of issues 21 and 22 are fixed. Those that show a harm still open are marked
-``xfail(strict=True)`` naming it: when the fix lands the seed passes, the strict mark turns
-the run red, and the mark comes off. A failure prints the violations, the replay command and
-the command that shrinks the schedule to its fewest failing events.
+of issue 23's invariants (``bench/chaos_check.py``). ``FIXED`` seeds each showed a harm
+before its fix (named beside it) and guard against its return. A failure prints the
+violations, the replay command and the command that shrinks the schedule to its fewest failing
+events.
 
 The schedules run two at a time in their own processes (about 100 s on two cores); the bounds
 the checks use are in fake-clock terms plus the event loop's measured lag, never wall time.
@@ -22,35 +21,37 @@ LENGTH_S = 12.0
 
 PASSING = [(1, "0.24.0"), (9, "0.24.0"), (19, "0.24.0"), (4, "0.32.15"), (9, "0.32.15")]
 PASSING += [(16, "0.32.15")]
-"""Seeds that break no invariant on today's code (each checked in repeated runs)."""
+"""Seeds that broke no invariant even before this round's fixes (each checked in repeated runs)."""
 
-KNOWN = {
-    (1, "0.32.15"): "issue 22 item 1: a renewal revives a runner Ollama drains for a client's "
-    "load, which waits (invariant 2)",
-    (5, "0.24.0"): "issue 21 item 2: the keeper reloads a client's runner with other options "
-    "three times in a minute before it says options_mismatch (invariant 1)",
-    (5, "0.32.15"): "issue 22 item 5: a garbled answer crashes a call (call_crashed with a "
+FIXED = {
+    (1, "0.32.15"): "issue 22 item 1: a renewal revived a runner Ollama drained for a client's "
+    "load, which waited (invariant 2)",
+    (5, "0.24.0"): "issue 21 item 2: the keeper reloaded a client's runner with other options "
+    "three times in a minute before it said options_mismatch (invariant 1)",
+    (5, "0.32.15"): "issue 22 item 5: a garbled answer crashed a call (call_crashed with a "
     "traceback, invariant 4)",
-    (18, "0.24.0"): "issue 22 item 5: a garbled /api/ps kills a look with an exception nobody "
-    "retrieves (invariant 4)",
-    (10, "0.24.0"): "issue 21 item 3 and issue 22 item 2: a re-warm waits needlessly after a "
-    "loss, and a backward clock step stretches that wait past the run (invariant 3)",
+    (18, "0.24.0"): "issue 22 item 5: a garbled /api/ps killed a look with an exception nobody "
+    "retrieved (invariant 4)",
+    (10, "0.24.0"): "issue 21 item 3 and issue 22 item 2: a re-warm waited needlessly after a "
+    "loss, and a backward clock step stretched that wait past the run (invariant 3)",
+    (3, "0.32.15"): "33 pings in 40 ms held a runner drained for a client's reload busy "
+    "(invariant 2; plan/leases.py, stopping or busy)",
 }
-"""Seeds that show a harm still open on ``main``: the issue item each shows."""
+"""Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
+seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""
 
 
 def _cases() -> Iterator[object]:
     for seed, version in PASSING:
         yield pytest.param(seed, version, id=f"{version}-seed{seed}")
-    for (seed, version), reason in KNOWN.items():
-        mark = pytest.mark.xfail(strict=True, reason=reason)
-        yield pytest.param(seed, version, id=f"{version}-seed{seed}-known", marks=mark)
+    for seed, version in FIXED:
+        yield pytest.param(seed, version, id=f"{version}-seed{seed}-fixed")
 
 
 @pytest.fixture(scope="module")
 def results() -> dict[tuple[int, str], Result]:
     """Run every CI schedule once, two processes at a time."""
-    jobs = [(seed, version, LENGTH_S) for seed, version in [*PASSING, *KNOWN]]
+    jobs = [(seed, version, LENGTH_S) for seed, version in [*PASSING, *FIXED]]
     done = run_many(jobs, 2, lambda _result: None)
     return {(r.schedule.seed, r.schedule.version): r for r in done}
 

@@ -28,7 +28,6 @@ from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.daemon.control import send_command
 from ollama_keepwarm.daemon.keeper import Keeper
 from ollama_keepwarm.fake import FakeOllama
-from ollama_keepwarm.fake.server import AnswerFault
 
 __all__ = ["ClientResult", "Driver", "keeper_config"]
 
@@ -232,17 +231,17 @@ class Driver:
     async def _do_slow_show(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
         await self._delay("/api/show", SLOW_S, args["for_s"], now)
 
-    def _wrong_answers(self, prefix: str, kind: AnswerFault, times: int, now: float) -> None:
+    def _wrong_answers(self, prefix: str, kind: str, times: int, now: float) -> None:
         self.window(f"{kind} {prefix}", now, 2.0)
-        self.fake.fail_next_answers(prefix, kind, times=times)
+        self.fake.garble_next(prefix, kind, times=times)
 
     async def _do_garble_ps(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
-        self._wrong_answers("/api/ps", "garble", args["times"], now)
+        self._wrong_answers("/api/ps", "utf8", args["times"], now)
 
     async def _do_garble_generate(
         self, args: dict[str, Any], _k: Keeper | None, now: float
     ) -> None:
-        self._wrong_answers("/api/generate", "garble", args["times"], now)
+        self._wrong_answers("/api/generate", "utf8", args["times"], now)
 
     async def _do_error_generate(self, args: dict[str, Any], _k: Keeper | None, now: float) -> None:
         self._wrong_answers("/api/generate", "500", args["times"], now)

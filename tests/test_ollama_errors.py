@@ -50,6 +50,8 @@ EXPECTED: dict[str, tuple[type[OllamaError], str]] = {
     "nested": (OllamaBadAnswerError, "malformed"),
     "shape": (OllamaBadAnswerError, ""),
     "html": (OllamaBadAnswerError, "malformed"),
+    "utf8": (OllamaBadAnswerError, "malformed"),
+    "500": (OllamaError, "injected internal error"),
 }
 
 

@@ -88,8 +88,8 @@ async def test_reloads_stops_and_restarts_say_who(make_fake, client_for) -> None
 async def test_garbled_and_500_answers_and_a_wall_clock_step(make_fake, client_for) -> None:
     fake = await make_fake()
     session = client_for(fake)
-    fake.fail_next_answers("/api/ps", "garble")
-    fake.fail_next_answers("/api/generate", "500")
+    fake.garble_next("/api/ps", "utf8")
+    fake.garble_next("/api/generate", "500")
     async with session.get("/api/ps") as response:
         raw = await response.read()
         assert response.status == 200

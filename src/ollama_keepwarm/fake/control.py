@@ -16,7 +16,6 @@ Routes and bodies (each mirrors the :class:`FakeOllama` method of the same name)
     POST /_fake/garble          {"path_prefix": "/api/ps", "kind": "http", "times": 1}
     POST /_fake/runtime_oom
     POST /_fake/unload          {"model": "llama3.1:8b"}
-    POST /_fake/fail_answers    {"path_prefix": "/api/ps", "kind": "garble", "times": 1} ("500")
     POST /_fake/step_wall       {"seconds": -3600}
     GET  /_fake/records         (who caused each load, eviction, unload and wait: records.py)
 """
@@ -79,7 +78,6 @@ class FaultTarget(Protocol):
     def garble_next(self, path_prefix: str, kind: str = "http", times: int = 1) -> None: ...
     def runtime_oom(self) -> int: ...
     async def unload(self, name: str) -> bool: ...
-    def fail_next_answers(self, path_prefix: str, kind: Any, times: int = 1) -> None: ...
     def step_wall(self, seconds: float) -> None: ...
     @property
     def loads(self) -> list[LoadRecord]: ...
@@ -107,7 +105,6 @@ class ControlRoutes:
         router.add_post("/_fake/garble", self.garble)
         router.add_post("/_fake/runtime_oom", self.runtime_oom)
         router.add_post("/_fake/unload", self.unload)
-        router.add_post("/_fake/fail_answers", self.fail_answers)
         router.add_post("/_fake/step_wall", self.step_wall)
         router.add_get("/_fake/records", self.records)
 
@@ -186,17 +183,6 @@ class ControlRoutes:
         except KeyError:
             raise RequestError(404, f"model '{name}' not found") from None
         return json_response(200, {"unloading": unloaded})
-
-    async def fail_answers(self, request: web.Request) -> web.Response:
-        """Answer the next requests on a path prefix garbled or with a 500."""
-        body = await _body(request)
-        prefix, kind = body.get("path_prefix"), body.get("kind")
-        if not isinstance(prefix, str):
-            raise RequestError(400, "path_prefix is required")
-        if kind not in ("garble", "500"):
-            raise RequestError(400, 'kind must be "garble" or "500"')
-        self.fake.fail_next_answers(prefix, kind, times=int(_number(body, "times", 1)))
-        return json_response(200, {"status": "armed"})
 
     async def step_wall(self, request: web.Request) -> web.Response:
         """Step the wall clock the fake reports by ``seconds`` (either sign)."""

@@ -11,6 +11,8 @@ one such answer, as the client's socket sees it:
 ``nested``      a 200 whose JSON nests deeper than a parser's recursion limit
 ``shape``       a 200 with valid JSON of the wrong shape for every endpoint
 ``html``        a 200 with an HTML page (a captive portal, a proxy's error page)
+``utf8``        a 200 whose JSON is cut short and is not UTF-8 (what a bad proxy sends)
+``500``         Ollama's error shape with an internal error, the request not served
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aiohttp import web
 
 __all__ = ["KINDS", "garbled"]
 
-KINDS = ("http", "disconnect", "cut", "charset", "nested", "shape", "html")
+KINDS = ("http", "disconnect", "cut", "charset", "nested", "shape", "html", "utf8", "500")
 
 _SHAPE = (
     b'{"models": [{"name": 7, "size": "big", "expires_at": 1e999}], "version": 7,'
@@ -58,4 +60,8 @@ async def garbled(request: web.Request, kind: str) -> web.StreamResponse:
         return web.Response(
             text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
         )
+    if kind == "utf8":
+        return web.Response(body=b'{"models":[{"name":"\xff\xfe', content_type="application/json")
+    if kind == "500":
+        return web.json_response({"error": "injected internal error"}, status=500)
     raise ValueError(f"unknown garble kind {kind!r}: one of {', '.join(KINDS)}")

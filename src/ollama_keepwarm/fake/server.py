@@ -8,6 +8,7 @@ The HTTP socket and the scheduler live and die together, as in a real ``ollama s
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections import deque
@@ -44,8 +45,6 @@ log = logging.getLogger("ollama_keepwarm.fake")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CONTROL_PREFIX = "/_fake/"
 Phase = Literal["stopped", "down", "starting", "ready", "suspended"]
-AnswerFault = Literal["garble", "500"]
-_GARBLED = b'{"models":[{"name":"\xff\xfe'  # cut short, and not UTF-8: what a bad proxy sends
 
 
 def _keep_alive_ns(value: str | float) -> int:
@@ -117,7 +116,6 @@ class FakeOllama:
         """With ``runner_processes``, the runners' real children (made at :meth:`start`)."""
         self.scheduler = self._new_scheduler()
         self._delays: dict[str, float] = {}
-        self._answer_faults: dict[str, deque[AnswerFault]] = {}
         self._garbles: list[tuple[str, str]] = []  # (path prefix, kind), see fake/garble.py
         self._holds = 0
         self._ready: asyncio.Event | None = None
@@ -251,14 +249,6 @@ class FakeOllama:
             self._delays.pop(path_prefix, None)
         else:
             self._delays[path_prefix] = seconds
-
-    def fail_next_answers(self, path_prefix: str, kind: AnswerFault, times: int = 1) -> None:
-        """Answer the next ``times`` requests on ``path_prefix`` wrongly, without serving them.
-
-        ``garble``: a 200 whose JSON body is cut short and not UTF-8 (a broken proxy);
-        ``500``: Ollama's error shape with an internal error.
-        """
-        self._answer_faults.setdefault(path_prefix, deque()).extend([kind] * times)
 
     def step_wall(self, seconds: float) -> None:
         """Step the wall clock the fake reports (timers are monotonic and do not move)."""
@@ -412,19 +402,6 @@ class FakeOllama:
         if runner is not None:
             await runner.cleanup()
 
-    def _answer_fault_for(self, path: str) -> AnswerFault | None:
-        matches = [p for p, faults in self._answer_faults.items() if faults and path.startswith(p)]
-        return self._answer_faults[max(matches, key=len)].popleft() if matches else None
-
-    @staticmethod
-    def _faulty(fault: AnswerFault) -> _Handler:
-        async def answer(_request: web.Request) -> web.StreamResponse:
-            if fault == "500":
-                return json_response(500, {"error": "injected internal error"})
-            return web.Response(status=200, body=_GARBLED, content_type="application/json")
-
-        return answer
-
     def _delay_for(self, path: str) -> float | None:
         matches = [prefix for prefix in self._delays if path.startswith(prefix)]
         return self._delays[max(matches, key=len)] if matches else None
@@ -439,13 +416,10 @@ class FakeOllama:
         delay = self._delay_for(request.path)
         if delay is not None:
             await self.clock.sleep(delay)
-        fault = self._answer_fault_for(request.path)
-        if fault is not None:
-            handler = self._faulty(fault)
         garble = next((g for g in self._garbles if request.path.startswith(g[0])), None)
-        if garble is not None:
+        if garble is not None:  # answered broken, not served; recorded and logged like any
             self._garbles.remove(garble)
-            return await garbled(request, garble[1])
+            handler = functools.partial(garbled, kind=garble[1])
         raw = await request.read() if request.can_read_body else b""
         try:
             body: Any = json.loads(raw) if raw else None

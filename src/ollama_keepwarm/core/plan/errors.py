@@ -71,13 +71,11 @@ def close_window(st: ModelState, now: datetime) -> tuple[datetime, datetime | No
     return st.load_window
 
 
-def record_warm_failed(
-    model: ModelConfig, st: ModelState, now: datetime, status: int, message: str
-) -> tuple[ModelState, list[Event]]:
-    """Note a failed warm: back this model off; an unreachable Ollama is not its fault."""
-    kind, hint = classify_error(status, message, model.name)
-    if kind == "unreachable":
-        return replace(st, in_flight_since=None, load_window=close_window(st, now)), []
+def _backed_off(
+    model: ModelConfig, st: ModelState, now: datetime, kind: str, error: str
+) -> tuple[ModelState, int, float]:
+    """A failed call is over (its load window closes) and the model backs off one step more:
+    the new state, the failure count and the delay."""
     failures = st.failures + 1
     delay = backoff_delay_s(kind, failures, model.name)
     new = replace(
@@ -86,8 +84,19 @@ def record_warm_failed(
         load_window=close_window(st, now),
         failures=failures,
         backoff_until=now + timedelta(seconds=delay),
-        last_error=f"{kind}: {message}",
+        last_error=f"{kind}: {error}",
     )
+    return new, failures, delay
+
+
+def record_warm_failed(
+    model: ModelConfig, st: ModelState, now: datetime, status: int, message: str
+) -> tuple[ModelState, list[Event]]:
+    """Note a failed warm: back this model off; an unreachable Ollama is not its fault."""
+    kind, hint = classify_error(status, message, model.name)
+    if kind == "unreachable":
+        return replace(st, in_flight_since=None, load_window=close_window(st, now)), []
+    new, failures, delay = _backed_off(model, st, now, kind, message)
     return new, [
         Event(
             "warm_failed",
@@ -166,16 +175,7 @@ def record_call_crashed(
     It is a failure like any other: the call is over (its load window closes, so this model is
     not blamed for later evictions) and the model backs off, so a repeatable cause cannot spin.
     """
-    failures = st.failures + 1
-    delay = backoff_delay_s("crashed", failures, model.name)
-    new = replace(
-        st,
-        in_flight_since=None,
-        load_window=close_window(st, now),
-        failures=failures,
-        backoff_until=now + timedelta(seconds=delay),
-        last_error=f"crashed: {error}",
-    )
+    new, failures, delay = _backed_off(model, st, now, "crashed", error)
     return new, [
         Event(
             "call_crashed",

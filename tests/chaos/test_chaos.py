@@ -40,7 +40,7 @@ seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now w
 # Seed 5 on 0.24.0 (issue 21 item 2: a client's runner with other options reloaded three times
 # in a minute) passes on an idle machine but failed once with both cores kept busy: a client's
 # reload that starts while our own load of that model is in flight is taken for ours. It is
-# left out until that race is closed; tests/daemon/test_feedback_loops.py covers item 2.
+# left out until that race is closed; tests/daemon/test_crashwatch.py covers item 2.
 
 
 def _cases() -> Iterator[object]:

@@ -400,6 +400,8 @@ def run_tests(tree: Path, tests: Sequence[str], timeout: float) -> tuple[str, fl
     # The copy's src first: it shadows the editable install of the working tree.
     env["PYTHONPATH"] = os.pathsep.join([str(tree / "src"), env.get("PYTHONPATH", "")])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # The copy sits in a temporary folder: the tests find the captures beside this checkout.
+    env.setdefault("OKW_SHARED", str(ROOT.parent / "shared"))
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-m", "not system"]
     command += ["-p", "no:randomly", "-p", "no:cacheprovider", *tests]
     started = time.monotonic()

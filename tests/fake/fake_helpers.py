@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -12,8 +13,12 @@ from typing import Any
 
 import aiohttp
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "ollama-captures"
-"""``../shared`` beside the checkout, as in CI (a clone in any folder, with shared/ next to it)."""
+CAPTURES = Path(
+    os.environ.get("OKW_SHARED") or Path(__file__).resolve().parents[3] / "shared",
+    "ollama-captures",
+)
+"""``../shared`` beside the checkout, as in CI (a clone in any folder, with shared/ next to it);
+``$OKW_SHARED`` where the tests run from a copy elsewhere (``tools/mutate.py``)."""
 SCALE = 100.0
 """Tests run the fake 100x faster than real time: "5m" lasts 3 s, a 4.9 GB load 49 ms."""
 

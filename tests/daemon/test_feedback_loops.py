@@ -210,6 +210,48 @@ async def test_top_priority_model_is_never_evicted_for_a_held_one(ollama_version
     assert (conflict["model"], conflict["keeps"]) == ("qwen2.5-coder:7b", [LLAMA])
 
 
+async def test_refreshing_one_model_leaves_another_models_hold_alone(
+    ollama_version: str,
+) -> None:
+    """``refresh llama`` asks for llama only: the held model stays held (chaos seed 3 on
+    0.24.0: a refresh of the top model released the low one, whose load evicted it again).
+    ``refresh`` of the held model itself, or of every model, tries it again."""
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE, max_loaded=1) as fake:
+        models = [
+            {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 0},
+            {"name": LLAMA, "keep_alive": "1h", "priority": 10},
+        ]
+        config = make_config(fake.url, models, conflict_retry="300ms")
+        async with running_keeper(config) as (keeper, _):
+            await eventually(
+                lambda: (
+                    state_of(keeper, "qwen2.5-coder:7b")["state"] == "conflict"
+                    and listed(fake) == {LLAMA}
+                ),
+                what="the low one held, the high one loaded",
+            )
+            evictions = len(fake.evictions)
+            keeper.refresh(LLAMA)
+            await eventually(
+                lambda: (
+                    len(keeper_calls(fake, LLAMA)) > 0
+                    and state_of(keeper, LLAMA)["state"] == "warm"
+                ),
+                what="llama refreshed",
+            )
+            await more_looks(keeper, 10)
+            assert state_of(keeper, "qwen2.5-coder:7b")["state"] == "conflict"
+            assert len(fake.evictions) == evictions
+            keeper.refresh("qwen2.5-coder:7b")
+            await eventually(
+                lambda: (
+                    state_of(keeper, "qwen2.5-coder:7b")["state"] != "conflict"
+                    or len(fake.evictions) > evictions
+                ),
+                what="the held one tried again",
+            )
+
+
 async def test_three_kept_models_room_for_two_hold_the_lowest(ollama_version: str) -> None:
     """Whole-set priorities: with room for two of three, the lowest-ranked is held, whichever
     pair happened to collide; the other two stay loaded."""

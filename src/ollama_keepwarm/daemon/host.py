@@ -210,8 +210,8 @@ class HostKeeper:
         self.states = plan.forgive_timeouts(self.states)
 
     def request_refresh(self, model: ModelConfig, now: datetime) -> None:
-        """An operator asked: refresh ``model`` now, and try held models again."""
-        self.states = plan.release_holds(self.states)
+        """An operator asked: refresh ``model`` now, and try it again if it is held."""
+        self.states = plan.release_holds(self.states, only=model.key)
         self.states[model.key] = replace(self.states[model.key], refresh_requested_at=now)
 
     async def unload_and_confirm(self, model: ModelConfig, within_s: float | None = None) -> bool:

@@ -69,7 +69,7 @@ def settle_conflict(
                 "keeps": [m.name for m in kept[:-1]],
                 "priority": weakest.priority,
                 "hint": "not every kept model fits: it is held (and unloaded) until fewer models "
-                "are loaded, the config changes or `ollama-keepwarm refresh` asks; raise "
+                "are loaded, the config changes or `ollama-keepwarm refresh` names it; raise "
                 "OLLAMA_MAX_LOADED_MODELS, free VRAM, or remove a model from the config",
             },
         )
@@ -119,6 +119,12 @@ def unheld(st: ModelState) -> ModelState:
     return replace(st, held_since=None, held_reason=None, held_room=0, release_sent=False)
 
 
-def release_holds(states: Mapping[str, ModelState]) -> dict[str, ModelState]:
-    """End every capacity hold: a new config or an operator's refresh is a reason to try."""
-    return {key: unheld(st) if is_held(st) else st for key, st in states.items()}
+def release_holds(
+    states: Mapping[str, ModelState], only: str | None = None
+) -> dict[str, ModelState]:
+    """End every capacity hold (or only the hold of ``only``, a model key): a new config is a
+    reason to try them all; an operator's ``refresh`` tries the models it names, and no other
+    (a refresh of the top model that freed the lowest would let its load evict the top one)."""
+    return {
+        key: unheld(st) if is_held(st) and only in (None, key) else st for key, st in states.items()
+    }

@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
 
+from ollama_keepwarm import __version__
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
@@ -30,8 +31,13 @@ __all__ = [
     "OllamaTimeoutError",
     "OllamaUnreachableError",
     "PrimeResult",
+    "keeper_session",
     "parse_ps",
 ]
+
+USER_AGENT = f"ollama-keepwarm/{__version__}"
+"""What the keeper's requests say they are: an operator reading a proxy's log (and the fake's
+records) can tell its calls from clients'; aiohttp's default says only "Python, aiohttp"."""
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -41,6 +47,11 @@ _URL_ERRORS: tuple[type[Exception], ...] = tuple(
     if hasattr(aiohttp, name)
 )
 _BLOB_RE = re.compile(r"^FROM\s+\S*?(sha256[-:][0-9a-fA-F]{64})\s*$", re.MULTILINE)
+
+
+def keeper_session() -> aiohttp.ClientSession:
+    """The session every call of ours to Ollama goes through, named :data:`USER_AGENT`."""
+    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
 
 
 class OllamaError(Exception):

@@ -1,7 +1,7 @@
 """The fake's records of who caused what: the facts the client-harm oracle judges the keeper by.
 
-Callers are told apart by ``User-Agent`` (``records.who``): the keeper's aiohttp default (or
-``ollama-keepwarm/<version>``) is the keeper; anything else is a client.
+Callers are told apart by ``User-Agent`` (``records.who``): ``ollama-keepwarm/<version>`` is
+the keeper; anything else is a client.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fake_helpers import eventually
 
 from ollama_keepwarm.fake.records import who
 
-KEEPER = {"User-Agent": "Python/3.11 aiohttp/3.9.5"}
+KEEPER = {"User-Agent": "ollama-keepwarm/0.1.0"}
 CLIENT = {"User-Agent": "chaos-client/0"}
 BUSY = {"prompt": "x", "stream": False, "options": {"num_predict": 40}}
 
@@ -27,7 +27,7 @@ async def _post(session: aiohttp.ClientSession, body: Any, headers: dict[str, st
 
 def test_who_tells_the_keeper_from_clients() -> None:
     assert who("ollama-keepwarm/1.4.0") == "keeper"
-    assert who("Python/3.12 aiohttp/3.10.11") == "keeper"
+    assert who("Python/3.12 aiohttp/3.10.11") == "client"
     assert who("ollama/0.32.15 (amd64 linux) Go/go1.24.1") == "client"
     assert who("chaos-client/3") == "client"
     assert who("") == "client"

@@ -15,15 +15,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
-
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import Config, ModelConfig
 from ollama_keepwarm.core.options import options_unknown_to
 from ollama_keepwarm.core.prime import Prime
 from ollama_keepwarm.core.ps import PsSnapshot
 from ollama_keepwarm.daemon.state import LoadTimeStore
-from ollama_keepwarm.ollama import OllamaClient, OllamaError, OllamaUnreachableError
+from ollama_keepwarm.ollama import (
+    OllamaClient,
+    OllamaError,
+    OllamaUnreachableError,
+    keeper_session,
+)
 
 __all__ = ["WarmOutcome", "check", "wait_for_ollama", "warm_all"]
 
@@ -102,7 +105,7 @@ async def warm_all(
     measured = dict(load_times or {})
     outcomes: list[WarmOutcome] = []
     reached = True
-    async with aiohttp.ClientSession() as session:
+    async with keeper_session() as session:
         for host in config.hosts:
             client = OllamaClient(
                 session,
@@ -228,7 +231,7 @@ async def check(
     else:
         lines.append(f"{daemon.get('reached', 'the daemon')} keeps them; its view:")
     reached, problems = True, 0
-    async with aiohttp.ClientSession() as session:
+    async with keeper_session() as session:
         for host in config.hosts:
             client = OllamaClient(session, host, request_timeout_s=config.ollama.request_timeout_s)
             version = await wait_for_ollama(client, timeout_s, say)

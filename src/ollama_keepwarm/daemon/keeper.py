@@ -35,7 +35,7 @@ from ollama_keepwarm.daemon.state import LoadTimeStore, Pause, PauseStore, defau
 from ollama_keepwarm.daemon.status import DaemonView, build_status
 from ollama_keepwarm.daemon.systemd import Notifier, NullNotifier, watchdog_interval_s
 from ollama_keepwarm.daemon.timers import Alarm, Every
-from ollama_keepwarm.ollama import OllamaError
+from ollama_keepwarm.ollama import OllamaError, keeper_session
 
 __all__ = ["Keeper"]
 
@@ -140,7 +140,7 @@ class Keeper:
 
     async def run(self) -> int:
         """Run until asked to stop; return the process exit status."""
-        async with aiohttp.ClientSession() as session:
+        async with keeper_session() as session:
             self._session = session
             await self._startup()
             try:

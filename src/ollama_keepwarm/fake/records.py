@@ -36,9 +36,9 @@ __all__ = [
 ]
 
 KEEPER_AGENT_PREFIX = "ollama-keepwarm/"
-"""The ``User-Agent`` the keeper is meant to send (interfaces.md). Today it sends aiohttp's
-default (``Python/3.x aiohttp/3.x``), which :func:`who` also counts as the keeper's: no client
-of Ollama the tests run sends it (the oracle's clients say ``chaos-client/<n>``)."""
+"""The ``User-Agent`` the keeper sends (``ollama.USER_AGENT``); anything else is a client's,
+aiohttp's default included (the tests' own clients send it)."""
+
 
 Caller = Literal["keeper", "client"]
 UnloadCause = Literal["expired", "stopped", "evicted", "oom", "reload", "crashed", "restart"]
@@ -46,11 +46,7 @@ UnloadCause = Literal["expired", "stopped", "evicted", "oom", "reload", "crashed
 
 def who(user_agent: str) -> Caller:
     """Tell the keeper's requests from a client's by their ``User-Agent``."""
-    if user_agent.startswith(KEEPER_AGENT_PREFIX):
-        return "keeper"
-    if user_agent.startswith("Python/") and "aiohttp/" in user_agent:
-        return "keeper"
-    return "client"
+    return "keeper" if user_agent.startswith(KEEPER_AGENT_PREFIX) else "client"
 
 
 LoadReason = Literal["cold", "reload", "repair"]

@@ -15,6 +15,10 @@ log events and its ``status`` samples, never from the keeper's internals:
    (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
    (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept
    lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
+   a model whose ``when`` window opens (its warm-up starts) is asked for within the same
+   bound (``status`` may say "outside" for a poll after the opening); and the keeper keeps
+   no model outside its window: no call of ours loads, renews or pings it after its window
+   closed (or before its warm-up started), beyond the same bound;
 4. the keeper never died, never spun (calls per second; its loads evicting its own kept
    models more than :data:`SELF_FIGHTS` times; ``call_crashed`` storms), no lane or task
    ended, no exception went unlogged, it called nothing wedged that was queued behind another
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bench.chaos_run import Outcome
-from bench.chaos_schedule import POLL_S
+from bench.chaos_schedule import POLL_S, WINDOW_KINDS
 from ollama_keepwarm.fake.records import who
 
 __all__ = ["HELD_STATES", "REPEAT_S", "Verdict", "Violation", "check"]
@@ -245,6 +249,9 @@ class _Checker:
         """Invariant 3 over every loss of a kept model, and its first warm at start."""
         last_loss: dict[str, float] = {}
         losses = [(self.o.started, blob, "start", "", "") for blob in self.kept_blobs]
+        for at, kind, model in self._boundaries():
+            if kind == "window_open":
+                losses.append((at, self.blob(model), "window", "", ""))
         for unload in self.o.records.unloads:
             blob = self.blob(unload.model)
             if _t(unload.time) > self.o.ended:
@@ -265,7 +272,8 @@ class _Checker:
             if back is not None and back <= since:
                 continue  # asked for again during the fault
             until = back if back is not None else self.o.ended
-            if self._held(model, at, until):
+            # A window's opening: status may say "outside" until the next poll sees it.
+            if self._held(model, at + POLL_S if cause == "window" else at, until):
                 continue
             lag = self._lag(since, until)
             bound = POLL_S + MARGIN_S + 2 * lag
@@ -275,6 +283,8 @@ class _Checker:
             if reaction > bound:
                 by = (who(caller) if caller else "nobody") if kind else "-"
                 what = f"lost ({cause} by {by})" if kind else "not loaded at start"
+                if cause == "window":
+                    what = "not loaded after its window opened"
                 after = (
                     f" after the fault ended at {since - self.o.started:.2f}s" if since > at else ""
                 )
@@ -287,6 +297,45 @@ class _Checker:
                     f"2 x lag {lag:.2f}s; time spent loading not counted)",
                     at,
                 )
+
+    def _boundaries(self) -> list[tuple[float, str, str]]:
+        """(time, kind, model) of the schedule's window events, as real epoch seconds."""
+        return [
+            (self.o.started + event.at, event.kind, str(event.args["model"]))
+            for _, event in self.o.schedule.active
+            if event.kind in WINDOW_KINDS
+        ]
+
+    def outside_windows(self) -> None:
+        """Invariant 3's mirror: nothing of ours keeps a model outside its window."""
+        for at, kind, model in self._boundaries():
+            blob = self.blob(model)
+            outside = (at, self.o.ended) if kind == "window_close" else (self.o.started, at)
+            for request in self.o.requests:
+                t = _t(request.time)
+                body = request.body if isinstance(request.body, dict) else {}
+                if (
+                    who(request.user_agent) != "keeper"
+                    or request.path not in {"/api/generate", "/api/chat", "/api/embed"}
+                    or self.blob(str(body.get("model", ""))) != blob
+                    or body.get("keep_alive") in (0, "0", "0s")
+                    or not outside[0] <= t <= outside[1]
+                ):
+                    continue
+                edge = outside[0] if kind == "window_close" else outside[1]
+                lag = self._lag(min(edge, t), max(edge, t))
+                bound = POLL_S + MARGIN_S + 2 * lag
+                late = t - outside[0] if kind == "window_close" else outside[1] - t
+                if late > bound:
+                    where = "after its window closed" if kind == "window_close" else "before"
+                    self.flag(
+                        3,
+                        f"{model} kept outside its window: a call of ours {late:.2f}s {where}"
+                        + (" its warm-up started" if kind == "window_open" else "")
+                        + f" (bound {bound:.2f}s)",
+                        t,
+                    )
+                    break
 
     def _back(self, blob: str, at: float) -> float | None:
         """When the model was asked for again after ``at``: a load by anyone, or our call."""
@@ -394,6 +443,7 @@ def check(outcome: Outcome) -> Verdict:
     checker.options_fights()
     checker.waits_on_us()
     checker.losses()
+    checker.outside_windows()
     checker.health()
     checker.flat()
     violations = tuple(sorted(checker.violations, key=lambda v: (v.at, v.invariant)))

@@ -17,12 +17,13 @@ import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.chaos_schedule import POLL_S, SCALE, Event, Kept, Schedule
+from bench.chaos_schedule import POLL_S, SCALE, WINDOW_KINDS, Event, Kept, Schedule
 from ollama_keepwarm.core.config import Config, ConfigError, parse_config
 from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.daemon.control import send_command
@@ -48,7 +49,16 @@ class ClientResult:
     error: str = ""
 
 
-def keeper_config(url: str, kept: tuple[Kept, ...], scratch: str, cgroup: str) -> Config:
+def keeper_config(
+    url: str,
+    kept: tuple[Kept, ...],
+    scratch: str,
+    cgroup: str,
+    windows: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """The keeper's config for ``kept``; ``windows`` adds ``when``/``after_window``/``lead``
+    to the models it names (times in UTC)."""
+    windows = windows or {}
     raw: dict[str, Any] = {
         "ollama": {"host": url, "load_timeout": "30s", "request_timeout": "3s", "cgroup": cgroup},
         "daemon": {
@@ -59,6 +69,7 @@ def keeper_config(url: str, kept: tuple[Kept, ...], scratch: str, cgroup: str) -
             "health_interval": "5s",
             "down_poll_max": "300ms",
             "conflict_retry": "20s",
+            "timezone": "UTC",
         },
         "http": {"enabled": False},
         "models": [
@@ -67,6 +78,7 @@ def keeper_config(url: str, kept: tuple[Kept, ...], scratch: str, cgroup: str) -
                 "keep_alive": k.keep_alive,
                 "priority": k.priority,
                 **({"options": k.options} if k.options else {}),
+                **windows.get(k.name, {}),
             }
             for k in kept
         ],
@@ -96,6 +108,34 @@ class Driver:
         self.paused: dict[str, float] = {}
         self.open_windows: dict[str, float] = {}
         self.reloads = 0
+        self.model_windows: dict[str, dict[str, Any]] = {}
+
+    def align_window(self, now: float) -> None:
+        """Give the schedule's window event (if any) its boundary: the keeper's wall clock and
+        the fake's step together, before the keeper starts, so that a whole minute falls on
+        the event's time (``now`` is the run's start), and its model gets a ``when`` that
+        opens (warm-up of a one-minute lead) or closes at that minute."""
+        event = next((e for _, e in self.schedule.active if e.kind in WINDOW_KINDS), None)
+        if event is None:
+            return
+        at = now + event.at
+        shift = math.ceil(at / 60) * 60 - at
+        self.clocks.step_wall(shift)
+        self.fake.step_wall(shift)
+        minute = datetime.fromtimestamp(at + shift, UTC)
+        hhmm = "%H:%M"
+        if event.kind == "window_close":
+            start = (minute - timedelta(hours=2)).strftime(hhmm)
+            when = f"mon-sun {start}-{minute.strftime(hhmm)}"
+            extra = {"when": [when], "after_window": event.args["after"]}
+        else:
+            opening = minute + timedelta(minutes=1)  # its one-minute warm-up starts at the event
+            end = (opening + timedelta(hours=3)).strftime(hhmm)
+            extra = {"when": [f"mon-sun {opening.strftime(hhmm)}-{end}"], "lead": "1m"}
+        self.model_windows = {event.args["model"]: extra}
+        self.config = keeper_config(
+            self.fake.url, self.kept, self.scratch, self.cgroup, self.model_windows
+        )
 
     def reload_config(self) -> Config:
         """What the keeper's SIGHUP reads: the next config, or a ConfigError for a bad file."""
@@ -167,7 +207,7 @@ class Driver:
             )
             for i, k in enumerate(self.kept)
         )
-        return keeper_config(self.fake.url, turned, self.scratch, self.cgroup)
+        return keeper_config(self.fake.url, turned, self.scratch, self.cgroup, self.model_windows)
 
     async def fire(self, event: Event, keeper: Keeper | None) -> None:
         """Carry out one event (it returns at once; lasting faults run in the background)."""
@@ -271,6 +311,11 @@ class Driver:
         if since is not None:
             self.window("pause", since, now - since + 1.0, args["model"])
         self.spawn(self.control({"command": "resume", "model": args["model"]}))
+
+    async def _do_window_open(self, _a: dict[str, Any], _k: Keeper | None, _now: float) -> None:
+        """Nothing to do: the keeper's clock reaches the boundary (:meth:`align_window`)."""
+
+    _do_window_close = _do_window_open
 
     async def _do_refresh(self, args: dict[str, Any], _k: Keeper | None, _now: float) -> None:
         self.spawn(self.control({"command": "refresh", "model": args["model"]}))

@@ -194,6 +194,7 @@ async def _run(
     loop_errors: list[str],
 ) -> Outcome:
     driver = Driver(schedule, fake, scratch)
+    driver.align_window(time.time())
     events = [e for _, e in schedule.active]
     for event in [e for e in events if e.at <= 0.0]:
         await driver.fire(event, None)  # before the keeper starts (a slow /api/show at start)

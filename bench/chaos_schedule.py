@@ -24,6 +24,7 @@ __all__ = [
     "OPERATOR_KINDS",
     "POLL_S",
     "SCALE",
+    "WINDOW_KINDS",
     "Event",
     "Kept",
     "Schedule",
@@ -60,6 +61,12 @@ FAULT_KINDS = (
     "fail_load",
 )
 OPERATOR_KINDS = ("reload_good", "reload_bad", "pause", "resume", "refresh")
+WINDOW_KINDS = ("window_open", "window_close")
+"""A kept model's ``when`` window opens (its warm-up starts) or closes ``at`` the event: one
+per schedule at most, as the keeper's wall clock runs at real pace (a minute between any
+two boundaries); drawn from a stream of its own, so the other events of a seed stay as
+they were."""
+WINDOW_SHARE = 0.3
 VISIBLE = ({"num_ctx": 1024}, {"num_ctx": 8192})
 INVISIBLE = ({"num_thread": 1}, {"num_batch": 256}, {"use_mmap": False})
 
@@ -187,6 +194,17 @@ def _operator(rng: random.Random, kind: str, at: float, kept: Sequence[Kept]) ->
     return [Event(round(at, 2), kind)]
 
 
+def _window(rng: random.Random, duration_s: float, kept: Sequence[Kept]) -> list[Event]:
+    """Maybe one window boundary of one kept model, at least 2 s from either end of the run."""
+    if rng.random() >= WINDOW_SHARE:
+        return []
+    kind = rng.choice(WINDOW_KINDS)
+    args: dict[str, Any] = {"model": rng.choice(kept).name}
+    if kind == "window_close":
+        args["after"] = rng.choice(("unload", "expire"))
+    return [Event(round(rng.uniform(2.0, max(2.0, duration_s - 2.0)), 2), kind, args)]
+
+
 def generate(seed: int, version: str, duration_s: float = 12.0) -> Schedule:
     """Draw one schedule from ``seed`` for the fake imitating ``version``."""
     rng = random.Random(f"{seed}/{version}/{duration_s}")
@@ -223,5 +241,6 @@ def generate(seed: int, version: str, duration_s: float = 12.0) -> Schedule:
     for _ in range(rng.choice((0, 0, 1, 2)) * per):
         kind = rng.choice(OPERATOR_KINDS)
         events += _operator(rng, kind, rng.uniform(1.0, duration_s), kept)
+    events += _window(random.Random(f"{seed}/{version}/{duration_s}/window"), duration_s, kept)
     events.sort(key=lambda e: e.at)
     return Schedule(seed, version, max_loaded, memory_gb, kept, tuple(events), duration_s)

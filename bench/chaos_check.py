@@ -38,7 +38,7 @@ from datetime import datetime
 
 from bench.chaos_run import Outcome
 from bench.chaos_schedule import POLL_S, WINDOW_KINDS
-from ollama_keepwarm.fake.records import who
+from ollama_keepwarm.fake.records import RecordedRequest, who
 
 __all__ = ["HELD_STATES", "REPEAT_S", "Verdict", "Violation", "check"]
 
@@ -191,13 +191,15 @@ class _Checker:
         """When the faults (and pauses, reloads) active at ``at`` for ``model`` have all ended.
 
         A loss during a fault is not the keeper's to prevent, but once the fault is over the
-        keeper has a poll to ask for the model again, like after any other loss.
+        keeper has a poll to ask for the model again, like after any other loss. A fault that
+        begins before the keeper was due to ask (a poll and the margin) counts as active: a
+        slowed ``/api/generate`` holds the call the keeper made in time.
         """
         end, moved = at, True
         while moved:
             moved = False
             for start, stop, _kind, about in self.o.windows:
-                if (not about or about == model) and start <= end < stop:
+                if (not about or about == model) and start - POLL_S - MARGIN_S <= end < stop:
                     end, moved = stop, True
         return end
 
@@ -268,7 +270,7 @@ class _Checker:
             if repeat:
                 continue
             since = self._fault_end(at, model)
-            back = self._back(blob, at)
+            back = self._back(blob, at, claims=cause == "window")
             if back is not None and back <= since:
                 continue  # asked for again during the fault
             until = back if back is not None else self.o.ended
@@ -306,21 +308,28 @@ class _Checker:
             if event.kind in WINDOW_KINDS
         ]
 
+    def _our_calls(self, blob: str) -> list[RecordedRequest]:
+        """Our calls that load, renew or ping ``blob`` (not an unload)."""
+        calls = []
+        for request in self.o.requests:
+            body = request.body if isinstance(request.body, dict) else {}
+            if (
+                who(request.user_agent) == "keeper"
+                and request.path in {"/api/generate", "/api/chat", "/api/embed"}
+                and self.blob(str(body.get("model", ""))) == blob
+                and body.get("keep_alive") not in (0, "0", "0s")
+            ):
+                calls.append(request)
+        return calls
+
     def outside_windows(self) -> None:
         """Invariant 3's mirror: nothing of ours keeps a model outside its window."""
         for at, kind, model in self._boundaries():
             blob = self.blob(model)
             outside = (at, self.o.ended) if kind == "window_close" else (self.o.started, at)
-            for request in self.o.requests:
+            for request in self._our_calls(blob):
                 t = _t(request.time)
-                body = request.body if isinstance(request.body, dict) else {}
-                if (
-                    who(request.user_agent) != "keeper"
-                    or request.path not in {"/api/generate", "/api/chat", "/api/embed"}
-                    or self.blob(str(body.get("model", ""))) != blob
-                    or body.get("keep_alive") in (0, "0", "0s")
-                    or not outside[0] <= t <= outside[1]
-                ):
+                if not outside[0] <= t <= outside[1]:
                     continue
                 edge = outside[0] if kind == "window_close" else outside[1]
                 lag = self._lag(min(edge, t), max(edge, t))
@@ -337,14 +346,18 @@ class _Checker:
                     )
                     break
 
-    def _back(self, blob: str, at: float) -> float | None:
-        """When the model was asked for again after ``at``: a load by anyone, or our call."""
+    def _back(self, blob: str, at: float, claims: bool = False) -> float | None:
+        """When the model was asked for again after ``at``: a load by anyone, or our call
+        (with ``claims``, also any call of ours to it: a model a client loaded before its
+        window opened is kept by our first renewal, no load needed)."""
         starts = [_t(ld.started) for ld in self.o.loads if self.blob(ld.model) == blob]
         starts += [
             _t(w.started)
             for w in self.o.records.waits
             if self.blob(w.model) == blob and who(w.caller) == "keeper"
         ]
+        if claims:
+            starts += [_t(r.time) for r in self._our_calls(blob)]
         later = [t for t in starts if t >= at]
         return min(later) if later else None
 

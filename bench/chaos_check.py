@@ -36,6 +36,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
+from bench.chaos_driver import CONFLICT_RETRY_S
 from bench.chaos_run import Outcome
 from bench.chaos_schedule import POLL_S, WINDOW_KINDS
 from ollama_keepwarm.fake.records import RecordedRequest, who
@@ -43,7 +44,10 @@ from ollama_keepwarm.fake.records import RecordedRequest, who
 __all__ = ["HELD_STATES", "REPEAT_S", "Verdict", "Violation", "check"]
 
 HELD_STATES = {"paused", "conflict", "outside", "mismatch", "error", "wedged"}
-REPEAT_S = 10.0
+REPEAT_S = float(CONFLICT_RETRY_S)
+"""A loss this soon after a client's is a repeat, which may back off: the window the keeper
+counts repeats in (its ``conflict_retry``). A shorter one here flagged the keeper's own
+documented doubling as a slow re-warm (a compressed day on 0.32.15)."""
 MARGIN_S = 0.35
 SPIN_PER_S = 80
 MISMATCH_WITHIN = 2

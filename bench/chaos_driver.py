@@ -30,9 +30,12 @@ from ollama_keepwarm.daemon.control import send_command
 from ollama_keepwarm.daemon.keeper import Keeper
 from ollama_keepwarm.fake import FakeOllama
 
-__all__ = ["ClientResult", "Driver", "keeper_config"]
+__all__ = ["CONFLICT_RETRY_S", "ClientResult", "Driver", "keeper_config"]
 
 CLIENT_TIMEOUT_S = 60.0
+CONFLICT_RETRY_S = 20
+"""The keeper's ``conflict_retry`` in the schedules: also what it counts a repeated loss
+within (README: a re-warm doubles "if it repeats"), so the checks use it too."""
 SLOW_S = 4.0
 """How long a slowed answer takes (real seconds): past the keeper's 3 s request timeout."""
 
@@ -68,7 +71,7 @@ def keeper_config(
             "refresh_before": "3s",
             "health_interval": "5s",
             "down_poll_max": "300ms",
-            "conflict_retry": "20s",
+            "conflict_retry": f"{CONFLICT_RETRY_S}s",
             "timezone": "UTC",
         },
         "http": {"enabled": False},

@@ -182,6 +182,10 @@ def _print_result(result: Result) -> None:
     )
     for violation in v.violations[:6]:
         print(f"       {violation.describe()}")
+    if len(v.violations) > 6:
+        more = Counter(x.invariant for x in v.violations[6:])
+        left = ", ".join(f"{n} more of inv {i}" for i, n in sorted(more.items()))
+        print(f"       ... and {left}")
     if v.violations:
         print(f"       replay: {s.replay()}", flush=True)
 

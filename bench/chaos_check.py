@@ -11,7 +11,8 @@ log events and its ``status`` samples, never from the keeper's internals:
 3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
    loads that had to come first (time the fake spent loading, or a call of ours for another
    model waited in its queue, is not counted), counted from
-   the end of any fault active when it was lost, unless it is held and ``status`` says why
+   the end of any fault active when it was lost (time inside a fault that began later is not
+   counted either), unless it is held and ``status`` says why
    (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
    (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept
    lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
@@ -215,10 +216,18 @@ class _Checker:
 
     def _busy_loading(self, at: float, until: float, blob: str) -> float:
         """Time in [at, until] the fake spent loading, or a call of ours for another model
-        waited in its queue (the keeper loads one model at a time: those came first)."""
+        waited in its queue (the keeper loads one model at a time: those came first), or a
+        fault for this model (or all) was active: a fault that begins after the loss (a slow
+        ``/api/generate`` holding our call) delays the answer, not the keeper's asking."""
+        model = self.kept_blobs.get(blob, "")
         spans = [
             (max(at, _t(ld.started)), min(until, _t(ld.finished) if ld.finished else until))
             for ld in self.o.loads
+        ]
+        spans += [
+            (max(at, start), min(until, stop))
+            for start, stop, _kind, about in self.o.windows
+            if not about or about == model
         ]
         spans += [
             (max(at, _t(w.started)), min(until, _t(w.ended)))
@@ -300,7 +309,7 @@ class _Checker:
                 self.flag(
                     3,
                     f"{model} {what}, {came} (bound {bound:.2f}s: a poll + {MARGIN_S}s + "
-                    f"2 x lag {lag:.2f}s; time spent loading not counted)",
+                    f"2 x lag {lag:.2f}s; time spent loading or in a fault not counted)",
                     at,
                 )
 

@@ -121,6 +121,33 @@ class TestDecide:
         assert (d.action, d.at) == (plan.Action.WAIT, pinged_at + plan.stale_interval(DAEMON))
         assert d.reason.startswith("stopping or busy")
 
+    @pytest.mark.parametrize(
+        ("expires_after_look_s", "seen_ago_s", "called"),
+        [
+            pytest.param(0.0, 0.0, False, id="now-plus-zero-at-the-look"),
+            pytest.param(-4.0, 0.0, False, id="within-a-poll-before-the-look"),
+            pytest.param(0.0, 3.0, False, id="the-last-look-a-while-ago-said-now"),
+            pytest.param(-6.0, 0.0, True, id="older-than-a-poll-pinged-as-before"),
+            pytest.param(-50.0, 0.0, True, id="frozen-in-the-past-pinged-once"),
+        ],
+    )
+    def test_a_lease_that_tracks_the_look_is_draining_and_left_alone(
+        self, expires_after_look_s: float, seen_ago_s: float, called: bool
+    ) -> None:
+        """Chaos seed 70 on 0.24.0: a client reloaded the kept model with ``keep_alive: 0``
+        and others kept it busy, so ps showed now + 0 at every look (§1.5, ``d`` = 0, first
+        request not ended). A stale interval after our last call we pinged it, holding busy
+        the runner a client's load waited for. No call renews a ``d`` of 0: none is made until
+        it goes (or its ``expires_at`` stops tracking the look)."""
+        seen = NOW - s(seen_ago_s)
+        listed = snap(row("llama3.1:8b", expires_after_look_s, now=seen), at=seen)
+        st = warmed(NOW - s(1000), renewed_expiry=NOW - s(2000))
+        d = one(LLAMA, listed, st)
+        assert (d.action is plan.Action.REFRESH) is called, d
+        if not called:
+            assert (d.at, d.renew) == (None, False)
+            assert d.reason.startswith("draining")
+
     def test_frozen_lease_in_future_waits_for_it_to_move(self) -> None:
         """Inside the window, if our call did not move expires_at, nothing more is due."""
         listed = snap(row("llama3.1:8b", 60))

@@ -552,3 +552,27 @@ async def test_a_backward_wall_clock_step_lapses_no_lease(ollama_version: str) -
             await more_looks(keeper, 80)  # 8 s of 100 ms polls: more than two leases
             assert LLAMA in listed(fake)
             assert len(fake.loads) == loads, "the lease lapsed and the model was loaded again"
+
+
+async def test_a_kept_runner_with_a_zero_duration_is_left_to_drain(ollama_version: str) -> None:
+    """Chaos seed 70 on 0.24.0: a client loaded the kept model with ``keep_alive: 0`` and kept
+    it busy, so ps showed now + 0 at every look (§1.5). We pinged it every stale interval,
+    each ping holding busy a runner another client's load may wait for; none could renew a
+    duration of 0. After the first look's claim, nothing is called while it drains."""
+    async with FakeOllama(ollama_version=ollama_version, **FAST_FAKE) as fake:
+        generation = {"model": LLAMA, "prompt": "x", "stream": False, "keep_alive": 0}
+        busy = asyncio.create_task(
+            post(fake, "/api/generate", {**generation, "options": {"num_predict": 60_000}})
+        )
+        try:
+            await eventually(lambda: any(r.busy for r in fake.runners()), what="busy")
+            config = make_config(fake.url, [{"name": LLAMA, "keep_alive": "1h"}])
+            async with running_keeper(config) as (keeper, _):
+                await eventually(lambda: keeper_calls(fake, LLAMA), what="the first claim")
+                claimed = len(keeper_calls(fake, LLAMA))
+                await more_looks(keeper, 20)  # five stale intervals (400 ms) of 100 ms looks
+                assert not busy.done()
+                assert len(keeper_calls(fake, LLAMA)) == claimed
+                assert state_of(keeper, LLAMA).get("reason", "").startswith("draining")
+        finally:
+            busy.cancel()

@@ -21,6 +21,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 * **Frozen lease** (``leases``): ``expires_at`` unchanged by our last call means busy. Ollama
   never expires a busy model: nothing is due until it moves. When another client's load needs
   the room, the kept model gives way and comes back by the loss rules.
+* **Draining** (``leases``): ``expires_at`` passed and still within a poll before the look,
+  a stale interval after our last call: a runner with ``d`` = 0, busy (§1.5). No call until it
+  goes: none could renew it, and any holds it busy for the load that waits for it.
 * **Wall-clock steps** (``jumps``): held times move by the step, and a lease printed before it
   is read corrected: Ollama's timers are monotonic.
 * **Options mismatch** (``mismatch``, ``processes``): another ``context_length`` than our warm

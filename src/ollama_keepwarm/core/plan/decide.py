@@ -128,7 +128,7 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     if st.check_requested_at is not None and st.last_warm_ok_at < st.check_requested_at:
         # A ping, not a renewal: the process that ended may be this runner being unloaded.
         return verdict(Action.REFRESH, RUNNER_CHECK, renew=False)
-    due, reason, renew = next_renewal(model, daemon, st, row, now)
+    due, reason, renew = next_renewal(model, daemon, st, row, now, snapshot.taken_at)
     if due is not None and due <= now:
         return verdict(Action.REFRESH, reason, renew=renew)
     return verdict(Action.WAIT, reason, due, renew=renew)

@@ -21,6 +21,12 @@ request carrying ``keep_alive`` sets it back). So:
   it leaves ``expires_at`` at that moment, in the past, a new value each time (never frozen);
   pinging it again at once would hold it busy while the client's load waits. The next call
   waits a whole stale interval.
+* **Draining**: once that interval is over, a lease that still ends within a poll before the
+  look (Ollama shows now + ``d`` for a runner whose first request has not ended, §1.5: ``d`` = 0
+  gives the look's own time) is a runner whose duration is 0, busy: a drain for another load,
+  a client's ``keep_alive: 0``. Ollama unloads it once idle; no call of ours can renew it (a
+  ping leaves ``d`` at 0) and any call holds it busy for whoever waits: nothing is due until it
+  goes or its ``expires_at`` stops tracking the look. A crashed runner keeps an old value.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ FROZEN = "busy: its lease is frozen while requests run; Ollama never expires a b
 
 STOPPING = "stopping or busy: its lease lapsed again after our call"
 """The reason given while a kept model's lease stays lapsed after a call of ours."""
+
+DRAINING = "draining: its lease ends as each request ends; Ollama unloads it once idle"
+"""The reason given while a kept model's ``expires_at`` tracks the look's own time (``d`` = 0)."""
 
 
 def stale_interval(daemon: DaemonConfig) -> timedelta:
@@ -76,17 +85,29 @@ def may_carry_keep_alive(row: RunningModel, now: datetime) -> bool:
     return row.expires_at > now
 
 
+def is_draining(row: RunningModel, daemon: DaemonConfig, seen_at: datetime, now: datetime) -> bool:
+    """``expires_at`` has passed and lies within a poll before the look that listed it."""
+    return seen_at - timedelta(seconds=daemon.poll_interval_s) <= row.expires_at <= now
+
+
 def next_renewal(
-    model: ModelConfig, daemon: DaemonConfig, st: ModelState, row: RunningModel, now: datetime
+    model: ModelConfig,
+    daemon: DaemonConfig,
+    st: ModelState,
+    row: RunningModel,
+    now: datetime,
+    seen_at: datetime | None = None,
 ) -> tuple[datetime | None, str, bool]:
     """When the next call for a listed model is due (None: not until ps changes), why, and
-    whether it carries our ``keep_alive``."""
+    whether it carries our ``keep_alive``; ``seen_at`` is when ps listed ``row``."""
     assert st.last_warm_ok_at is not None
     if is_frozen(st, row, now):
         return None, FROZEN, False
     quiet_until = st.last_warm_ok_at + stale_interval(daemon)
     if row.expires_at <= now < quiet_until:
         return quiet_until, STOPPING, False
+    if seen_at is not None and is_draining(row, daemon, seen_at, now):
+        return None, DRAINING, False
     due, reason = row.expires_at - _margin(model, daemon, st, row), "lease ending"
     renew = not st.lease_ours and may_carry_keep_alive(row, now)
     health_due = st.last_warm_ok_at + timedelta(seconds=daemon.health_interval_s)

@@ -1,0 +1,93 @@
+"""Invariant 3 of the oracle (``bench/chaos_check.py``) on hand-made outcomes, as a table.
+
+A kept model evicted by our own load must be asked for again within a poll (plus the loads
+that came first). Time a fault holds our call is not the keeper's: seed 14 on 0.24.0 had a
+``slow_generate`` fault begin after the loss and hold our re-warm 4 s inside the fake, and
+was reported as a keeper 4 s late.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from bench.chaos_check import check
+from bench.chaos_run import Outcome
+from bench.chaos_schedule import Kept, Schedule
+
+from ollama_keepwarm.fake.records import LoadRecord, Records, UnloadRecord, WaitRecord
+
+T0 = 1_800_000_000.0
+KEEPER = "ollama-keepwarm/test"
+BLOB = "sha256-small"
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(T0 + seconds, tz=UTC)
+
+
+def _outcome(asked_at: float, windows: list[tuple[float, float, str, str]]) -> Outcome:
+    """``small`` loaded at 0-0.5, evicted by our load of another model at 1.0 (which ends at
+    once), asked for again (our call reaches the fake's queue) at ``asked_at``; ``windows``
+    (faults) in seconds from the start."""
+    schedule = Schedule(
+        seed=0,
+        version="0.24.0",
+        max_loaded=1,
+        memory_gb=16,
+        kept=(Kept("small", "10m", 1),),
+        events=(),
+        duration_s=12.0,
+    )
+    records = Records(
+        unloads=[UnloadRecord("small:latest", _at(1.0), "evicted", KEEPER, KEEPER)],
+        waits=[
+            WaitRecord(
+                "small:latest", KEEPER, "/api/generate", _at(asked_at), _at(asked_at + 0.5), True
+            )
+        ],
+    )
+    loads = [
+        LoadRecord(
+            "small:latest", "cold", "/api/generate", _at(0.0), _at(0.5), ok=True, caller=KEEPER
+        ),
+        LoadRecord(
+            "other:latest", "cold", "/api/generate", _at(1.0), _at(1.0), ok=True, caller=KEEPER
+        ),
+    ]
+    return Outcome(
+        schedule=schedule,
+        started=T0,
+        ended=T0 + 15.0,
+        kept_keys={"small": BLOB},
+        blobs={"small": BLOB, "small:latest": BLOB, "other:latest": "sha256-other"},
+        loads=loads,
+        evictions=[],
+        records=records,
+        requests=[],
+        logs=[],
+        clients=[],
+        statuses=[],
+        lags=[],
+        windows=[(T0 + start, T0 + stop, kind, about) for start, stop, kind, about in windows],
+    )
+
+
+SLOW_GENERATE = (1.1, 5.6, "delay /api/generate", "")
+
+
+@pytest.mark.parametrize(
+    ("asked_at", "windows", "late"),
+    [
+        pytest.param(1.1, [], False, id="asked-at-once"),
+        pytest.param(5.1, [], True, id="asked-4s-late"),
+        pytest.param(5.1, [SLOW_GENERATE], False, id="held-4s-by-a-later-fault"),
+        pytest.param(5.1, [(1.1, 5.1, "crash", "another")], True, id="another-models-fault"),
+        pytest.param(9.1, [SLOW_GENERATE], True, id="late-after-the-fault-too"),
+    ],
+)
+def test_time_a_later_fault_holds_our_call_is_not_the_keepers(
+    asked_at: float, windows: list[tuple[float, float, str, str]], late: bool
+) -> None:
+    verdict = check(_outcome(asked_at, windows))
+    assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]

@@ -196,15 +196,13 @@ class _Checker:
         """When the faults (and pauses, reloads) active at ``at`` for ``model`` have all ended.
 
         A loss during a fault is not the keeper's to prevent, but once the fault is over the
-        keeper has a poll to ask for the model again, like after any other loss. A fault that
-        begins before the keeper was due to ask (a poll and the margin) counts as active: a
-        slowed ``/api/generate`` holds the call the keeper made in time.
+        keeper has a poll to ask for the model again, like after any other loss.
         """
         end, moved = at, True
         while moved:
             moved = False
             for start, stop, _kind, about in self.o.windows:
-                if (not about or about == model) and start - POLL_S - MARGIN_S <= end < stop:
+                if (not about or about == model) and start <= end < stop:
                     end, moved = stop, True
         return end
 

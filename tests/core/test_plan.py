@@ -336,6 +336,31 @@ class TestObserve:
         obs = observe([LLAMA], before, after, {LLAMA.key: warmed(NOW - s(100))})
         assert [e.fields["cause"] for e in obs.events] == ["expired"]
 
+    @pytest.mark.parametrize(
+        ("first_seen_before_s", "cause"),
+        [
+            (None, "expired"),  # no history: read as an expiry, as before
+            (600, "expired"),  # the lease ran its course
+            (2.5, "expired"),  # a short lease of ours, seen 2.5 s before its end
+            (0, "evicted"),  # d = 0: expires_at was already "now" when first seen
+            (-3, "evicted"),  # an `ollama stop`: expires_at set to a past moment
+        ],
+    )
+    def test_a_lease_cut_to_nothing_is_no_expiry(
+        self, first_seen_before_s: float | None, cause: str
+    ) -> None:
+        """A runner Ollama drains (an eviction victim chosen while loading or busy shows now
+        + 0 at every look, §4.5; `ollama stop` sets expires_at to now, §1.4) was taken away:
+        its loss backs off if it repeats. Only a lease that ran its course expired (0.24.0
+        chaos seed 10: a client's load took the slot at every re-warm of ours, at once)."""
+        expires = NOW + s(0.5)
+        history: dict[str, object] = {}
+        if first_seen_before_s is not None:
+            history["lease_seen"] = (expires, expires - s(first_seen_before_s))
+        before = snap(row("llama3.1:8b", 0.5))
+        obs = observe([LLAMA], before, snap(at=NOW + s(1)), {LLAMA.key: warmed(NOW, **history)})
+        assert [e.fields["cause"] for e in obs.events] == [cause]
+
     def test_outage_means_restart(self) -> None:
         """Models lost while Ollama was unreachable were lost to a restart."""
         obs = observe(

@@ -39,6 +39,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   with no client's runner behind it is re-warmed at the next look however soon after our own
   load; otherwise, or after a client's reload, soon after our own load it waits a poll or 1.5
   cold loads. Repeats back off, so a user's own big model is not thrashed out every minute.
+  Only a lease that ran its course expired: one already at its end when first seen (``d`` = 0,
+  a runner Ollama drains for an eviction or an ``ollama stop``) was taken away.
 * **Runner processes** (``processes``, where visible): an exit whose model a snapshot asked
   after it still lists is a crash (check that model only); one whose model left ps is an
   unload; a runner for a kept blob we did not start is a client's load, never raced; a call

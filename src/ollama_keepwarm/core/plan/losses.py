@@ -144,7 +144,7 @@ def _vanished(
     """
     if outage:
         cause, culprit = "restart", None
-    elif old is not None and old.expires_at <= now + EXPIRY_TOLERANCE:
+    elif old is not None and old.expires_at <= now + EXPIRY_TOLERANCE and not _drained(st, old):
         cause, culprit = "expired", None
     elif everything_gone and (culprit is not None or oom_rule):
         cause = "oom"
@@ -174,6 +174,21 @@ def _vanished(
         wait = st.rewarm_not_before
         fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
     return st, Event("model_vanished", model.name, fields)
+
+
+def _drained(st: ModelState, old: RunningModel) -> bool:
+    """Whether the last lease shown was already at its end when first seen: ``d`` = 0, a
+    runner Ollama drains (an eviction victim chosen while loading or busy shows now + 0 at
+    every look, §4.5; the unload command sets ``expires_at`` to now, §1.4). Its loss was a
+    taking away, which backs off if it repeats; only a lease that ran its course expired.
+    A lease of ours under a second would read as drained too (and back off): a keeper with
+    one renews faster than it can look anyway."""
+    seen = st.lease_seen
+    return (
+        seen is not None
+        and seen[0] == old.expires_at
+        and seen[0] - seen[1] <= EXPIRY_TOLERANCE  # clocks of two hosts may differ a little
+    )
 
 
 def _seen_listed(

@@ -552,3 +552,46 @@ async def test_a_backward_wall_clock_step_lapses_no_lease(ollama_version: str) -
             await more_looks(keeper, 80)  # 8 s of 100 ms polls: more than two leases
             assert LLAMA in listed(fake)
             assert len(fake.loads) == loads, "the lease lapsed and the model was loaded again"
+
+
+def _cgroup_or_skip(fake: FakeOllama) -> str:
+    assert fake.processes is not None
+    if fake.processes.cgroup is None:
+        pytest.skip("cannot create a cgroup v2 here: the runner watch cannot see processes")
+    return str(fake.processes.cgroup)
+
+
+async def test_three_kept_models_settle_on_one_eviction_where_runners_show_it(
+    ollama_version: str,
+) -> None:
+    """Chaos seeds 2, 3, 35 on 0.24.0 (issue 21 item 1, issue 23 invariant 4): room for two
+    of three kept models, runner processes visible. The third load evicts the top one; the
+    runner watch shows that eviction (the victim's runner ended, ours started next), so it
+    settles the conflict: the lowest is held at once and no kept model is loaded more than
+    twice, nor evicted by our loads more than once."""
+    async with FakeOllama(
+        ollama_version=ollama_version, **FAST_FAKE, max_loaded=2, runner_processes=True
+    ) as fake:
+        models = [
+            {"name": LLAMA, "keep_alive": "1h", "priority": 10},
+            {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 5},
+            {"name": "llama3.2:3b", "keep_alive": "1h", "priority": 0},
+        ]
+        config = make_config(fake.url, models)
+        config = replace(config, ollama=replace(config.ollama, cgroup=_cgroup_or_skip(fake)))
+        async with running_keeper(config) as (keeper, _):
+            await eventually(
+                lambda: (
+                    listed(fake) == {LLAMA, "qwen2.5-coder:7b"}
+                    and state_of(keeper, "llama3.2:3b")["state"] == "conflict"
+                ),
+                within=20,
+                what="the two higher ones loaded, the lowest held",
+            )
+            await more_looks(keeper, 20)
+    loads = {m["name"]: sum(ld.model == m["name"] for ld in fake.loads) for m in models}
+    assert max(loads.values()) <= 2, loads
+    ours = [e for e in fake.evictions if e.for_model in loads and e.victim in loads]
+    victims = [e.victim for e in ours]
+    assert all(victims.count(v) <= 1 for v in victims), ours
+    assert len(ours) <= 1, ours

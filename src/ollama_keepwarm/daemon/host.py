@@ -493,7 +493,9 @@ class HostKeeper:
         self.runner_table = table
         others = plan.started_by_others(self.models, self.states, self.blobs, events)
         self._evicted_by_ours.update(
-            plan.evicted_by_ours(self.models, self.states, self.blobs, self._runner_history, events)
+            plan.evicted_by_ours(
+                self.models, self.states, self.blobs, self._runner_history, events, table
+            )
         )
         if events:
             newest = events[-1].at

@@ -35,7 +35,7 @@ from datetime import datetime
 from ollama_keepwarm.core.config import ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.plan.mismatch import report_mismatch
-from ollama_keepwarm.core.plan.model import Event, ModelState
+from ollama_keepwarm.core.plan.model import Event, ModelState, is_held
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
 
@@ -210,6 +210,7 @@ def evicted_by_ours(
     blobs: Mapping[str, str],
     earlier: Sequence[RunnerEvent],
     events: Sequence[RunnerEvent],
+    table: RunnerTable | None = None,
 ) -> dict[str, str]:
     """Kept models (victim key -> our model's key) that our own load evicted, from evidence.
 
@@ -217,8 +218,18 @@ def evicted_by_ours(
     other runner started between (``earlier``: the watch's events of the last
     :data:`EVICTION_GAP_S`, oldest first), is Ollama making room for our load (§4.9). An
     ``ollama stop`` during our load ends the victim while our runner is already loading, so
-    it is no such pair: a coincidence holds nothing.
+    it is no such pair: a coincidence holds nothing. Only while every runner alive (``table``,
+    after ``events``) serves a kept model that is not held: a client's runner (another model,
+    or one we hold) takes room too, and the kept set alone may fit.
     """
+    if table is not None and any(
+        not any(
+            not is_held(states.get(k, ModelState()))
+            for k in (m.key for m in models if blobs.get(m.key) == r.blob)
+        )
+        for r in table.runners
+    ):
+        return {}
     by_blob: dict[str, list[str]] = {}
     for model in models:
         blob = blobs.get(model.key)

@@ -595,3 +595,33 @@ async def test_three_kept_models_settle_on_one_eviction_where_runners_show_it(
     victims = [e.victim for e in ours]
     assert all(victims.count(v) <= 1 for v in victims), ours
     assert len(ours) <= 1, ours
+
+
+async def test_ollama_stop_during_our_load_holds_nothing_where_runners_show(
+    ollama_version: str,
+) -> None:
+    """The runners visible, a user's `ollama stop` of a kept model while our load of another
+    runs (room for both) is no proved eviction: our runner was loading before the victim
+    ended. Nothing is held, both come back."""
+    async with FakeOllama(
+        ollama_version=ollama_version,
+        **{**FAST_FAKE, "load_seconds_per_gb": 0.2},
+        runner_processes=True,
+    ) as fake:
+        models = [
+            {"name": "tiny", "keep_alive": "1h", "priority": 10},
+            {"name": LLAMA, "keep_alive": "1h", "priority": 0},
+        ]
+        config = make_config(fake.url, models)
+        config = replace(config, ollama=replace(config.ollama, cgroup=_cgroup_or_skip(fake)))
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(ld.model == LLAMA and ld.finished is None for ld in fake.loads),
+                    what="our long load under way",
+                )
+                await fake.unload("tiny")
+                await asyncio.wait_for(keeper.ready.wait(), 15)
+                await eventually(lambda: listed(fake) == {"tiny:latest", LLAMA}, what="both")
+                await more_looks(keeper, 5)
+    assert not [e for e in logs if e["event"] == "capacity_conflict"]

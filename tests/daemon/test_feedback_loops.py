@@ -602,7 +602,8 @@ async def test_ollama_stop_during_our_load_holds_nothing_where_runners_show(
 ) -> None:
     """The runners visible, a user's `ollama stop` of a kept model while our load of another
     runs (room for both) is no proved eviction: our runner was loading before the victim
-    ended. Nothing is held, both come back."""
+    ended. Nothing is held, both come back. (A stop within one rescan of our runner's spawn
+    cannot be told from an eviction: the watch sees both at once.)"""
     async with FakeOllama(
         ollama_version=ollama_version,
         **{**FAST_FAKE, "load_seconds_per_gb": 0.2},
@@ -619,6 +620,10 @@ async def test_ollama_stop_during_our_load_holds_nothing_where_runners_show(
                 await eventually(
                     lambda: any(ld.model == LLAMA and ld.finished is None for ld in fake.loads),
                     what="our long load under way",
+                )
+                host = host_of(keeper)
+                await eventually(
+                    lambda: len(host.runner_table.runners) == 2, what="our runner seen loading"
                 )
                 await fake.unload("tiny")
                 await asyncio.wait_for(keeper.ready.wait(), 15)

@@ -44,7 +44,7 @@ def settle_conflict(
     """
     window = timedelta(seconds=daemon.conflict_retry_s * 2)
     recent = {t for st in states.values() for t in st.strikes if now - t < window}
-    if len(recent) < (1 if proved and recent else CONFLICT_STRIKES):
+    if len(recent) < (1 if proved else CONFLICT_STRIKES):
         return []
     kept = [
         m

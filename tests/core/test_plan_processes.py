@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -140,3 +141,146 @@ def test_a_model_a_client_is_reloading_is_no_evidence_of_room() -> None:
     assert plan.unlisted_runners(reloading, snapshot, blobs) == 1
     assert plan.unlisted_runners(reloading, PsSnapshot(NOW, (ROW, other)), blobs) == 0
     assert plan.unlisted_runners(table(visible=False), snapshot, blobs) == 0
+
+
+SMALL = ModelConfig(name="llama3.2:3b", keep_alive_s=1800, priority=0)
+THREE = [LLAMA, CODER, SMALL]
+THREE_BLOBS = {**BLOBS, SMALL.key: "sha256-sss"}
+
+
+def started(blob: str, at: float, pid: int = 20) -> RunnerEvent:
+    return RunnerEvent("started", runner(blob, pid, at), at)
+
+
+def loading(key: str) -> dict[str, plan.ModelState]:
+    """Every model warm once; a load of ours in flight for ``key``."""
+    sts = {m.key: plan.ModelState(warms=1) for m in THREE}
+    sts[key] = plan.record_warm_started(sts[key], NOW, listed=False)
+    return sts
+
+
+@pytest.mark.parametrize(
+    ("earlier", "events", "ours", "proved"),
+    [
+        # Ollama ends the victim, then starts our runner: seen in one rescan, or two.
+        ((), (exited("sha256-aaa", 50.0), started("sha256-sss", 50.0)), SMALL, True),
+        ((exited("sha256-aaa", 50.0),), (started("sha256-sss", 50.2),), SMALL, True),
+        # `ollama stop` while our runner is already loading: its exit comes after our start.
+        ((started("sha256-sss", 49.0),), (exited("sha256-aaa", 50.0),), SMALL, False),
+        # A client's load started between: the room went to it.
+        (
+            (exited("sha256-aaa", 50.0), started("sha256-bbb", 50.1, pid=30)),
+            (started("sha256-sss", 50.2),),
+            SMALL,
+            False,
+        ),
+        # Too long before our start to be the room Ollama made for it.
+        ((exited("sha256-aaa", 40.0),), (started("sha256-sss", 50.0),), SMALL, False),
+        # No load of ours in flight: the runner that started is a client's.
+        ((), (exited("sha256-aaa", 50.0), started("sha256-sss", 50.0)), None, False),
+    ],
+    ids=["one rescan", "two rescans", "stop during our load", "client first", "gap", "client"],
+)
+def test_an_eviction_by_our_load_is_proved_by_the_runners(
+    earlier: tuple[RunnerEvent, ...],
+    events: tuple[RunnerEvent, ...],
+    ours: ModelConfig | None,
+    proved: bool,
+) -> None:
+    """Chaos seeds 2, 3, 35 on 0.24.0: the victim's exit right before our runner's start is
+    Ollama making room for our load; anything else proves nothing."""
+    sts = loading(ours.key) if ours else {m.key: plan.ModelState(warms=1) for m in THREE}
+    found = plan.evicted_by_ours(THREE, sts, THREE_BLOBS, earlier, events)
+    assert found == ({LLAMA.key: SMALL.key} if proved else {})
+
+
+def _row(model: ModelConfig, at: datetime) -> RunningModel:
+    return RunningModel(model.name, 1, 1, "d" * 64, at + timedelta(minutes=30), 4096)
+
+
+@pytest.mark.parametrize("proved", [True, False], ids=["proved", "timing only"])
+def test_one_proved_eviction_holds_the_lowest_kept_model(proved: bool) -> None:
+    """Room for two of three: our load of the lowest evicted the top one. Proved by the
+    runners, that one eviction holds the lowest at once (at most one extra load of each);
+    on timing alone it takes a second one (an `ollama stop` may coincide)."""
+    sts = loading(SMALL.key)
+    later = NOW + timedelta(seconds=5)
+    before = PsSnapshot(NOW, (_row(LLAMA, NOW), _row(CODER, NOW)))
+    after = PsSnapshot(later, (_row(CODER, later),))
+    obs = plan.observe(
+        THREE,
+        DaemonConfig(),
+        before,
+        after,
+        sts,
+        blobs=THREE_BLOBS,
+        processes_visible=True,
+        evicted_by_ours={LLAMA.key: SMALL.key} if proved else {},
+    )
+    conflicts = [(e.model, e.fields["keeps"]) for e in obs.events if e.name == "capacity_conflict"]
+    assert conflicts == ([(SMALL.name, [LLAMA.name, CODER.name])] if proved else [])
+    assert (obs.states[SMALL.key].held_since is not None) is proved
+
+
+def test_a_proof_a_look_after_the_loss_still_settles_it() -> None:
+    """The runner watch may show our runner's start a rescan after the look that saw the loss."""
+    sts = loading(SMALL.key)
+    t1, t2 = NOW + timedelta(seconds=5), NOW + timedelta(seconds=6)
+    before = PsSnapshot(NOW, (_row(LLAMA, NOW), _row(CODER, NOW)))
+    gone = PsSnapshot(t1, (_row(CODER, t1),))
+    first = plan.observe(THREE, DaemonConfig(), before, gone, sts, blobs=THREE_BLOBS)
+    assert first.states[SMALL.key].held_since is None
+    second = plan.observe(
+        THREE,
+        DaemonConfig(),
+        gone,
+        PsSnapshot(t2, (_row(CODER, t2),)),
+        first.states,
+        blobs=THREE_BLOBS,
+        evicted_by_ours={LLAMA.key: SMALL.key},
+    )
+    assert second.states[SMALL.key].held_since is not None
+
+
+def test_a_held_model_still_resident_is_unloaded_before_another_load() -> None:
+    """Its room is what the victim's re-warm needs: loading first would evict a third kept
+    model and hold that one too (the hold cascading down the ranks)."""
+    sts = {m.key: plan.ModelState(warms=1, last_warm_ok_at=NOW) for m in THREE}
+    sts[SMALL.key] = replace(sts[SMALL.key], held_since=NOW, held_reason="capacity conflict")
+    now = NOW + timedelta(seconds=1)
+    resident = PsSnapshot(now, (_row(CODER, now), _row(SMALL, now)))
+    actions = {
+        d.model.key: d.action for d in plan.decide(THREE, DaemonConfig(), resident, sts, now)
+    }
+    assert actions == {
+        LLAMA.key: plan.Action.WAIT,
+        CODER.key: plan.Action.WAIT,
+        SMALL.key: plan.Action.UNLOAD,
+    }
+    released = PsSnapshot(now, (_row(CODER, now),))
+    sts[SMALL.key] = plan.record_release_sent(sts[SMALL.key])
+    decisions = plan.decide(THREE, DaemonConfig(), released, sts, now)
+    assert decisions[0].action is plan.Action.WARM
+
+
+@pytest.mark.parametrize(
+    ("alive", "held", "proved"),
+    [
+        (("sha256-ccc", "sha256-sss"), False, True),  # only kept models: the set does not fit
+        (("sha256-ccc", "sha256-sss", "sha256-big"), False, False),  # a client's model too
+        (("sha256-ccc", "sha256-sss"), True, False),  # a model we hold, a client's runner
+    ],
+    ids=["kept only", "a client's model", "a held model"],
+)
+def test_an_eviction_proves_a_conflict_only_among_kept_models(
+    alive: tuple[str, ...], held: bool, proved: bool
+) -> None:
+    """Chaos seed 7 on 0.24.0: our load evicted a kept model while a client's runner of a model
+    we hold took room; the kept set alone fits, so that eviction holds nothing more."""
+    sts = loading(SMALL.key)
+    if held:
+        sts[CODER.key] = replace(sts[CODER.key], held_since=NOW)
+    events = (exited("sha256-aaa", 50.0), started("sha256-sss", 50.0))
+    runners = table(*(runner(b, pid=i) for i, b in enumerate(alive)))
+    found = plan.evicted_by_ours(THREE, sts, THREE_BLOBS, (), events, runners)
+    assert found == ({LLAMA.key: SMALL.key} if proved else {})

@@ -576,3 +576,81 @@ async def test_a_kept_runner_with_a_zero_duration_is_left_to_drain(ollama_versio
                 assert state_of(keeper, LLAMA).get("reason", "").startswith("draining")
         finally:
             busy.cancel()
+
+
+def _cgroup_or_skip(fake: FakeOllama) -> str:
+    assert fake.processes is not None
+    if fake.processes.cgroup is None:
+        pytest.skip("cannot create a cgroup v2 here: the runner watch cannot see processes")
+    return str(fake.processes.cgroup)
+
+
+async def test_three_kept_models_settle_on_one_eviction_where_runners_show_it(
+    ollama_version: str,
+) -> None:
+    """Chaos seeds 2, 3, 35 on 0.24.0 (issue 21 item 1, issue 23 invariant 4): room for two
+    of three kept models, runner processes visible. The third load evicts the top one; the
+    runner watch shows that eviction (the victim's runner ended, ours started next), so it
+    settles the conflict: the lowest is held at once and no kept model is loaded more than
+    twice, nor evicted by our loads more than once."""
+    async with FakeOllama(
+        ollama_version=ollama_version, **FAST_FAKE, max_loaded=2, runner_processes=True
+    ) as fake:
+        models = [
+            {"name": LLAMA, "keep_alive": "1h", "priority": 10},
+            {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 5},
+            {"name": "llama3.2:3b", "keep_alive": "1h", "priority": 0},
+        ]
+        config = make_config(fake.url, models)
+        config = replace(config, ollama=replace(config.ollama, cgroup=_cgroup_or_skip(fake)))
+        async with running_keeper(config) as (keeper, _):
+            await eventually(
+                lambda: (
+                    listed(fake) == {LLAMA, "qwen2.5-coder:7b"}
+                    and state_of(keeper, "llama3.2:3b")["state"] == "conflict"
+                ),
+                within=20,
+                what="the two higher ones loaded, the lowest held",
+            )
+            await more_looks(keeper, 20)
+    loads = {m["name"]: sum(ld.model == m["name"] for ld in fake.loads) for m in models}
+    assert max(loads.values()) <= 2, loads
+    ours = [e for e in fake.evictions if e.for_model in loads and e.victim in loads]
+    victims = [e.victim for e in ours]
+    assert all(victims.count(v) <= 1 for v in victims), ours
+    assert len(ours) <= 1, ours
+
+
+async def test_ollama_stop_during_our_load_holds_nothing_where_runners_show(
+    ollama_version: str,
+) -> None:
+    """The runners visible, a user's `ollama stop` of a kept model while our load of another
+    runs (room for both) is no proved eviction: our runner was loading before the victim
+    ended. Nothing is held, both come back. (A stop within one rescan of our runner's spawn
+    cannot be told from an eviction: the watch sees both at once.)"""
+    async with FakeOllama(
+        ollama_version=ollama_version,
+        **{**FAST_FAKE, "load_seconds_per_gb": 0.2},
+        runner_processes=True,
+    ) as fake:
+        models = [
+            {"name": "tiny", "keep_alive": "1h", "priority": 10},
+            {"name": LLAMA, "keep_alive": "1h", "priority": 0},
+        ]
+        config = make_config(fake.url, models)
+        config = replace(config, ollama=replace(config.ollama, cgroup=_cgroup_or_skip(fake)))
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await eventually(
+                    lambda: any(ld.model == LLAMA and ld.finished is None for ld in fake.loads),
+                    what="our long load under way",
+                )
+                host = host_of(keeper)
+                await eventually(
+                    lambda: len(host.runner_table.runners) == 2, what="our runner seen loading"
+                )
+                await fake.unload("tiny")
+                await asyncio.wait_for(keeper.ready.wait(), 15)
+                await eventually(lambda: listed(fake) == {"tiny:latest", LLAMA}, what="both")
+                await more_looks(keeper, 5)
+    assert not [e for e in logs if e["event"] == "capacity_conflict"]

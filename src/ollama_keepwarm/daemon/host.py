@@ -103,6 +103,8 @@ class HostKeeper:
         self.decisions: list[plan.Decision] = []
         self._init_shows()
         self._reloaded_by_others: set[str] = set()  # kept models a client (re)loaded since
+        self._evicted_by_ours: dict[str, str] = {}  # victim key -> our model's key, since
+        self._runner_history: list[RunnerEvent] = []  # the watch's events of the last gap
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
         self.ollama_up = False
@@ -338,6 +340,7 @@ class HostKeeper:
             # whether a client's runner started for the model (issue 21).
             self.crash_watch.rescan()
         reloaded, self._reloaded_by_others = self._reloaded_by_others, set()
+        evicted, self._evicted_by_ours = self._evicted_by_ours, {}
         self._note_uses(snapshot)  # learned hours: before the snapshot becomes the last
         observation = plan.observe(
             self.models,
@@ -351,6 +354,7 @@ class HostKeeper:
             processes_visible=self.runner_table.visible,
             reloaded_by_others=reloaded,
             loading_count=plan.unlisted_runners(self.runner_table, snapshot, self.blobs),
+            evicted_by_ours=evicted,
         )
         self.states = observation.states
         for event in observation.events:
@@ -488,6 +492,16 @@ class HostKeeper:
         """
         self.runner_table = table
         others = plan.started_by_others(self.models, self.states, self.blobs, events)
+        self._evicted_by_ours.update(
+            plan.evicted_by_ours(
+                self.models, self.states, self.blobs, self._runner_history, events, table
+            )
+        )
+        if events:
+            newest = events[-1].at
+            self._runner_history = [
+                e for e in (*self._runner_history, *events) if newest - e.at <= plan.EVICTION_GAP_S
+            ]
         self._foreign_runners.update(others)
         self._reloaded_by_others.update(others)
         exited = [e for e in events if e.kind == "exited"]

@@ -32,9 +32,11 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   while it is resident, say once what to configure; it lasts while the client keeps reloading,
   and ends when the model was gone longer than a reload takes, or on a config change.
 * **Never fight** (``capacity``): Ollama evicts by keep-alive *setting*, not by our priorities
-  (§4.5). When our loads evicted kept models twice, the lowest-ranked kept model is held (and
-  unloaded if resident); it is tried again only on evidence of room: fewer models listed than
-  while it was held, a new config, or an operator's refresh. Never on a timer.
+  (§4.5). When our loads evicted kept models twice, or once where runner processes show it (a
+  kept model's runner ended and the next runner to start was our load's), the lowest-ranked
+  kept model is held (and unloaded if resident); it is tried again only on evidence of room:
+  fewer models listed than while it was held, a new config, or an operator's refresh. Never
+  on a timer.
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own
   load; otherwise, or after a client's reload, soon after our own load it waits a poll or 1.5
@@ -117,6 +119,8 @@ from ollama_keepwarm.core.plan.model import (
     ranked,
 )
 from ollama_keepwarm.core.plan.processes import (
+    EVICTION_GAP_S,
+    evicted_by_ours,
     loading_elsewhere,
     note_argv_mismatch,
     note_client_reload,
@@ -131,6 +135,7 @@ from ollama_keepwarm.core.plan.views import all_warm, describe_state, first_pass
 __all__ = [
     "CAPACITY",
     "CONFLICT_STRIKES",
+    "EVICTION_GAP_S",
     "MISMATCH",
     "OUTSIDE",
     "RESUMED",
@@ -149,6 +154,7 @@ __all__ = [
     "decide",
     "describe_state",
     "down_poll_delay_s",
+    "evicted_by_ours",
     "first_pass_done",
     "forgive_timeouts",
     "leave_alone",

@@ -20,7 +20,8 @@ from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 
 CONFLICT_STRIKES = 2
 """How many evictions of kept models by our own loads (within ``2 x conflict_retry``) make a
-capacity conflict. One alone may be a coincidence: an ``ollama stop`` during our load."""
+capacity conflict. One alone may be a coincidence: an ``ollama stop`` during our load. Where
+runner processes show the eviction (``processes.evicted_by_ours``), one is enough."""
 
 
 def settle_conflict(
@@ -28,8 +29,14 @@ def settle_conflict(
     states: dict[str, ModelState],
     daemon: DaemonConfig,
     now: datetime,
+    *,
+    proved: bool = False,
 ) -> list[Event]:
     """On the second eviction by our own loads, hold the lowest-ranked kept model.
+
+    ``proved``: runner processes showed an eviction by our own load (the victim's runner ended
+    and ours started next): no coincidence, so that one settles it. The first pass then costs
+    at most one extra load of each kept model.
 
     Priorities decide for the whole kept set, not for the pair that collided: the model held
     is always the lowest-ranked one still kept, so a higher one never waits while a lower one
@@ -37,7 +44,7 @@ def settle_conflict(
     """
     window = timedelta(seconds=daemon.conflict_retry_s * 2)
     recent = {t for st in states.values() for t in st.strikes if now - t < window}
-    if len(recent) < CONFLICT_STRIKES:
+    if len(recent) < (1 if proved else CONFLICT_STRIKES):
         return []
     kept = [
         m

@@ -49,6 +49,7 @@ def observe(
     processes_visible: bool = False,
     reloaded_by_others: Collection[str] = (),
     loading_count: int = 0,
+    evicted_by_ours: Mapping[str, str] | None = None,
 ) -> Observation:
     """Compare two snapshots: who vanished and why, who lost its GPU, who is in conflict.
 
@@ -57,7 +58,9 @@ def observe(
     server expires every model after a runtime out-of-memory error (v0.30+, §4.4).
     ``processes_visible`` says runner processes are seen (``core/plan/processes.py``), and
     ``reloaded_by_others`` names the kept models a client's runner started for since the last
-    look: the evidence for a loss's cause.
+    look: the evidence for a loss's cause. ``evicted_by_ours`` (victim key -> our model's key)
+    names the kept models whose runner ended right before a runner of our load started
+    (``processes.evicted_by_ours``): a proved eviction, which settles a conflict at once.
     """
     now = current.taken_at
     before = match_rows(models, previous, blobs) if previous else {}
@@ -91,7 +94,10 @@ def observe(
             new_states[model.key] = replace(st, last_row=None, foreign=False, foreign_context=None)
             events.append(Event("model_released", model.name, {"held": is_held(st)}))
             continue
-        culprit = _culprit(models, new_states, model, previous.taken_at, now)
+        proof = (evicted_by_ours or {}).get(model.key)
+        culprit = next((m for m in models if m.key == proof), None) or _culprit(
+            models, new_states, model, previous.taken_at, now
+        )
         st, event = _vanished(
             model,
             st,
@@ -114,8 +120,13 @@ def observe(
         struck = struck or "during_load_of" in event.fields
         new_states[model.key] = st
         events.append(event)
-    if struck:
-        events.extend(settle_conflict(models, new_states, daemon, now))
+    # A proof may come a look after the loss it explains (the runner watch's next rescan).
+    proved = any(
+        new_states[m.key].strikes and m.key in (evicted_by_ours or {}) and after[m.key] is None
+        for m in models
+    )
+    if struck or proved:
+        events.extend(settle_conflict(models, new_states, daemon, now, proved=proved))
     events.extend(
         look_for_room(models, new_states, current, after, now, loading_elsewhere=loading_count)
     )

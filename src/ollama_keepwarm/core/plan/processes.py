@@ -18,6 +18,10 @@ data (``core/runners.py``). The rules:
 * **Cause of a loss**: the model's own blob got a new runner from someone else (a client
   reloading it, maybe with its options), or not. A loss with no sign of a client's reload is
   re-warmed at the next look however soon after our own load; repeats still back off.
+* **An eviction by our own load**: a kept model's runner ended, and the next runner to start
+  (within :data:`EVICTION_GAP_S`) is the one our load of another kept model started. Ollama
+  ends the victim, then starts the new runner (§4.9): that pair is evidence, not timing, and
+  one such eviction settles a capacity conflict (``core/plan/capacity.py``).
 * **Queued is not wedged**: a call of ours waiting while another runner loads is queued; the
   wedge bound counts from when its own runner exists, or from when nothing else is loading.
 """
@@ -31,12 +35,14 @@ from datetime import datetime
 from ollama_keepwarm.core.config import ModelConfig
 from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.plan.mismatch import report_mismatch
-from ollama_keepwarm.core.plan.model import Event, ModelState
+from ollama_keepwarm.core.plan.model import Event, ModelState, is_held
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
 
 __all__ = [
+    "EVICTION_GAP_S",
     "argv_mismatch",
+    "evicted_by_ours",
     "loading_elsewhere",
     "note_client_reload",
     "note_runner_exits",
@@ -45,6 +51,12 @@ __all__ = [
     "started_by_others",
     "unlisted_runners",
 ]
+
+
+EVICTION_GAP_S = 1.2
+"""The longest gap between a victim's exit and the start of the runner that evicted it, as the
+runner watch sees them: Ollama starts the new runner milliseconds after the old one ended
+(§4.9); a process-table watch learns new runners once a second (``daemon/crashwatch.py``)."""
 
 
 def _attributed(event: RunnerEvent, table: RunnerTable) -> bool:
@@ -181,11 +193,69 @@ def started_by_others(
         for model in models:
             st = states.get(model.key, ModelState())
             # Only a load, or a check that expects a reload, starts a runner of ours.
-            ours = st.in_flight_since is not None and (
-                not st.in_flight_was_listed or st.expect_reload
-            )
-            if blobs.get(model.key) == event.runner.blob and not ours:
+            if blobs.get(model.key) == event.runner.blob and not _ours(st):
                 found[model.key] = event.runner.pid
+    return found
+
+
+def _ours(st: ModelState) -> bool:
+    """Whether a runner starting now for this model is ours: a load (or a check that expects
+    a reload) of ours is in flight for it."""
+    return st.in_flight_since is not None and (not st.in_flight_was_listed or st.expect_reload)
+
+
+def evicted_by_ours(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    blobs: Mapping[str, str],
+    earlier: Sequence[RunnerEvent],
+    events: Sequence[RunnerEvent],
+    table: RunnerTable | None = None,
+) -> dict[str, str]:
+    """Kept models (victim key -> our model's key) that our own load evicted, from evidence.
+
+    A runner of ours starting (``events``) right after a kept model's runner ended, with no
+    other runner started between (``earlier``: the watch's events of the last
+    :data:`EVICTION_GAP_S`, oldest first), is Ollama making room for our load (§4.9). An
+    ``ollama stop`` during our load ends the victim while our runner is already loading, so
+    it is no such pair: a coincidence holds nothing. Only while every runner alive (``table``,
+    after ``events``) serves a kept model that is not held: a client's runner (another model,
+    or one we hold) takes room too, and the kept set alone may fit.
+    """
+    if table is not None and any(
+        not any(
+            not is_held(states.get(k, ModelState()))
+            for k in (m.key for m in models if blobs.get(m.key) == r.blob)
+        )
+        for r in table.runners
+    ):
+        return {}
+    by_blob: dict[str, list[str]] = {}
+    for model in models:
+        blob = blobs.get(model.key)
+        if blob:
+            by_blob.setdefault(blob, []).append(model.key)
+    ordered = [*earlier, *events]
+    found: dict[str, str] = {}
+    for i in range(len(earlier), len(ordered)):
+        start = ordered[i]
+        if start.kind != "started":
+            continue
+        culprits = [
+            k for k in by_blob.get(start.runner.blob, []) if _ours(states.get(k, ModelState()))
+        ]
+        if not culprits:
+            continue
+        for before in reversed(ordered[:i]):
+            if start.at - before.at > EVICTION_GAP_S:
+                break
+            if before.kind == "started":
+                if before.runner.blob != start.runner.blob:
+                    break  # another load came first: the room went to it
+                continue
+            for victim in by_blob.get(before.runner.blob, []):
+                if victim not in culprits:
+                    found[victim] = culprits[0]
     return found
 
 

@@ -22,7 +22,7 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "commands": frozenset({"daemon", "fake", "edge", "core"}),
     "daemon": frozenset({"edge", "core"}),
     "fake": frozenset({"core"}),
-    "edge": frozenset({"core"}),
+    "edge": frozenset({"package", "core"}),  # the version, for the keeper's User-Agent
     "core": frozenset(),
     "package": frozenset(),
 }

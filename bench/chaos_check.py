@@ -262,9 +262,7 @@ class _Checker:
         """Invariant 3 over every loss of a kept model, and its first warm at start."""
         last_loss: dict[str, float] = {}
         losses = [(self.o.started, blob, "start", "", "") for blob in self.kept_blobs]
-        for at, kind, model in self._boundaries():
-            if kind == "window_open":
-                losses.append((at, self.blob(model), "window", "", ""))
+        losses += self._openings()
         for unload in self.o.records.unloads:
             blob = self.blob(unload.model)
             if _t(unload.time) > self.o.ended:
@@ -311,13 +309,39 @@ class _Checker:
                     at,
                 )
 
-    def _boundaries(self) -> list[tuple[float, str, str]]:
-        """(time, kind, model) of the schedule's window events, as real epoch seconds."""
-        return [
-            (self.o.started + event.at, event.kind, str(event.args["model"]))
-            for _, event in self.o.schedule.active
-            if event.kind in WINDOW_KINDS
-        ]
+    def _kept_spans(self) -> list[tuple[str, list[tuple[float, float]]]]:
+        """For the schedule's window event: its model and the real times it is kept.
+
+        The event's minute ``M`` fell on its time (``Driver.align_window``); a close keeps the
+        model for keeper wall times in [M - 2 h, M), an opening (its warm-up, a one-minute lead)
+        in [M, M + 3 h + 1 min). A wall-clock step moves the keeper's wall clock, so it moves
+        where in the run those lie: a step forward can open a window early or close it.
+        """
+        spans = []
+        steps = sorted(
+            (self.o.started + e.at, float(e.args["seconds"]))
+            for _, e in self.o.schedule.active
+            if e.kind in ("step_back", "step_forward")
+        )
+        for _, event in self.o.schedule.active:
+            if event.kind not in WINDOW_KINDS:
+                continue
+            at = self.o.started + event.at
+            lo, hi = (-7200.0, 0.0) if event.kind == "window_close" else (0.0, 3 * 3600.0 + 60.0)
+            edges = [self.o.started, *(t for t, _ in steps), self.o.ended]
+            kept: list[tuple[float, float]] = []
+            moved = 0.0
+            for i, (a, b) in enumerate(itertools.pairwise(edges)):
+                moved += steps[i - 1][1] if i else 0.0
+                first, last = max(a, at - moved + lo), min(b, at - moved + hi)
+                if first < last:
+                    if kept and kept[-1][1] >= first:
+                        kept[-1] = (kept[-1][0], last)
+                    else:
+                        kept.append((first, last))
+            spans.append((str(event.args["model"]), kept))
+            break  # one boundary per run (the keeper's clock runs at real pace)
+        return spans
 
     def _our_calls(self, blob: str) -> list[RecordedRequest]:
         """Our calls that load, renew or ping ``blob`` (not an unload)."""
@@ -333,26 +357,35 @@ class _Checker:
                 calls.append(request)
         return calls
 
+    def _openings(self) -> list[tuple[float, str, str, str, str]]:
+        """A window that opens (or reopens) during the run, as a loss at that moment."""
+        return [
+            (first, self.blob(model), "window", "", "")
+            for model, kept in self._kept_spans()
+            for first, _last in kept
+            if first > self.o.started
+        ]
+
     def outside_windows(self) -> None:
         """Invariant 3's mirror: nothing of ours keeps a model outside its window."""
-        for at, kind, model in self._boundaries():
-            blob = self.blob(model)
-            outside = (at, self.o.ended) if kind == "window_close" else (self.o.started, at)
-            for request in self._our_calls(blob):
-                t = _t(request.time)
-                if not outside[0] <= t <= outside[1]:
+        for model, kept in self._kept_spans():
+            for request in self._our_calls(self.blob(model)):
+                t = _t(request.received or request.time)  # when we asked, not when answered
+                if any(first <= t < last for first, last in kept):
                     continue
-                edge = outside[0] if kind == "window_close" else outside[1]
-                lag = self._lag(min(edge, t), max(edge, t))
+                # How far outside: from the nearest edge of a kept span (or the start).
+                edges = [(t - last, "after its window closed") for _, last in kept if last <= t]
+                edges += [
+                    (first - t, "before its warm-up started") for first, _ in kept if t < first
+                ]
+                late, where = min(edges, default=(t - self.o.started, "outside its window"))
+                lag = self._lag(t - late, t + late)
                 bound = POLL_S + MARGIN_S + 2 * lag
-                late = t - outside[0] if kind == "window_close" else outside[1] - t
                 if late > bound:
-                    where = "after its window closed" if kind == "window_close" else "before"
                     self.flag(
                         3,
                         f"{model} kept outside its window: a call of ours {late:.2f}s {where}"
-                        + (" its warm-up started" if kind == "window_open" else "")
-                        + f" (bound {bound:.2f}s)",
+                        f" (bound {bound:.2f}s)",
                         t,
                     )
                     break
@@ -368,7 +401,7 @@ class _Checker:
             if self.blob(w.model) == blob and who(w.caller) == "keeper"
         ]
         if claims:
-            starts += [_t(r.time) for r in self._our_calls(blob)]
+            starts += [_t(r.received or r.time) for r in self._our_calls(blob)]
         later = [t for t in starts if t >= at]
         return min(later) if later else None
 

@@ -32,14 +32,20 @@ def _load(seconds: float) -> LoadRecord:
     )
 
 
-def _outcome(event: Event, requests: list[RecordedRequest], loads: list[LoadRecord]) -> Outcome:
+def _outcome(
+    event: Event,
+    requests: list[RecordedRequest],
+    loads: list[LoadRecord],
+    *,
+    also: tuple[Event, ...] = (),
+) -> Outcome:
     schedule = Schedule(
         seed=0,
         version="0.32.15",
         max_loaded=3,
         memory_gb=48,
         kept=(Kept("tiny", "1h", 5),),
-        events=(event,),
+        events=tuple(sorted((event, *also), key=lambda e: e.at)),
         duration_s=12.0,
     )
     quiet = [(T0 + i / 10, 0.0) for i in range(160)]
@@ -86,3 +92,18 @@ def test_an_opening_must_be_followed_by_a_load_within_a_poll() -> None:
     ]
     on_time = _outcome(opening, [_call(5.1)], [_load(5.1)])
     assert _window_violations(on_time) == []
+
+
+def test_a_wall_clock_step_moves_the_window_with_the_keepers_clock() -> None:
+    """A step forward of an hour at 3 s puts the keeper inside a window that opens (by the
+    schedule's reckoning) at 5 s: its claim right after the step keeps the window (chaos seed
+    22 on 0.32.15); and a step back of 3 h at 6 s takes it out again."""
+    opening = Event(5.0, "window_open", {"model": "tiny"})
+    forward = Event(3.0, "step_forward", {"seconds": 3600})
+    claimed = _outcome(opening, [_call(3.05)], [], also=(forward,))
+    assert _window_violations(claimed) == []
+    back = Event(6.0, "step_back", {"seconds": -3 * 3600})
+    stayed = _outcome(opening, [_call(3.05), _call(8.0)], [], also=(forward, back))
+    assert _window_violations(stayed) == [
+        "tiny kept outside its window: a call of ours 2.00s after its window closed (bound 0.55s)"
+    ]

@@ -120,6 +120,8 @@ class RecordedRequest:
     prompt_uncached: int | None = None
     """Prompt tokens past the slot's cached prefix (generate and chat): a cache hit, told
     without measuring time."""
+    received: datetime | None = None
+    """When it arrived (``time`` is when it was answered, as Gin logs it)."""
 
 
 @dataclass(frozen=True)

@@ -426,6 +426,7 @@ class FakeOllama:
         except ValueError:
             body = None
         started = self.clock.monotonic_ns()
+        received = wall_datetime(self.clock.true_wall_ns())
         status = 499  # Go logs a cancelled request as 499
         try:
             response = await self._answer(request, handler)
@@ -442,6 +443,7 @@ class FakeOllama:
                     status,
                     request.headers.get("User-Agent", ""),
                     request.get(PROMPT_UNCACHED),
+                    received,
                 )
             )
             elapsed_ms = (self.clock.monotonic_ns() - started) / 1e6

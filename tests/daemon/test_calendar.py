@@ -7,6 +7,7 @@ fire time of the calendar's own cron jobs and runs the job, as the scheduler wou
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -123,3 +124,21 @@ async def test_reload_in_a_window_keeps_the_model_and_a_pause_wins(fake: FakeOll
         assert keeper.hosts[fake.url].decisions[0].reason == "paused"
         keeper.resume("llama3.1:8b")
         await eventually(lambda: "llama3.1:8b" in listed(fake), what="loaded after resume")
+
+
+async def test_a_boundary_job_run_by_the_scheduler_looks_at_once(fake: FakeOllama) -> None:
+    """The scheduler runs the calendar's jobs itself: a job's look must happen on the event
+    loop (APScheduler runs a plain function in a worker thread, where no loop runs, and the
+    look was lost with "coroutine was never awaited"). The poll is an hour here, so only the
+    job can explain a new look."""
+    config = make_config(
+        fake.url, [BOT], timezone="Europe/Berlin", poll_interval="1h", refresh_before="2h"
+    )
+    async with running_keeper(config, reload_config=lambda: config) as (keeper, _):
+        await asyncio.wait_for(keeper.ready.wait(), 10)
+        [host] = keeper.hosts.values()
+        looks = host.looks
+        job = keeper.calendar._scheduler.get_jobs()[0]
+        job.modify(next_run_time=datetime.now(BERLIN))
+        keeper.calendar._scheduler.wakeup()
+        await eventually(lambda: host.looks > looks, what="the job's look")

@@ -147,6 +147,11 @@ class Calendar:
         """What every job runs: look at once (the verdict is asked again there)."""
         self._on_boundary()
 
+    async def _job(self) -> None:
+        """:meth:`fire` as the scheduler runs it: a coroutine function, so on the event loop
+        (APScheduler 3 hands a plain function to a worker thread, where no loop runs)."""
+        self.fire()
+
     def _compute_leads(self) -> dict[tuple[str, str], int]:
         leads: dict[tuple[str, str], int] = {}
         order = ranked(self._models)
@@ -183,7 +188,7 @@ class Calendar:
                 job.remove()
         for i, job in enumerate(self.jobs):
             self._scheduler.add_job(
-                self.fire,
+                self._job,
                 job.boundary.trigger,
                 id=f"window {i} {job.boundary.kind} {job.model.name}",
                 coalesce=True,

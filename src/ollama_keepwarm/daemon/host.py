@@ -513,7 +513,9 @@ class HostKeeper:
         )
         pids = sorted(e.runner.pid for e in exited)
         _log.info("ollama_process_exited", host=self.host, pids=pids)
-        self._spawn(self.look())
+        self._spawn(self.look())  # the loss rules, at once where the row is gone already
+        # The look that may settle the exit as a crash (core/plan/processes.py).
+        self._wake(self._clocks.wall() + timedelta(seconds=plan.EXIT_SETTLE_S * 1.2))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task kept referenced until it ends (an unreferenced task can be

@@ -191,6 +191,7 @@ class Scheduler:
         default_keep_alive_ns: int,
         load_seconds_per_gb: float,
         unload_delay_s: float,
+        exit_to_row_s: float | None = None,
         max_queue: int,
         loads: list[LoadRecord],
         evictions: list[EvictionRecord],
@@ -209,6 +210,7 @@ class Scheduler:
         self.default_keep_alive_ns = default_keep_alive_ns
         self.load_seconds_per_gb = load_seconds_per_gb
         self.unload_delay_s = unload_delay_s
+        self.exit_to_row_s = _EXIT_TO_ROW_S if exit_to_row_s is None else exit_to_row_s
         self.default_num_ctx = default_num_ctx(memory_bytes)
         self.loaded: dict[str, Runner] = {}
         self.loading: _Pending | None = None
@@ -765,7 +767,7 @@ class Scheduler:
             await processes.end(child)
         else:
             await processes.end(child)
-            await self.clock.sleep(_EXIT_TO_ROW_S)
+            await self.clock.sleep(self.exit_to_row_s)
             del self.loaded[runner.key]
         self._record_unload(runner, None)
 

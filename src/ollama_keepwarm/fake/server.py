@@ -86,8 +86,12 @@ class FakeOllama:
         runner_processes: bool = False,
         seconds_per_prompt_token: float = 0.0002,
         num_parallel: int = 1,
+        exit_to_row_s: float | None = None,
     ) -> None:
         self.catalog = (catalog or default_catalog()).copy()
+        self.exit_to_row_s = exit_to_row_s
+        """Before v0.32.4, how long after a runner's exit its ps row goes (model time; default
+        ~1 ms as measured, §4.9): a test widens it to make that window certain."""
         self.max_loaded = max_loaded
         self.memory_bytes = memory_bytes
         self.default_keep_alive_ns = _keep_alive_ns(default_keep_alive)
@@ -360,6 +364,7 @@ class FakeOllama:
             default_keep_alive_ns=self.default_keep_alive_ns,
             load_seconds_per_gb=self.load_seconds_per_gb,
             unload_delay_s=self.unload_delay_s,
+            exit_to_row_s=self.exit_to_row_s,
             max_queue=self.max_queue,
             loads=self.loads,
             evictions=self.evictions,

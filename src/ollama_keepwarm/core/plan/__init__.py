@@ -120,6 +120,7 @@ from ollama_keepwarm.core.plan.model import (
 )
 from ollama_keepwarm.core.plan.processes import (
     EVICTION_GAP_S,
+    EXIT_SETTLE_S,
     evicted_by_ours,
     loading_elsewhere,
     note_argv_mismatch,
@@ -136,6 +137,7 @@ __all__ = [
     "CAPACITY",
     "CONFLICT_STRIKES",
     "EVICTION_GAP_S",
+    "EXIT_SETTLE_S",
     "MISMATCH",
     "OUTSIDE",
     "RESUMED",

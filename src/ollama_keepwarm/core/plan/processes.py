@@ -4,10 +4,12 @@ Each loaded model is one runner process whose command line names its weights blo
 runner watch (``daemon/crashwatch.py``) hands the table and its start/exit events in as plain
 data (``core/runners.py``). The rules:
 
-* **A crash** is the runner of a listed kept model gone while a snapshot asked for *after* its
-  exit still lists that model: check (ping) that model only. An exit whose model leaves ps is
-  an unload (eviction, expiry, stop): the loss rules handle it, no ping, no reload. No decision
-  is made on a snapshot older than the exit: the exit waits for the next look.
+* **A crash** is the runner of a listed kept model gone while a snapshot asked for
+  :data:`EXIT_SETTLE_S` *after* its exit still lists that model: check (ping) that model only.
+  An exit whose model leaves ps is an unload (eviction, expiry, stop): the loss rules handle
+  it, no ping, no reload. No decision is made on a snapshot older than that: before v0.32.4 an
+  evicted runner exits first and its row goes a few ms later (§4.9), so a look right after
+  the exit may still list it; the exit waits for a later look.
 * **Where processes are not visible** (or a process's command line could not be read), an exit
   names no model: after a fresh look, the listed kept models are checked only when no model at
   all left ps (an unload explains the exit otherwise).
@@ -38,6 +40,10 @@ from ollama_keepwarm.core.plan.mismatch import report_mismatch
 from ollama_keepwarm.core.plan.model import Event, ModelState, is_held
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
+
+EXIT_SETTLE_S = 0.25
+"""How long after a runner's exit a snapshot must be asked to tell a crash (the row stays)
+from an unload (the row goes): 1-5 ms measured on v0.24.0 (§4.9), with room for a busy box."""
 
 __all__ = [
     "EVICTION_GAP_S",
@@ -109,7 +115,8 @@ def settle_runner_exits(
 ) -> tuple[dict[str, ModelState], list[Event]]:
     """Turn pending exits into checks, on a snapshot asked at ``asked`` (monotonic).
 
-    An exit after ``asked`` stays pending (this snapshot is older than it). A model still listed
+    An exit less than :data:`EXIT_SETTLE_S` before ``asked`` stays pending (this snapshot may
+    predate the row's removal). A model still listed
     after its named runner's exit crashed: check it (a ping that expects a reload). An exit
     named for no model is a crash only if no row at all left ps (``any_row_left``). A model
     whose blob has another runner alive in ``table`` was reloaded, not crashed.
@@ -118,7 +125,7 @@ def settle_runner_exits(
     events: list[Event] = []
     for model in models:
         st = new[model.key]
-        if st.runner_exit_at is None or st.runner_exit_at > asked:
+        if st.runner_exit_at is None or st.runner_exit_at + EXIT_SETTLE_S > asked:
             continue
         named = st.runner_exit_named
         blob = (blobs or {}).get(model.key)

@@ -442,14 +442,27 @@ class _Checker:
                     self.flag(4, f"two loads of {name} of ours in flight together", start)
                     break
 
+    def _loaded_by(self, victim: str, at: float) -> str:
+        """Who loaded the runner evicted at ``at``: its unload record, the first after."""
+        unloads = [
+            u
+            for u in self.o.records.unloads
+            if u.model == victim and u.cause in ("evicted", "oom") and _t(u.time) >= at
+        ]
+        return min(unloads, key=lambda u: u.time).loaded_by if unloads else ""
+
     def _self_fights(self) -> None:
-        """Kept models that do not fit settle: our loads evict each kept model at most twice."""
+        """Kept models that do not fit settle: our loads evict each of our runners of a kept
+        model at most twice. A client's runner of a kept model (one we hold, or loaded with
+        its own options) evicted by our re-warms is a keeper-client conflict, which the loss
+        rules' back-off bounds, not the keeper fighting itself."""
         count: Counter[str] = Counter()
         for eviction in self.o.evictions:
             at = _t(eviction.time)
             victim, winner = self.blob(eviction.victim), self.blob(eviction.for_model)
             if (
                 who(eviction.caller) == "keeper"
+                and who(self._loaded_by(eviction.victim, at)) == "keeper"
                 and victim in self.kept_blobs
                 and winner in self.kept_blobs
                 and at <= self.o.ended

@@ -15,7 +15,13 @@ from bench.chaos_check import check
 from bench.chaos_run import Outcome
 from bench.chaos_schedule import Kept, Schedule
 
-from ollama_keepwarm.fake.records import LoadRecord, Records, UnloadRecord, WaitRecord
+from ollama_keepwarm.fake.records import (
+    EvictionRecord,
+    LoadRecord,
+    Records,
+    UnloadRecord,
+    WaitRecord,
+)
 
 T0 = 1_800_000_000.0
 KEEPER = "ollama-keepwarm/test"
@@ -91,3 +97,27 @@ def test_time_a_later_fault_holds_our_call_is_not_the_keepers(
 ) -> None:
     verdict = check(_outcome(asked_at, windows))
     assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]
+
+
+@pytest.mark.parametrize(
+    ("loaded_by", "fight"),
+    [
+        pytest.param(KEEPER, True, id="our-runner-evicted-three-times"),
+        pytest.param("chaos-client/1", False, id="a-clients-runner-of-a-held-model"),
+    ],
+)
+def test_a_self_fight_is_our_loads_evicting_our_own_runners(loaded_by: str, fight: bool) -> None:
+    """Invariant 4's self-fight counts runners we loaded. Seed 7 on 0.24.0: our re-warms of
+    a kept model evicted a client's runner of another kept model (one we held) three times:
+    a keeper-client conflict, bounded by the loss rules' back-off, not a fight with itself."""
+    outcome = _outcome(1.1, [])
+    outcome.evictions.extend(
+        EvictionRecord("small:latest", "big:latest", _at(t), "count", KEEPER) for t in (2, 4, 6)
+    )
+    outcome.records.unloads.extend(
+        UnloadRecord("small:latest", _at(t + 0.1), "evicted", KEEPER, loaded_by) for t in (2, 4, 6)
+    )
+    outcome.kept_keys["big"] = "sha256-big"
+    outcome.blobs.update({"big": "sha256-big", "big:latest": "sha256-big"})
+    fights = [v.what for v in check(outcome).violations if "evicted kept" in v.what]
+    assert bool(fights) is fight, fights

@@ -122,6 +122,33 @@ class TestDecide:
         assert d.reason.startswith("stopping or busy")
 
     @pytest.mark.parametrize(
+        ("pinged_ago_s", "expires_in_s", "expected"),
+        [
+            pytest.param(None, 20, (plan.Action.REFRESH, False), id="due-a-ping-first"),
+            pytest.param(1, 59, (plan.Action.REFRESH, True), id="moved-by-our-ping-claim"),
+            pytest.param(1, "frozen", (plan.Action.WAIT, False), id="busy-no-claim"),
+            pytest.param(1, -1, (plan.Action.WAIT, False), id="drained-no-claim"),
+            pytest.param(30, 40, (plan.Action.REFRESH, False), id="moved-long-ago-ping-again"),
+        ],
+    )
+    def test_a_clients_lease_is_claimed_only_right_after_our_ping_moved_it(
+        self, pinged_ago_s: float | None, expires_in_s: float | str, expected: object
+    ) -> None:
+        """A runner Ollama marked as a load's victim while busy still shows its old lease
+        (§4.5), and a claim (our keep_alive) would revive it, the load waiting (chaos seed 30
+        on 0.24.0: a client's load waited 12 s). A ping cannot revive it, and its end
+        restarts the timer only of an idle runner with d > 0: a lease moved past our ping's
+        end, on the look right after it, is the proof a claim needs."""
+        old = NOW + s(20)
+        if pinged_ago_s is None:
+            st = warmed(NOW - s(300), lease_ours=False, renewed_expiry=NOW - s(250))
+        else:
+            st = warmed(NOW - s(pinged_ago_s), lease_ours=False, renewed_expiry=old)
+        expires = old if expires_in_s == "frozen" else NOW + s(float(expires_in_s))
+        d = one(LLAMA, snap(row("llama3.1:8b", (expires - NOW).total_seconds())), st)
+        assert (d.action, d.renew) == expected, d.reason
+
+    @pytest.mark.parametrize(
         ("expires_after_look_s", "seen_ago_s", "called"),
         [
             pytest.param(0.0, 0.0, False, id="now-plus-zero-at-the-look"),
@@ -822,11 +849,14 @@ class TestSmallRules:
 
     def test_a_health_ping_carries_no_keep_alive(self) -> None:
         """A health check must not revive a runner Ollama is draining: renew is False for it,
-        True for a lease renewal."""
+        and for a lease renewal too until a ping proved the runner idle (then the claim)."""
         health = one(EMBED, snap(row("nomic-embed-text:latest", 9e9)), warmed(NOW - s(3601)))
         lease = one(LLAMA, snap(row("llama3.1:8b", 100)), warmed(NOW - s(1700)))
         assert (health.reason, health.renew) == ("health check", False)
-        assert (lease.reason, lease.renew) == ("lease ending", True)
+        assert (lease.reason, lease.renew) == ("lease ending", False)
+        pinged = warmed(NOW - s(1), renewed_expiry=NOW + s(100))
+        claim = one(LLAMA, snap(row("llama3.1:8b", 1799)), pinged)
+        assert (claim.reason, claim.renew) == (plan.CLAIM, True)
 
     def test_a_model_whose_call_ended_after_the_snapshot_waits(self) -> None:
         """Absent from a snapshot asked for before our load ended may mean "was loading":

@@ -17,7 +17,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   the call is a *ping* without ``keep_alive``: Ollama restarts the timer with the duration it
   has (§1.3), and a ping never revives a runner drained for another load (§4.5). ``keep_alive``
   goes out only to claim a lease a client set, only while ``expires_at`` lies ahead (a passed
-  one means busy or stopping), and once after a resume.
+  one means busy or stopping), and only at the look right after a ping of ours moved it past
+  the ping's end (the runner was idle, ``d`` > 0: a load's victim marked while busy shows its
+  old lease, and a claim would revive it); and once after a resume.
 * **Frozen lease** (``leases``): ``expires_at`` unchanged by our last call means busy. Ollama
   never expires a busy model: nothing is due until it moves. When another client's load needs
   the room, the kept model gives way and comes back by the loss rules.
@@ -102,7 +104,7 @@ from ollama_keepwarm.core.plan.holds import (
     record_release_sent,
 )
 from ollama_keepwarm.core.plan.jumps import remap_leases, remember_leases, shift_times, wall_step
-from ollama_keepwarm.core.plan.leases import stale_interval
+from ollama_keepwarm.core.plan.leases import CLAIM, stale_interval
 from ollama_keepwarm.core.plan.losses import observe
 from ollama_keepwarm.core.plan.model import (
     CAPACITY,
@@ -135,6 +137,7 @@ from ollama_keepwarm.core.plan.views import all_warm, describe_state, first_pass
 
 __all__ = [
     "CAPACITY",
+    "CLAIM",
     "CONFLICT_STRIKES",
     "EVICTION_GAP_S",
     "EXIT_SETTLE_S",

@@ -12,7 +12,11 @@ request carrying ``keep_alive`` sets it back). So:
 * **With ``keep_alive``** only when the runner's duration is not ours (never set by us, or a
   client's request set another one since) *and* the model is idle (``expires_at`` ahead): a
   listed model whose ``expires_at`` has passed is busy or stopping, and a busy model may be the
-  one another load waits for.
+  one another load waits for. And only *proved* idle: a runner a load marked as its victim
+  while busy shows its old ``expires_at`` (§4.5), and a ``keep_alive`` would revive it while
+  the load waits. So a client's lease is renewed first by a ping (which cannot revive), and
+  claimed at the look right after it only if ``expires_at`` moved past the ping's end: the
+  timer restarted, so the runner was idle then with ``d`` > 0, not drained.
 * **Frozen**: ``expires_at`` is the value it had when our last call started, after that call
   ended: the model is busy (§1.3, Ollama never expires a busy model). Nothing is due until it
   moves: no renewal storm, no revival of a runner drained for a client's load.
@@ -53,6 +57,13 @@ STOPPING = "stopping or busy: its lease lapsed again after our call"
 
 DRAINING = "draining: its lease ends as each request ends; Ollama unloads it once idle"
 """The reason given while a kept model's ``expires_at`` tracks the look's own time (``d`` = 0)."""
+
+PINGED_MOVED = timedelta(seconds=0.1)
+"""How far past our ping's end a restarted ``expires_at`` must lie to prove ``d`` > 0."""
+
+CLAIM = "claim the lease: our ping showed the runner idle"
+"""The reason given when a client's lease is taken back, right after the ping that proved it
+safe."""
 
 
 def stale_interval(daemon: DaemonConfig) -> timedelta:
@@ -108,12 +119,35 @@ def next_renewal(
         return quiet_until, STOPPING, False
     if seen_at is not None and is_draining(row, daemon, seen_at, now):
         return None, DRAINING, False
-    due, reason = row.expires_at - _margin(model, daemon, st, row), "lease ending"
-    renew = not st.lease_ours and may_carry_keep_alive(row, now)
+    if (
+        not st.lease_ours
+        and may_carry_keep_alive(row, now)
+        and _pinged_idle(daemon, st, row, seen_at)
+    ):
+        return now, CLAIM, True
+    due, reason, renew = row.expires_at - _margin(model, daemon, st, row), "lease ending", False
     health_due = st.last_warm_ok_at + timedelta(seconds=daemon.health_interval_s)
     if health_due < due:
         due, reason, renew = health_due, "health check", False
     return due, reason, renew
+
+
+def _pinged_idle(
+    daemon: DaemonConfig, st: ModelState, row: RunningModel, seen_at: datetime | None
+) -> bool:
+    """The look right after our last call (a ping: the duration was not ours) shows
+    ``expires_at`` restarted past that call's end: the runner was idle then, with ``d`` > 0."""
+    ended = st.last_warm_ok_at
+    if ended is None or seen_at is None or st.in_flight_since is not None:
+        return False
+    if st.renewed_expiry is None:
+        return False  # our last call was a load (or none), not a call on a listed runner
+    since = (seen_at - ended).total_seconds()
+    fresh = 0 <= since <= daemon.poll_interval_s + LEASE_TOLERANCE_S
+    # d = 0 restarts the timer at the end itself, which the server stamps before we receive it;
+    # a little room for the clocks of two hosts.
+    moved = row.expires_at != st.renewed_expiry and row.expires_at > ended + PINGED_MOVED
+    return fresh and moved
 
 
 def note_lease(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -98,6 +98,67 @@ def test_a_runner_started_while_no_load_of_ours_runs_is_a_clients() -> None:
     assert plan.started_by_others([LLAMA], pinging, BLOBS, started) == {LLAMA.key: 12}
 
 
+LOADING = plan.ModelState(warms=1, in_flight_since=NOW)
+
+
+@pytest.mark.parametrize(
+    ("state", "claimed", "pids", "others", "claims"),
+    [
+        (LOADING, {}, [12], {}, {LLAMA.key: 12}),
+        (LOADING, {LLAMA.key: 12}, [12], {}, {LLAMA.key: 12}),
+        (LOADING, {LLAMA.key: 12}, [13], {LLAMA.key: 13}, {LLAMA.key: 12}),
+        (LOADING, {}, [12, 13], {LLAMA.key: 13}, {LLAMA.key: 12}),
+        (plan.ModelState(warms=1), {}, [12], {LLAMA.key: 12}, {}),
+    ],
+    ids=[
+        "the first start during our load is ours",
+        "seen again, still ours",
+        "a second start while our load is in flight is a client's",
+        "two starts in one read: the second is a client's",
+        "no call of ours in flight: a client's",
+    ],
+)
+def test_a_call_of_ours_starts_one_runner_a_second_start_is_a_clients(
+    state: plan.ModelState,
+    claimed: dict[str, int],
+    pids: list[int],
+    others: dict[str, int],
+    claims: dict[str, int],
+) -> None:
+    """A client's request queued behind our load is served the moment ours answers; its
+    reload's runner starts before our read at the end of our call (chaos 0.24.0 seed 28).
+    It was taken for ours, so the client's reloads went unsaid and were fought."""
+    started = [RunnerEvent("started", runner("sha256-aaa", pid=pid), 70.0) for pid in pids]
+    assert plan.attribute_starts([LLAMA], {LLAMA.key: state}, BLOBS, started, claimed) == (
+        others,
+        claims,
+    )
+
+
+@pytest.mark.parametrize(
+    ("runners", "pid", "visible", "raced"),
+    [
+        ((runner("sha256-aaa", pid=13),), 13, True, True),
+        ((runner("sha256-aaa", pid=13),), None, True, False),
+        ((), 13, True, False),
+        ((runner("sha256-ccc", pid=13),), 13, True, False),
+        ((runner("sha256-aaa", pid=13),), 13, False, False),
+    ],
+    ids=[
+        "a client's runner of its blob is alive: do not load",
+        "no runner started by someone else",
+        "the client's runner has gone",
+        "the pid serves another blob now",
+        "processes not visible",
+    ],
+)
+def test_a_load_about_to_go_out_never_races_a_clients_runner(
+    runners: tuple[RunnerProcess, ...], pid: int | None, visible: bool, raced: bool
+) -> None:
+    """Read just before our load: a client's load begun since the last look is not raced."""
+    assert plan.client_loading("sha256-aaa", table(*runners, visible=visible), pid) is raced
+
+
 def test_a_clients_reload_is_a_mismatch_said_once() -> None:
     st, events = plan.note_client_reload(LLAMA, plan.ModelState(warms=1))
     assert st.foreign
@@ -140,3 +201,41 @@ def test_a_model_a_client_is_reloading_is_no_evidence_of_room() -> None:
     assert plan.unlisted_runners(reloading, snapshot, blobs) == 1
     assert plan.unlisted_runners(reloading, PsSnapshot(NOW, (ROW, other)), blobs) == 0
     assert plan.unlisted_runners(table(visible=False), snapshot, blobs) == 0
+
+
+@pytest.mark.parametrize(
+    ("lapsed_at_s", "lease_ours", "waits"),
+    [(1.0, True, True), (1800.0, True, False), (1.0, False, False)],
+    ids=[
+        "lapsed long before ours would: stopped or being reloaded, wait a look",
+        "our own lease ran out: at once",
+        "a client's lease ran out: at once",
+    ],
+)
+def test_a_lease_cut_short_waits_a_look_before_the_re_warm(
+    lapsed_at_s: float, lease_ours: bool, waits: bool
+) -> None:
+    """Chaos 0.24.0 seed 28: a client's request with other options, queued behind our load,
+    is served the moment ours answers; Ollama expires our runner to reload it, so it leaves
+    ps as "expired" before the client's runner shows. Re-warmed at once, our load queued
+    behind the client's reload and reloaded it again. A lease that lapsed long before the one
+    our call set is no expiry of ours: the re-warm waits a look, and the client's runner is
+    seen (a mismatch said, its load never raced)."""
+    daemon = DaemonConfig(poll_interval_s=0.2)
+    warmed_at = NOW.replace(minute=0)
+    old = RunningModel(
+        "llama3.1:8b", 1, 1, "d" * 64, warmed_at + timedelta(seconds=lapsed_at_s), 4096
+    )
+    st = plan.ModelState(warms=2, last_warm_ok_at=warmed_at, lease_ours=lease_ours)
+    gone = warmed_at + timedelta(seconds=lapsed_at_s + 1)
+    observed = plan.observe(
+        [LLAMA],
+        daemon,
+        PsSnapshot(warmed_at + timedelta(seconds=lapsed_at_s), (old,)),
+        PsSnapshot(gone, ()),
+        {LLAMA.key: st},
+        blobs=BLOBS,
+        processes_visible=True,
+    )
+    assert [e.fields["cause"] for e in observed.events] == ["expired"]
+    assert (observed.states[LLAMA.key].rewarm_not_before is not None) is waits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -167,13 +168,28 @@ def _vanished(
     if culprit is not None:
         fields["during_load_of"] = culprit.name
         st = replace(st, strikes=(*st.strikes, now))
-    elif cause in {"evicted", "oom"}:
+    elif cause in {"evicted", "oom"} or (
+        cause == "expired" and evidence == "none" and _cut_short(model, st, old)
+    ):
         st = _note_repeated_loss(
             st, daemon, now, seen_at, last_loss, oom=cause == "oom", evidence=evidence
         )
         wait = st.rewarm_not_before
         fields["rewarm_delay_s"] = round((wait - now).total_seconds(), 3) if wait else 0.0
     return st, Event("model_vanished", model.name, fields)
+
+
+def _cut_short(model: ModelConfig, st: ModelState, old: RunningModel | None) -> bool:
+    """A lease that lapsed before the one our last call set would have: someone stopped the
+    model (a ``keep_alive`` 0 request), or Ollama expired its runner to reload it for a
+    client's request with other options, whose runner shows a moment later (chaos 0.24.0
+    seed 28): not our lease running out, so it is re-warmed like a loss, after a look."""
+    if old is None or st.last_warm_ok_at is None or not st.lease_ours:
+        return False
+    if math.isinf(model.keep_alive_s):
+        return True
+    ours = st.last_warm_ok_at + timedelta(seconds=model.keep_alive_s)
+    return old.expires_at < ours - EXPIRY_TOLERANCE
 
 
 def _seen_listed(

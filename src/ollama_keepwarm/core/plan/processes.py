@@ -37,6 +37,8 @@ from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerPro
 
 __all__ = [
     "argv_mismatch",
+    "attribute_starts",
+    "client_loading",
     "loading_elsewhere",
     "note_client_reload",
     "note_runner_exits",
@@ -174,19 +176,54 @@ def started_by_others(
     Judged when the start is seen; the keeper reads the runners at the end of each load of
     its own (and each check that expects a reload) while that call still counts as in flight.
     """
+    return attribute_starts(models, states, blobs, events, {})[0]
+
+
+def attribute_starts(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    blobs: Mapping[str, str],
+    events: Sequence[RunnerEvent],
+    claimed: Mapping[str, int],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Whose runner each start is: (kept models a runner started for by someone else, and the
+    runner each call of ours in flight started), both key -> pid.
+
+    A call of ours starts at most one runner: the first start of its blob seen while it is in
+    flight (``claimed`` holds those seen before; the keeper forgets a model's claim when a
+    new call of its starts). A later start of that blob during the same call is someone
+    else's: a client's request queued behind our load, served the moment ours answered and
+    before our read at its end (chaos 0.24.0 seeds 28, 33, 34; issue 21 item 2).
+    """
     found: dict[str, int] = {}
+    claims = dict(claimed)
     for event in events:
         if event.kind != "started":
             continue
         for model in models:
+            if blobs.get(model.key) != event.runner.blob:
+                continue
             st = states.get(model.key, ModelState())
             # Only a load, or a check that expects a reload, starts a runner of ours.
             ours = st.in_flight_since is not None and (
                 not st.in_flight_was_listed or st.expect_reload
             )
-            if blobs.get(model.key) == event.runner.blob and not ours:
+            if ours and claims.get(model.key, event.runner.pid) == event.runner.pid:
+                claims[model.key] = event.runner.pid
+            else:
                 found[model.key] = event.runner.pid
-    return found
+    return found, claims
+
+
+def client_loading(blob: str | None, table: RunnerTable, pid: int | None) -> bool:
+    """Whether a load of ours about to go out would race someone else's: a runner no call of
+    ours started (``pid``, from :func:`attribute_starts`) serves its blob now. Read just
+    before the call, so a client's load that began since the last look is seen (chaos
+    0.24.0 seed 28): never raced; the next look decides (issue 21)."""
+    if not table.visible or blob is None or pid is None:
+        return False
+    runner = table.by_pid(pid)
+    return runner is not None and runner.blob == blob
 
 
 def note_client_reload(model: ModelConfig, st: ModelState) -> tuple[ModelState, list[Event]]:

@@ -379,6 +379,10 @@ class HostKeeper:
         )
         for event in died:
             self._emit(event)
+        due = plan.exit_settles_at(self.states)
+        if due is not None:  # judge a runner's exit once a reload would show (plan)
+            wait = max(0.0, due - self._clocks.monotonic())
+            self._wake(self._clocks.wall() + timedelta(seconds=wait))
         for model in self.models:
             if model.key in reloaded:
                 st, events = plan.note_client_reload(model, self.states[model.key])

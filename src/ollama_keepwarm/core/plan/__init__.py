@@ -117,6 +117,7 @@ from ollama_keepwarm.core.plan.model import (
 from ollama_keepwarm.core.plan.processes import (
     attribute_starts,
     client_loading,
+    exit_settles_at,
     loading_elsewhere,
     note_argv_mismatch,
     note_client_reload,
@@ -151,6 +152,7 @@ __all__ = [
     "decide",
     "describe_state",
     "down_poll_delay_s",
+    "exit_settles_at",
     "first_pass_done",
     "forgive_timeouts",
     "leave_alone",

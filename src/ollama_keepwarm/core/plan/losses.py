@@ -180,12 +180,15 @@ def _vanished(
 
 
 def _cut_short(model: ModelConfig, st: ModelState, old: RunningModel | None) -> bool:
-    """A lease that lapsed before the one our last call set would have: someone stopped the
-    model (a ``keep_alive`` 0 request), or Ollama expired its runner to reload it for a
-    client's request with other options, whose runner shows a moment later (chaos 0.24.0
-    seed 28): not our lease running out, so it is re-warmed like a loss, after a look."""
-    if old is None or st.last_warm_ok_at is None or not st.lease_ours:
+    """A lease that lapsed after our last call and before the one it set would have: someone
+    stopped the model (a ``keep_alive`` 0 request), or Ollama expired its runner at the end of
+    our call to reload it for a client's request with other options queued behind ours, whose
+    runner shows a moment later (chaos 0.24.0 seed 28): not our lease running out, so it is
+    re-warmed like a loss, after a look."""
+    if old is None or st.last_warm_ok_at is None:
         return False
+    if old.expires_at < st.last_warm_ok_at - EXPIRY_TOLERANCE:
+        return False  # an older lease than our last call's
     if math.isinf(model.keep_alive_s):
         return True
     ours = st.last_warm_ok_at + timedelta(seconds=model.keep_alive_s)

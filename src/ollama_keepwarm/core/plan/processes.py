@@ -35,10 +35,18 @@ from ollama_keepwarm.core.plan.model import Event, ModelState
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
 
+EXIT_SETTLE_S = 0.25
+"""How long after a named runner's exit a snapshot must be asked to judge it. A client's
+reload ends our runner, and v0.24 drops the row a few ms after the exit (§3.5) while the
+client's runner is still starting: judged at once, the still-listed model looked crashed,
+and our check, queued behind the client's reload, reloaded the client's runner (chaos 0.24.0
+seed 28). A crash repair waits this much longer; a reload is seen as one."""
+
 __all__ = [
     "argv_mismatch",
     "attribute_starts",
     "client_loading",
+    "exit_settles_at",
     "loading_elsewhere",
     "note_client_reload",
     "note_runner_exits",
@@ -111,6 +119,8 @@ def settle_runner_exits(
         if st.runner_exit_at is None or st.runner_exit_at > asked:
             continue
         named = st.runner_exit_named
+        if named and asked < st.runner_exit_at + EXIT_SETTLE_S:
+            continue  # too soon to tell a crash from a reload (see EXIT_SETTLE_S)
         blob = (blobs or {}).get(model.key)
         replaced = named and table is not None and blob is not None and bool(table.by_blob(blob))
         crashed = rows.get(model.key) is not None and (named or not any_row_left) and not replaced
@@ -120,6 +130,16 @@ def settle_runner_exits(
             events.append(Event("runner_died", model.name, {"attributed": named}))
         new[model.key] = st
     return new, events
+
+
+def exit_settles_at(states: Mapping[str, ModelState]) -> float | None:
+    """When (monotonic) the earliest pending named exit may be judged: look again then."""
+    due = [
+        st.runner_exit_at + EXIT_SETTLE_S
+        for st in states.values()
+        if st.runner_exit_at is not None and st.runner_exit_named
+    ]
+    return min(due, default=None)
 
 
 def loading_elsewhere(

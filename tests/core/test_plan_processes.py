@@ -8,6 +8,7 @@ import pytest
 
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.plan.mismatch import mismatch_outlasted
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import RunnerEvent, RunnerProcess, RunnerTable
 
@@ -261,3 +262,24 @@ def test_a_named_exit_is_judged_only_once_a_reload_would_show(
     )
     assert (settled[LLAMA.key].runner_exit_at is not None) is pending
     assert bool(died) is checked
+
+
+def test_a_clients_runner_that_just_ended_keeps_the_mismatch() -> None:
+    """Chaos 0.24.0 seed 28: two clients reload the kept model in turn with their options; no
+    look listed it in between, so it looked gone since the last loss, longer than a reload
+    takes, and our load went out (queued behind the next client's reload, to reload it). A
+    runner of it that just ended says it was there: the mismatch lasts, counted from then."""
+    daemon = DaemonConfig(poll_interval_s=0.2)
+    gone_long = plan.ModelState(
+        warms=2, foreign=True, cold_load_s=1.4, last_vanished_at=NOW - timedelta(seconds=3)
+    )
+    assert mismatch_outlasted(gone_long, daemon, NOW)
+    noted = plan.note_runner_exits(
+        [LLAMA], {LLAMA.key: gone_long}, [exited("sha256-aaa", at=50.0)], table(), BLOBS, set()
+    )
+    assert not mismatch_outlasted(noted[LLAMA.key], daemon, NOW)
+    settled, _ = plan.settle_runner_exits(
+        [LLAMA], noted, {LLAMA.key: None}, 51.0, NOW, any_row_left=False, table=table(), blobs=BLOBS
+    )
+    assert settled[LLAMA.key].last_vanished_at == NOW
+    assert not mismatch_outlasted(settled[LLAMA.key], daemon, NOW + timedelta(seconds=1))

@@ -125,6 +125,9 @@ def settle_runner_exits(
         replaced = named and table is not None and blob is not None and bool(table.by_blob(blob))
         crashed = rows.get(model.key) is not None and (named or not any_row_left) and not replaced
         st = replace(st, runner_exit_at=None, runner_exit_named=False)
+        if named and st.foreign and rows.get(model.key) is None:
+            # A client's runner of it ran until now: an options mismatch is gone from now on.
+            st = replace(st, last_vanished_at=now)
         if crashed:
             st = replace(st, check_requested_at=now, expect_reload=True)
             events.append(Event("runner_died", model.name, {"attributed": named}))

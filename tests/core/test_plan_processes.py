@@ -205,16 +205,25 @@ def test_a_model_a_client_is_reloading_is_no_evidence_of_room() -> None:
 
 
 @pytest.mark.parametrize(
-    ("lapsed_at_s", "waits"),
-    [(0.0, True), (1.0, True), (1800.0, False), (-5.0, False)],
+    ("lapsed_at_s", "reported", "waits"),
+    [
+        (0.0, True, True),
+        (1.0, True, True),
+        (1800.0, True, False),
+        (-5.0, True, False),
+        (0.0, False, False),
+    ],
     ids=[
         "lapsed as our call ended: a reload for a client queued behind it, wait a look",
         "lapsed long before ours would: stopped, wait a look",
         "our own lease ran out: at once",
         "a lease older than our last call ran out: at once",
+        "no client seen reloading it: an eviction looks the same, at once",
     ],
 )
-def test_a_lease_cut_short_waits_a_look_before_the_re_warm(lapsed_at_s: float, waits: bool) -> None:
+def test_a_lease_cut_short_waits_a_look_before_the_re_warm(
+    lapsed_at_s: float, reported: bool, waits: bool
+) -> None:
     """Chaos 0.24.0 seed 28: a client's request with other options, queued behind our load,
     is served the moment ours answers; Ollama expires our runner to reload it, so it leaves
     ps as "expired" before the client's runner shows. Re-warmed at once, our load queued
@@ -226,7 +235,7 @@ def test_a_lease_cut_short_waits_a_look_before_the_re_warm(lapsed_at_s: float, w
     old = RunningModel(
         "llama3.1:8b", 1, 1, "d" * 64, warmed_at + timedelta(seconds=lapsed_at_s), 4096
     )
-    st = plan.ModelState(warms=2, last_warm_ok_at=warmed_at)
+    st = plan.ModelState(warms=2, last_warm_ok_at=warmed_at, mismatch_reported=reported)
     gone = warmed_at + timedelta(seconds=lapsed_at_s + 1)
     observed = plan.observe(
         [LLAMA],

@@ -570,10 +570,10 @@ async def _client_generate(fake: FakeOllama, body: dict[str, Any]) -> None:
 async def test_a_clients_reload_queued_behind_our_load_is_not_fought(version: str) -> None:
     """Chaos 0.24.0 seed 28: a client asks for the kept model with num_thread 1 while our
     re-warm loads it. Ollama serves the client the moment ours answers: it expires our runner
-    (ps drops it as expired) and reloads it with the client's options. The keeper must not
-    take the loss for a lapse to re-warm at once (that load, queued behind the client's
-    reload, would reload it again): it sees the client's runner, says options_mismatch, and
-    leaves it alone."""
+    (ps drops it as expired) and reloads it with the client's options. Its runner's exit is no
+    crash to check (the check, queued behind the client's reload, reloaded it), nor is the
+    client's runner ours: at most the one reload of ours that an eviction looks like until
+    then, and options_mismatch is said (issue 21: at most two in a minute)."""
     slow = {**FAST_FAKE, "load_seconds_per_gb": 0.3}  # ~1.5 s per load
     async with FakeOllama(runner_processes=True, ollama_version=version, **slow) as fake:
         config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA], poll_interval="100ms")
@@ -598,5 +598,6 @@ async def test_a_clients_reload_queued_behind_our_load_is_not_fought(version: st
         for ld in fake.loads
         if who(ld.caller) == "keeper" and ld.replaced_by and who(ld.replaced_by) == "client"
     ]
-    assert not fights, [e["event"] for e in logs]
-    assert [e for e in logs if e["event"] == "options_mismatch"]
+    said = [e for e in logs if e["event"] == "options_mismatch"]
+    assert len(fights) <= 1, [e["event"] for e in logs]  # the one that says it (issue 21)
+    assert said, [e["event"] for e in logs]

@@ -184,8 +184,11 @@ def _cut_short(model: ModelConfig, st: ModelState, old: RunningModel | None) -> 
     stopped the model (a ``keep_alive`` 0 request), or Ollama expired its runner at the end of
     our call to reload it for a client's request with other options queued behind ours, whose
     runner shows a moment later (chaos 0.24.0 seed 28): not our lease running out, so it is
-    re-warmed like a loss, after a look."""
-    if old is None or st.last_warm_ok_at is None:
+    re-warmed like a loss, after a look. Only once a client has been seen reloading it with
+    other options (``mismatch_reported``): an eviction by another model's load queued behind
+    ours looks the same until its runner shows, and is re-warmed at once (chaos 0.24.0 seed
+    10); a first reload costs one fight, which says the mismatch (issue 21: at most two)."""
+    if old is None or st.last_warm_ok_at is None or not st.mismatch_reported:
         return False
     if old.expires_at < st.last_warm_ok_at - EXPIRY_TOLERANCE:
         return False  # an older lease than our last call's

@@ -34,9 +34,10 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   while it was held, a new config, or an operator's refresh. Never on a timer.
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own
-  load (a lease lapsed after our last call, before the one it set, is such a loss: it waits
-  a look); otherwise, or after a client's reload, soon after our own load it waits a poll or
-  1.5 cold loads. Repeats back off, so a user's own big model is not thrashed out every minute.
+  load (once a client was seen reloading it, a lease lapsed after our last call, before the
+  one it set, is such a loss: it waits a look); otherwise, or after a client's reload, soon
+  after our own load it waits a poll or 1.5 cold loads. Repeats back off, so a user's own big
+  model is not thrashed out every minute.
 * **Runner processes** (``processes``, where visible): an exit whose model a snapshot asked
   ``EXIT_SETTLE_S`` after it still lists is a crash (check that model only); one whose model
   left ps is an unload; a runner for a kept blob we did not start is a client's load, never

@@ -9,11 +9,15 @@ import pytest
 
 from ollama_keepwarm.core import crash, plan
 from ollama_keepwarm.core.config import ModelConfig
+from ollama_keepwarm.core.ps import RunningModel
 from ollama_keepwarm.core.windows import WindowVerdict
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 LLAMA = ModelConfig(name="llama3.1:8b", keep_alive_s=1800, priority=10)
 VERIFY = replace(LLAMA, verify=True)
+
+
+LISTED = RunningModel("llama3.1:8b", 1, 1, "d" * 64, NOW, 1024)
 
 
 def decision(action: plan.Action, reason: str = "", model: ModelConfig = LLAMA) -> plan.Decision:
@@ -118,7 +122,6 @@ def test_a_name_pulled_again_is_asked_again() -> None:
 
 def test_ready_and_all_warm_from_the_decisions() -> None:
     """READY=1 waits for every model to settle; /readyz for every kept model to be listed."""
-    from ollama_keepwarm.core.ps import RunningModel
 
     row = RunningModel("llama3.1:8b", 1, 1, "d" * 64, NOW, 4096)
     warm = plan.Decision(LLAMA, plan.Action.WAIT, "lease ending", NOW, row)
@@ -154,6 +157,8 @@ def test_releases_go_first_and_only_unused_loads_prime() -> None:
         (plan.Action.REFRESH, plan.ModelState(held_since=NOW), True),
         (plan.Action.REFRESH, plan.ModelState(paused_until=NOW + timedelta(hours=1)), True),
         (plan.Action.WARM, plan.ModelState(foreign=True), False),
+        (plan.Action.WARM, plan.ModelState(foreign=True, last_row=LISTED), True),
+        (plan.Action.WARM, plan.ModelState(held_since=NOW, last_row=LISTED), False),
         (plan.Action.UNLOAD, plan.ModelState(held_since=NOW), False),
     ],
     ids=[
@@ -161,7 +166,9 @@ def test_releases_go_first_and_only_unused_loads_prime() -> None:
         "a client's runner since",
         "held since",
         "paused since",
-        "a load of ours is never aborted",
+        "a load of ours while the client's runner is gone stands",
+        "a load queued behind a client's listed runner with other options",
+        "a load of a held model stands",
         "a release stands",
     ],
 )
@@ -170,6 +177,8 @@ def test_a_refresh_in_flight_is_withdrawn_when_the_model_must_be_left_alone(
 ) -> None:
     """A ping or renewal queued inside Ollama (waiting for a client's reload to end) would
     reload the client's runner with our options when it is served; withdrawn, Ollama skips
-    it (a request cancelled while queued is skipped, §2.6). A load of ours is not aborted: that
-    would throw away a load already paid for."""
+    it (a request cancelled while queued is skipped, §2.6). A load of ours sent while the model
+    was gone, then queued behind a client's load of it with other options, is the same fight
+    (chaos 0.32.15 seed 30): withdrawn once that runner is listed. Otherwise a load is not
+    aborted: that would throw away a load already paid for."""
     assert plan.withdraw(decision(call), state, NOW) is withdrawn

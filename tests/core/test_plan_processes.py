@@ -9,6 +9,7 @@ import pytest
 
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.plan.mismatch import mismatch_outlasted
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import RunnerEvent, RunnerProcess, RunnerTable
 
@@ -97,6 +98,67 @@ def test_a_runner_started_while_no_load_of_ours_runs_is_a_clients() -> None:
     assert plan.started_by_others([LLAMA], loading, BLOBS, started) == {}
     pinging = {LLAMA.key: plan.ModelState(in_flight_since=NOW, in_flight_was_listed=True)}
     assert plan.started_by_others([LLAMA], pinging, BLOBS, started) == {LLAMA.key: 12}
+
+
+LOADING = plan.ModelState(warms=1, in_flight_since=NOW)
+
+
+@pytest.mark.parametrize(
+    ("state", "claimed", "pids", "others", "claims"),
+    [
+        (LOADING, {}, [12], {}, {LLAMA.key: 12}),
+        (LOADING, {LLAMA.key: 12}, [12], {}, {LLAMA.key: 12}),
+        (LOADING, {LLAMA.key: 12}, [13], {LLAMA.key: 13}, {LLAMA.key: 12}),
+        (LOADING, {}, [12, 13], {LLAMA.key: 13}, {LLAMA.key: 12}),
+        (plan.ModelState(warms=1), {}, [12], {LLAMA.key: 12}, {}),
+    ],
+    ids=[
+        "the first start during our load is ours",
+        "seen again, still ours",
+        "a second start while our load is in flight is a client's",
+        "two starts in one read: the second is a client's",
+        "no call of ours in flight: a client's",
+    ],
+)
+def test_a_call_of_ours_starts_one_runner_a_second_start_is_a_clients(
+    state: plan.ModelState,
+    claimed: dict[str, int],
+    pids: list[int],
+    others: dict[str, int],
+    claims: dict[str, int],
+) -> None:
+    """A client's request queued behind our load is served the moment ours answers; its
+    reload's runner starts before our read at the end of our call (chaos 0.24.0 seed 28).
+    It was taken for ours, so the client's reloads went unsaid and were fought."""
+    started = [RunnerEvent("started", runner("sha256-aaa", pid=pid), 70.0) for pid in pids]
+    assert plan.attribute_starts([LLAMA], {LLAMA.key: state}, BLOBS, started, claimed) == (
+        others,
+        claims,
+    )
+
+
+@pytest.mark.parametrize(
+    ("runners", "pid", "visible", "raced"),
+    [
+        ((runner("sha256-aaa", pid=13),), 13, True, True),
+        ((runner("sha256-aaa", pid=13),), None, True, False),
+        ((), 13, True, False),
+        ((runner("sha256-ccc", pid=13),), 13, True, False),
+        ((runner("sha256-aaa", pid=13),), 13, False, False),
+    ],
+    ids=[
+        "a client's runner of its blob is alive: do not load",
+        "no runner started by someone else",
+        "the client's runner has gone",
+        "the pid serves another blob now",
+        "processes not visible",
+    ],
+)
+def test_a_load_about_to_go_out_never_races_a_clients_runner(
+    runners: tuple[RunnerProcess, ...], pid: int | None, visible: bool, raced: bool
+) -> None:
+    """Read just before our load: a client's load begun since the last look is not raced."""
+    assert plan.client_loading("sha256-aaa", table(*runners, visible=visible), pid) is raced
 
 
 def test_a_clients_reload_is_a_mismatch_said_once() -> None:
@@ -284,3 +346,93 @@ def test_an_eviction_proves_a_conflict_only_among_kept_models(
     runners = table(*(runner(b, pid=i) for i, b in enumerate(alive)))
     found = plan.evicted_by_ours(THREE, sts, THREE_BLOBS, (), events, runners)
     assert found == ({LLAMA.key: SMALL.key} if proved else {})
+
+
+@pytest.mark.parametrize(
+    ("lapsed_at_s", "reported", "waits"),
+    [
+        (0.0, True, True),
+        (1.0, True, True),
+        (1800.0, True, False),
+        (-5.0, True, False),
+        (0.0, False, False),
+    ],
+    ids=[
+        "lapsed as our call ended: a reload for a client queued behind it, wait a look",
+        "lapsed long before ours would: stopped, wait a look",
+        "our own lease ran out: at once",
+        "a lease older than our last call ran out: at once",
+        "no client seen reloading it: an eviction looks the same, at once",
+    ],
+)
+def test_a_lease_cut_short_waits_a_look_before_the_re_warm(
+    lapsed_at_s: float, reported: bool, waits: bool
+) -> None:
+    """Chaos 0.24.0 seed 28: a client's request with other options, queued behind our load,
+    is served the moment ours answers; Ollama expires our runner to reload it, so it leaves
+    ps as "expired" before the client's runner shows. Re-warmed at once, our load queued
+    behind the client's reload and reloaded it again. A lease that lapsed long before the one
+    our call set is no expiry of ours: the re-warm waits a look, and the client's runner is
+    seen (a mismatch said, its load never raced)."""
+    daemon = DaemonConfig(poll_interval_s=0.2)
+    warmed_at = NOW.replace(minute=0)
+    old = RunningModel(
+        "llama3.1:8b", 1, 1, "d" * 64, warmed_at + timedelta(seconds=lapsed_at_s), 4096
+    )
+    st = plan.ModelState(warms=2, last_warm_ok_at=warmed_at, mismatch_reported=reported)
+    gone = warmed_at + timedelta(seconds=lapsed_at_s + 1)
+    observed = plan.observe(
+        [LLAMA],
+        daemon,
+        PsSnapshot(warmed_at + timedelta(seconds=lapsed_at_s), (old,)),
+        PsSnapshot(gone, ()),
+        {LLAMA.key: st},
+        blobs=BLOBS,
+        processes_visible=True,
+    )
+    assert [e.fields["cause"] for e in observed.events] == ["expired"]
+    assert (observed.states[LLAMA.key].rewarm_not_before is not None) is waits
+
+
+@pytest.mark.parametrize(
+    ("asked", "pending", "checked"),
+    [(50.1, True, False), (50.3, False, True)],
+    ids=["asked right after the exit: not judged yet", "asked once a reload would show"],
+)
+def test_a_named_exit_is_judged_only_once_a_reload_would_show(
+    asked: float, pending: bool, checked: bool
+) -> None:
+    """A client's reload ends our runner; v0.24 drops the row a few ms after the exit, and the
+    client's runner is still starting. Judged on a snapshot asked at once, the model looked
+    crashed, and our check, queued behind the client's reload, reloaded it (chaos 0.24.0
+    seed 28). The exit waits :data:`EXIT_SETTLE_S`; the host looks again then."""
+    noted = plan.note_runner_exits(
+        [LLAMA], states(), [exited("sha256-aaa", at=50.0)], table(), BLOBS, {LLAMA.key}
+    )
+    assert plan.exit_settles_at(noted) == pytest.approx(50.25)
+    settled, died = plan.settle_runner_exits(
+        [LLAMA], noted, {LLAMA.key: ROW}, asked, NOW, any_row_left=False, table=table(), blobs=BLOBS
+    )
+    assert (settled[LLAMA.key].runner_exit_at is not None) is pending
+    assert bool(died) is checked
+
+
+def test_a_clients_runner_that_just_ended_keeps_the_mismatch() -> None:
+    """Chaos 0.24.0 seed 28: two clients reload the kept model in turn with their options; no
+    look listed it in between, so it looked gone since the last loss, longer than a reload
+    takes, and our load went out (queued behind the next client's reload, to reload it). A
+    runner of it that just ended says it was there: the mismatch lasts, counted from then."""
+    daemon = DaemonConfig(poll_interval_s=0.2)
+    gone_long = plan.ModelState(
+        warms=2, foreign=True, cold_load_s=1.4, last_vanished_at=NOW - timedelta(seconds=3)
+    )
+    assert mismatch_outlasted(gone_long, daemon, NOW)
+    noted = plan.note_runner_exits(
+        [LLAMA], {LLAMA.key: gone_long}, [exited("sha256-aaa", at=50.0)], table(), BLOBS, set()
+    )
+    assert not mismatch_outlasted(noted[LLAMA.key], daemon, NOW)
+    settled, _ = plan.settle_runner_exits(
+        [LLAMA], noted, {LLAMA.key: None}, 51.0, NOW, any_row_left=False, table=table(), blobs=BLOBS
+    )
+    assert settled[LLAMA.key].last_vanished_at == NOW
+    assert not mismatch_outlasted(settled[LLAMA.key], daemon, NOW + timedelta(seconds=1))

@@ -37,6 +37,7 @@ from ollama_keepwarm.daemon.crashwatch import (
 from ollama_keepwarm.daemon.keeper import Keeper
 from ollama_keepwarm.daemon.status import processes_entry
 from ollama_keepwarm.fake import FakeOllama
+from ollama_keepwarm.fake.records import who
 
 LLAMA = {"name": "llama3.1:8b", "keep_alive": "1h", "priority": 10}
 CODER = {"name": "qwen2.5-coder:7b", "keep_alive": "1h", "priority": 5}
@@ -553,3 +554,50 @@ async def test_a_clients_runner_found_at_start_is_not_claimed_with_other_options
                 target = host.looks + 5
                 await eventually(lambda: host.looks >= target, what="five more looks")
         assert len(fake.loads) == loads, "a call of ours reloaded the client's runner"
+
+
+async def _client_generate(fake: FakeOllama, body: dict[str, Any]) -> None:
+    """A client's request (its own User-Agent: the fake records it as a client's)."""
+    agent = {"User-Agent": "curl/8.5.0"}
+    async with (
+        aiohttp.ClientSession(headers=agent) as s,
+        s.post(f"{fake.url}/api/generate", json={"stream": False, **body}) as r,
+    ):
+        await r.read()
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_clients_reload_queued_behind_our_load_is_not_fought(version: str) -> None:
+    """Chaos 0.24.0 seed 28: a client asks for the kept model with num_thread 1 while our
+    re-warm loads it. Ollama serves the client the moment ours answers: it expires our runner
+    (ps drops it as expired) and reloads it with the client's options. Its runner's exit is no
+    crash to check (the check, queued behind the client's reload, reloaded it), nor is the
+    client's runner ours: at most the one reload of ours that an eviction looks like until
+    then, and options_mismatch is said (issue 21: at most two in a minute)."""
+    slow = {**FAST_FAKE, "load_seconds_per_gb": 0.3}  # ~1.5 s per load
+    async with FakeOllama(runner_processes=True, ollama_version=version, **slow) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA], poll_interval="100ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 20)
+                host = keeper.hosts[fake.url]
+                key = next(iter(host.states))
+                await _client_generate(fake, {"model": LLAMA["name"], "keep_alive": 0})
+                await eventually(
+                    lambda: host.states[key].in_flight_since is not None,
+                    within=10,
+                    what="our re-warm in flight",
+                )
+                options = {"num_thread": 1, "num_predict": 1}
+                body = {"model": LLAMA["name"], "prompt": "hi", "options": options}
+                await _client_generate(fake, body)
+                target = host.looks + 10
+                await eventually(lambda: host.looks >= target, what="ten more looks")
+    fights = [
+        ld
+        for ld in fake.loads
+        if who(ld.caller) == "keeper" and ld.replaced_by and who(ld.replaced_by) == "client"
+    ]
+    said = [e for e in logs if e["event"] == "options_mismatch"]
+    assert len(fights) <= 1, [e["event"] for e in logs]  # the one that says it (issue 21)
+    assert said, [e["event"] for e in logs]

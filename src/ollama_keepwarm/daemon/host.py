@@ -107,6 +107,7 @@ class HostKeeper:
         self._runner_history: list[RunnerEvent] = []  # the watch's events of the last gap
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
+        self._own_runners: dict[str, int] = {}  # key -> pid our call in flight started
         self.ollama_up = False
         self.version: str | None = None
         self.resumed_at: datetime | None = None
@@ -141,7 +142,8 @@ class HostKeeper:
         self._workers: list[asyncio.Task[None]] = []
         self._calls: set[asyncio.Task[None]] = set()
         self._refreshes: dict[str, tuple[plan.Decision, asyncio.Task[None]]] = {}
-        """Refreshes in flight, per model: withdrawn when the model must be left alone."""
+        """Refreshes and loads in flight, per model: withdrawn when the model must be left
+        alone (plan.withdraw)."""
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -381,6 +383,10 @@ class HostKeeper:
         )
         for event in died:
             self._emit(event)
+        due = plan.exit_settles_at(self.states)
+        if due is not None:  # judge a runner's exit once a reload would show (plan)
+            wait = max(0.0, due - self._clocks.monotonic())
+            self._wake(self._clocks.wall() + timedelta(seconds=wait))
         for model in self.models:
             if model.key in reloaded:
                 st, events = plan.note_client_reload(model, self.states[model.key])
@@ -491,7 +497,9 @@ class HostKeeper:
         ours was in flight for its model is someone else's.
         """
         self.runner_table = table
-        others = plan.started_by_others(self.models, self.states, self.blobs, events)
+        others, self._own_runners = plan.attribute_starts(
+            self.models, self.states, self.blobs, events, self._own_runners
+        )
         self._evicted_by_ours.update(
             plan.evicted_by_ours(
                 self.models, self.states, self.blobs, self._runner_history, events, table
@@ -513,9 +521,7 @@ class HostKeeper:
         )
         pids = sorted(e.runner.pid for e in exited)
         _log.info("ollama_process_exited", host=self.host, pids=pids)
-        self._spawn(self.look())  # the loss rules, at once where the row is gone already
-        # The look that may settle the exit as a crash (core/plan/processes.py).
-        self._wake(self._clocks.wall() + timedelta(seconds=plan.EXIT_SETTLE_S * 1.2))
+        self._spawn(self.look())  # the loss rules at once; a crash is judged later (plan)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task kept referenced until it ends (an unreferenced task can be
@@ -553,7 +559,8 @@ class HostKeeper:
             if key in self.states and plan.withdraw(in_flight, self.states[key], now):
                 # Still queued inside Ollama behind a client's reload, it would reload the
                 # client's runner with our options; Ollama skips it once we hang up.
-                _log.info("refresh_withdrawn", model=in_flight.model.name, host=self.host)
+                withdrawn = "refresh" if in_flight.action is plan.Action.REFRESH else "load"
+                _log.info(f"{withdrawn}_withdrawn", model=in_flight.model.name, host=self.host)
                 del self._refreshes[key]
                 task.cancel()
         for decision in plan.queue_order(self.decisions):
@@ -592,12 +599,24 @@ class HostKeeper:
         """Make the queued loads and releases one at a time; nothing but cancellation ends it."""
         while True:
             decision = await self._loads.get()
+            key = decision.model.key
+            # A task of its own, so plan.withdraw can take back a load queued behind a
+            # client's runner without ending the lane.
+            task = asyncio.get_running_loop().create_task(self._call(decision))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+            if decision.action is plan.Action.WARM:
+                self._refreshes[key] = (decision, task)
+                task.add_done_callback(functools.partial(self._refresh_done, key))
             try:
-                await self._call(decision)
+                await asyncio.wait({task})
             except asyncio.CancelledError:
+                task.cancel()
                 raise
-            except Exception as exc:  # _call guards itself; this is the lane's last defence
-                _log.exception("load_lane_restarted", host=self.host, error=repr(exc))
+            if not task.cancelled() and task.exception() is not None:
+                # _call guards itself; this is the lane's last defence
+                exc = task.exception()
+                _log.error("load_lane_restarted", host=self.host, error=repr(exc), exc_info=exc)
 
     async def _call(self, decision: plan.Decision) -> None:
         """Make one decided call; whatever it raises is logged, never the end of a lane.
@@ -662,9 +681,24 @@ class HostKeeper:
             why = "model_unloaded_on_pause" if reason.startswith("paused") else why
             _log.info(why or "model_released_for_room", model=model.name, host=self.host)
 
+    def _client_loading(self, model: ModelConfig) -> bool:
+        """Read the runners just before a load of ours: a client's load begun since the last
+        look is someone else's, not taken for ours, and never raced (plan.client_loading)."""
+        if self.crash_watch is None:
+            return False
+        self.crash_watch.rescan()
+        pid = self._foreign_runners.get(model.key)
+        if not plan.client_loading(self.blobs.get(model.key), self.runner_table, pid):
+            return False
+        _log.info("load_withdrawn", model=model.name, host=self.host, pid=pid)
+        return True
+
     async def _warm(self, decision: plan.Decision) -> None:
         model, reason = decision.model, decision.reason
         listed = decision.row is not None
+        if not listed and self._client_loading(model):
+            return
+        self._own_runners.pop(model.key, None)  # this call's runner is yet to start
         started = self._clocks.wall()
         st = self.states[model.key]
         limit_s = plan.load_timeout_s(st, self.config.ollama.load_timeout_s)

@@ -41,14 +41,18 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   on a timer.
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own
-  load; otherwise, or after a client's reload, soon after our own load it waits a poll or 1.5
-  cold loads. Repeats back off, so a user's own big model is not thrashed out every minute.
+  load (once a client was seen reloading it, a lease lapsed after our last call, before the
+  one it set, is such a loss: it waits a look); otherwise, or after a client's reload, soon
+  after our own load it waits a poll or 1.5 cold loads. Repeats back off, so a user's own big
+  model is not thrashed out every minute.
   Only a lease that ran its course expired: one already at its end when first seen (``d`` = 0,
   a runner Ollama drains for an eviction or an ``ollama stop``) was taken away.
 * **Runner processes** (``processes``, where visible): an exit whose model a snapshot asked
-  after it still lists is a crash (check that model only); one whose model left ps is an
-  unload; a runner for a kept blob we did not start is a client's load, never raced; a call
-  queued behind another load is not wedged. Where not visible: a fresh look after an exit, and
+  ``EXIT_SETTLE_S`` after it still lists is a crash (check that model only); one whose model
+  left ps is an unload; a runner for a kept blob we did not start is a client's load, never
+  raced (the runners are read again just before a load of ours goes out); a call of ours
+  starts one runner, so a second start of its blob during it is a client's; a call queued
+  behind another load is not wedged. Where not visible: a fresh look after an exit, and
   the listed models are checked only if no model left ps.
 * **Holds** (``holds``): paused, or outside its calendar windows (``core/windows.py``), a model
   is not called: its lease runs out (``after_window = "expire"``), or it is unloaded once
@@ -58,8 +62,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   load that timed out was aborted inside Ollama (§2.6): the next one waits longer. A call that
   raised anything backs off too. A ``/api/show`` that timed out is asked again later.
 * **Around the keeper's calls** (``acting``): a queued call is made only if still wanted; a
-  refresh still in flight when the model must be left alone is withdrawn (Ollama skips a
-  queued request whose client left, so it never reloads a client's runner); primes never reach
+  refresh still in flight when the model must be left alone is withdrawn, and so is a load
+  once a client's runner of it with other options is listed (Ollama skips a queued request
+  whose client left, so it never reloads a client's runner); primes never reach
   a model left alone, nor a slot a client filled (only loads nobody used yet are primed); a
   config change ends holds and mismatches; a resume verifies.
 """
@@ -123,7 +128,10 @@ from ollama_keepwarm.core.plan.model import (
 from ollama_keepwarm.core.plan.processes import (
     EVICTION_GAP_S,
     EXIT_SETTLE_S,
+    attribute_starts,
+    client_loading,
     evicted_by_ours,
+    exit_settles_at,
     loading_elsewhere,
     note_argv_mismatch,
     note_client_reload,
@@ -154,12 +162,15 @@ __all__ = [
     "all_warm",
     "apply_pause",
     "apply_window",
+    "attribute_starts",
     "backoff_delay_s",
     "classify_error",
+    "client_loading",
     "decide",
     "describe_state",
     "down_poll_delay_s",
     "evicted_by_ours",
+    "exit_settles_at",
     "first_pass_done",
     "forgive_timeouts",
     "leave_alone",

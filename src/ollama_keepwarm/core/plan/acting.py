@@ -64,8 +64,13 @@ def withdraw(in_flight: Decision, st: ModelState, now: datetime) -> bool:
     """Withdraw a refresh of ours still in flight once the model must be left alone (a client's
     runner with other options, a hold, a pause): one queued inside Ollama behind a client's
     reload would, when served, reload the client's runner with our options. Ollama skips a
-    request whose client has gone while it is queued (§2.6). Loads and releases stand: a load
-    aborted is a load thrown away, and a release is what a hold asks for."""
+    request whose client has gone while it is queued (§2.6). A load of ours sent while the
+    model was gone is withdrawn too once a client's runner of it with other options is listed:
+    it is queued behind that runner, and served it would reload it (chaos 0.32.15 seed 30).
+    Other loads and releases stand: a load aborted is a load thrown away, and a release is
+    what a hold asks for."""
+    if in_flight.action is Action.WARM:
+        return st.foreign and st.last_row is not None
     return in_flight.action is Action.REFRESH and leave_alone(st, now)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -178,7 +179,9 @@ def _vanished(
     if culprit is not None:
         fields["during_load_of"] = culprit.name
         st = replace(st, strikes=(*st.strikes, now))
-    elif cause in {"evicted", "oom"}:
+    elif cause in {"evicted", "oom"} or (
+        cause == "expired" and evidence == "none" and _cut_short(model, st, old)
+    ):
         st = _note_repeated_loss(
             st, daemon, now, seen_at, last_loss, oom=cause == "oom", evidence=evidence
         )
@@ -200,6 +203,25 @@ def _drained(st: ModelState, old: RunningModel) -> bool:
         and seen[0] == old.expires_at
         and seen[0] - seen[1] <= EXPIRY_TOLERANCE  # clocks of two hosts may differ a little
     )
+
+
+def _cut_short(model: ModelConfig, st: ModelState, old: RunningModel | None) -> bool:
+    """A lease that lapsed after our last call and before the one it set would have: someone
+    stopped the model (a ``keep_alive`` 0 request), or Ollama expired its runner at the end of
+    our call to reload it for a client's request with other options queued behind ours, whose
+    runner shows a moment later (chaos 0.24.0 seed 28): not our lease running out, so it is
+    re-warmed like a loss, after a look. Only once a client has been seen reloading it with
+    other options (``mismatch_reported``): an eviction by another model's load queued behind
+    ours looks the same until its runner shows, and is re-warmed at once (chaos 0.24.0 seed
+    10); a first reload costs one fight, which says the mismatch (issue 21: at most two)."""
+    if old is None or st.last_warm_ok_at is None or not st.mismatch_reported:
+        return False
+    if old.expires_at < st.last_warm_ok_at - EXPIRY_TOLERANCE:
+        return False  # an older lease than our last call's
+    if math.isinf(model.keep_alive_s):
+        return True
+    ours = st.last_warm_ok_at + timedelta(seconds=model.keep_alive_s)
+    return old.expires_at < ours - EXPIRY_TOLERANCE
 
 
 def _seen_listed(

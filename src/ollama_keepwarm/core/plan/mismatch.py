@@ -109,7 +109,12 @@ def _toml(value: object) -> str:
 
 def mismatch_outlasted(st: ModelState, daemon: DaemonConfig, now: datetime) -> bool:
     """A client's runner with other options is gone for longer than a reload takes: the
-    mismatch is over, warm with ours. Until then the client may be reloading it (issue 21)."""
+    mismatch is over, warm with ours. Until then the client may be reloading it (issue 21).
+    A runner of it that ended and is not judged yet (``runner_exit_at``) was there a moment
+    ago: not gone (chaos 0.24.0 seed 28: two clients reloading it in turn, never listed at a
+    look in between)."""
+    if st.runner_exit_at is not None:
+        return False
     if st.last_vanished_at is None:
         return True
     reload_s = max(2 * daemon.poll_interval_s, 2.0 * (st.cold_load_s or 0.0), 1.0)

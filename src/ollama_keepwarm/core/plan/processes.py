@@ -42,13 +42,20 @@ from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
 
 EXIT_SETTLE_S = 0.25
-"""How long after a runner's exit a snapshot must be asked to tell a crash (the row stays)
-from an unload (the row goes): 1-5 ms measured on v0.24.0 (§4.9), with room for a busy box."""
+"""How long after a runner's exit a snapshot must be asked to judge it: a crash (the row
+stays) from an unload (the row goes). Before v0.32.4 an evicted or reloaded runner exits
+first and its row goes 1-5 ms later (§4.9): judged at once, the still-listed model looked
+crashed, and our check reloaded it, evicting what took the room (chaos 0.24.0 seed 7) or,
+queued behind a client's reload, reloading the client's runner (seed 28). A crash repair
+waits this much longer; the rest is room for a busy box."""
 
 __all__ = [
     "EVICTION_GAP_S",
     "argv_mismatch",
+    "attribute_starts",
+    "client_loading",
     "evicted_by_ours",
+    "exit_settles_at",
     "loading_elsewhere",
     "note_client_reload",
     "note_runner_exits",
@@ -116,8 +123,8 @@ def settle_runner_exits(
     """Turn pending exits into checks, on a snapshot asked at ``asked`` (monotonic).
 
     An exit less than :data:`EXIT_SETTLE_S` before ``asked`` stays pending (this snapshot may
-    predate the row's removal). A model still listed
-    after its named runner's exit crashed: check it (a ping that expects a reload). An exit
+    predate the row's removal). A model still listed after its named runner's exit crashed:
+    check it (a ping that expects a reload). An exit
     named for no model is a crash only if no row at all left ps (``any_row_left``). A model
     whose blob has another runner alive in ``table`` was reloaded, not crashed.
     """
@@ -132,11 +139,20 @@ def settle_runner_exits(
         replaced = named and table is not None and blob is not None and bool(table.by_blob(blob))
         crashed = rows.get(model.key) is not None and (named or not any_row_left) and not replaced
         st = replace(st, runner_exit_at=None, runner_exit_named=False)
+        if named and st.foreign and rows.get(model.key) is None:
+            # A client's runner of it ran until now: an options mismatch is gone from now on.
+            st = replace(st, last_vanished_at=now)
         if crashed:
             st = replace(st, check_requested_at=now, expect_reload=True)
             events.append(Event("runner_died", model.name, {"attributed": named}))
         new[model.key] = st
     return new, events
+
+
+def exit_settles_at(states: Mapping[str, ModelState]) -> float | None:
+    """When (monotonic) the earliest pending exit may be judged: look again then."""
+    due = [st.runner_exit_at + EXIT_SETTLE_S for st in states.values() if st.runner_exit_at]
+    return min(due, default=None)
 
 
 def loading_elsewhere(
@@ -193,16 +209,51 @@ def started_by_others(
     Judged when the start is seen; the keeper reads the runners at the end of each load of
     its own (and each check that expects a reload) while that call still counts as in flight.
     """
+    return attribute_starts(models, states, blobs, events, {})[0]
+
+
+def attribute_starts(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    blobs: Mapping[str, str],
+    events: Sequence[RunnerEvent],
+    claimed: Mapping[str, int],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Whose runner each start is: (kept models a runner started for by someone else, and the
+    runner each call of ours in flight started), both key -> pid.
+
+    A call of ours starts at most one runner: the first start of its blob seen while it is in
+    flight (``claimed`` holds those seen before; the keeper forgets a model's claim when a
+    new call of its starts). A later start of that blob during the same call is someone
+    else's: a client's request queued behind our load, served the moment ours answered and
+    before our read at its end (chaos 0.24.0 seeds 28, 33, 34; issue 21 item 2).
+    """
     found: dict[str, int] = {}
+    claims = dict(claimed)
     for event in events:
         if event.kind != "started":
             continue
         for model in models:
+            if blobs.get(model.key) != event.runner.blob:
+                continue
             st = states.get(model.key, ModelState())
             # Only a load, or a check that expects a reload, starts a runner of ours.
-            if blobs.get(model.key) == event.runner.blob and not _ours(st):
+            if _ours(st) and claims.get(model.key, event.runner.pid) == event.runner.pid:
+                claims[model.key] = event.runner.pid
+            else:
                 found[model.key] = event.runner.pid
-    return found
+    return found, claims
+
+
+def client_loading(blob: str | None, table: RunnerTable, pid: int | None) -> bool:
+    """Whether a load of ours about to go out would race someone else's: a runner no call of
+    ours started (``pid``, from :func:`attribute_starts`) serves its blob now. Read just
+    before the call, so a client's load that began since the last look is seen (chaos
+    0.24.0 seed 28): never raced; the next look decides (issue 21)."""
+    if not table.visible or blob is None or pid is None:
+        return False
+    runner = table.by_pid(pid)
+    return runner is not None and runner.blob == blob
 
 
 def _ours(st: ModelState) -> bool:

@@ -7,7 +7,8 @@ log events and its ``status`` samples, never from the keeper's internals:
    ``options_mismatch`` (until the mismatch may end: the model gone longer than a reload
    takes, Ollama restarted, the config reloaded), and it says so within two such reloads in
    a minute;
-2. no client load or request waits on a runner the keeper revived or kept busy;
+2. no client load or request waits on a runner the keeper revived or kept busy (a call of
+   ours that reached it beside a client's own request held nothing up);
 3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
    loads that had to come first (time the fake spent loading, or a call of ours for another
    model waited in its queue, is not counted), counted from
@@ -177,7 +178,12 @@ class _Checker:
         for wait in self.o.records.waits:
             if who(wait.caller) != "client" or _t(wait.started) > self.o.ended:
                 continue
-            ours = [t for t in wait.touches if who(t.caller) == "keeper"]
+            # A ping that overlapped a client's own request on that runner held nothing up.
+            ours = [
+                t
+                for t in wait.touches
+                if who(t.caller) == "keeper" and (t.kind == "revived" or t.alone)
+            ]
             if not ours:
                 continue
             kinds = ",".join(sorted({t.kind for t in ours}))

@@ -19,6 +19,7 @@ from ollama_keepwarm.fake.records import (
     EvictionRecord,
     LoadRecord,
     Records,
+    Touch,
     UnloadRecord,
     WaitRecord,
 )
@@ -121,3 +122,26 @@ def test_a_self_fight_is_our_loads_evicting_our_own_runners(loaded_by: str, figh
     outcome.blobs.update({"big": "sha256-big", "big:latest": "sha256-big"})
     fights = [v.what for v in check(outcome).violations if "evicted kept" in v.what]
     assert bool(fights) is fight, fights
+
+
+@pytest.mark.parametrize(
+    ("kind", "alone", "harm"),
+    [
+        pytest.param("revived", False, True, id="a-keep-alive-revived-the-victim"),
+        pytest.param("busy", True, True, id="our-ping-alone-held-the-victim"),
+        pytest.param("busy", False, False, id="our-ping-beside-a-clients-generation"),
+    ],
+)
+def test_a_wait_is_on_us_when_our_call_revived_or_alone_held_the_runner(
+    kind: str, alone: bool, harm: bool
+) -> None:
+    """Invariant 2. Seed 4 on 0.24.0: our one ping reached a runner draining for a client's
+    reload while other clients' generations held it anyway; it delayed nothing."""
+    outcome = _outcome(1.1, [])
+    touch = Touch("small:latest", kind, KEEPER, _at(3.0), alone=alone)  # type: ignore[arg-type]
+    outcome.records.waits.append(
+        WaitRecord(
+            "other:latest", "chaos-client/0", "/api/generate", _at(2), _at(8), True, (touch,)
+        )
+    )
+    assert (2 in check(outcome).invariants) is harm

@@ -136,6 +136,9 @@ class Touch:
     kind: Literal["revived", "busy"]
     caller: str
     time: datetime
+    alone: bool = True
+    """No other request held the runner when this one began: a ``busy`` touch that overlapped
+    others (a ping during a client's long generation) delayed nothing they did not."""
 
 
 @dataclass(frozen=True)

@@ -429,6 +429,7 @@ class Scheduler:
                 "revived" if revived else "busy",
                 caller,
                 self._record_time(),
+                alone=runner.ref_count == 1,
             )
             runner.touches.append(touch)
             self.records.touches.append(touch)

@@ -171,8 +171,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "keep_alive_to_a_busy_model",
         PLAN,
-        "renew = not st.lease_ours and may_carry_keep_alive(row, now)",
-        "renew = True",
+        "        and may_carry_keep_alive(row, now)\n        and _pinged_idle(",
+        "        and _pinged_idle(",
+    ),
+    Mutant(
+        "claim_without_a_ping",
+        PLAN,
+        "        and _pinged_idle(daemon, st, row, seen_at)\n",
+        "",
     ),
     Mutant(
         "in_flight_ignored",

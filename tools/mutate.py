@@ -169,12 +169,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if False:\n        return None, FROZEN, False",
     ),
     Mutant(
-        "keep_alive_to_a_busy_model",
-        PLAN,
-        "        and may_carry_keep_alive(row, now)\n        and _pinged_idle(",
-        "        and _pinged_idle(",
-    ),
-    Mutant(
         "claim_without_a_ping",
         PLAN,
         "        and _pinged_idle(daemon, st, row, seen_at)\n",

@@ -128,6 +128,7 @@ class TestDecide:
             pytest.param(1, 59, (plan.Action.REFRESH, True), id="moved-by-our-ping-claim"),
             pytest.param(1, "frozen", (plan.Action.WAIT, False), id="busy-no-claim"),
             pytest.param(1, -1, (plan.Action.WAIT, False), id="drained-no-claim"),
+            pytest.param(1, -0.5, (plan.Action.WAIT, False), id="moved-but-lapsed-no-claim"),
             pytest.param(30, 40, (plan.Action.REFRESH, False), id="moved-long-ago-ping-again"),
         ],
     )

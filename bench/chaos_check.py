@@ -14,8 +14,8 @@ log events and its ``status`` samples, never from the keeper's internals:
    model waited in its queue, is not counted), counted from
    the end of any fault active when it was lost (time inside a fault that began later is not
    counted either), unless it is held and ``status`` says why
-   (paused, conflict, outside, mismatch, backing off, wedged), or a client took it before
-   (its load, stop or lease) in the last :data:`REPEAT_S` (a repeat may back off); a kept
+   (paused, conflict, outside, mismatch, backing off, wedged), or it was lost before in the
+   last :data:`REPEAT_S`, by anyone, as the keeper counts a streak (a repeat may back off); a kept
    lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
    a model whose ``when`` window opens (its warm-up starts) is asked for within the same
    bound (``status`` may say "outside" for a poll after the opening); and the keeper keeps
@@ -278,8 +278,10 @@ class _Checker:
         for at, blob, cause, caller, kind in sorted(losses):
             model = self.kept_blobs[blob]
             repeat = at - last_loss.get(blob, -1e18) < REPEAT_S
-            if kind and cause != "restart" and who(caller) == "client":
-                last_loss[blob] = at  # a client took it (load, stop, lease): the next may back off
+            if kind:
+                # Any loss starts or continues a streak, as the keeper counts it (its last
+                # loss, by whoever): the next within REPEAT_S may back off.
+                last_loss[blob] = at
             if self._lapsed(blob, model, at, cause, caller):
                 self.flag(3, f"{model}'s lease, set by the keeper, lapsed", at)
             if repeat:

@@ -159,7 +159,7 @@ def note_lease(
     now: datetime,
 ) -> ModelState:
     """Notice a lease a client set: a new ``expires_at`` no call of ours explains, whose length
-    is not our ``keep_alive``. The next renewal then carries ``keep_alive`` again."""
+    is not our ``keep_alive``. The next renewal is then a ping, and the claim follows it."""
     if st.lease_seen is not None and st.lease_seen[0] == row.expires_at:
         return st  # the same lease as before
     if previous is None or not st.lease_ours:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +38,22 @@ async def test_restart_forgets_everything(make_fake, client_for) -> None:
     assert await ps(session) == []
     await post(session, "/api/generate", {"model": "tiny"})
     assert fake.runners()[0].keep_alive_ns == 7 * 60 * 10**9
+
+
+async def test_restart_waits_for_its_port_if_another_process_took_it(fake) -> None:
+    """Many fakes at once (the chaos oracle's) may be handed the port a restarting one left:
+    the restart tries it again until it is free, as systemd restarts a failed Ollama."""
+    squatter = socket.socket()
+    restart = asyncio.create_task(fake.restart(down_s=0.5 * fake.clock.time_scale))  # 0.5 s
+    await eventually(lambda: fake.phase == "down")
+    squatter.bind(("127.0.0.1", fake.port))
+    squatter.listen()
+    await eventually(lambda: fake.port_taken > 0)  # it tried the taken port
+    assert not restart.done()
+    squatter.close()
+    await asyncio.wait_for(restart, 10)
+    async with aiohttp.ClientSession(fake.url) as session:
+        assert await call(session, "GET", "/") == (200, "Ollama is running")
 
 
 async def test_restart_accepts_but_hangs_until_ready(fake) -> None:

@@ -8,6 +8,7 @@ The HTTP socket and the scheduler live and die together, as in a real ``ollama s
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import logging
@@ -44,6 +45,8 @@ log = logging.getLogger("ollama_keepwarm.fake")
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CONTROL_PREFIX = "/_fake/"
+RESTART_BIND_RETRY_S = 5.0
+"""How long a restart tries its port again if another process took it while the fake was down."""
 Phase = Literal["stopped", "down", "starting", "ready", "suspended"]
 
 
@@ -140,6 +143,8 @@ class FakeOllama:
         """Listen on ``host:port`` (0 picks a free port, then kept across restarts)."""
         self.host = host
         self.port = port
+        self.port_taken = 0
+        """How often a restart found its port taken by another process and tried again."""
         self._ready = asyncio.Event()
         self._ready.set()
         if self.runner_processes and self.processes is None:
@@ -195,13 +200,13 @@ class FakeOllama:
         if hang_s > 0:
             self._hold()
             try:
-                await self._listen()
+                await self._listen(retry_s=RESTART_BIND_RETRY_S)
                 self.phase = "starting"
                 await asyncio.sleep(self.clock.real_seconds(hang_s))
             finally:
                 self._unhold()
         else:
-            await self._listen()
+            await self._listen(retry_s=RESTART_BIND_RETRY_S)
         self.phase = "ready"
         log.info("fake ollama restarted on %s", self.url)
 
@@ -384,7 +389,22 @@ class FakeOllama:
         if self._holds == 0 and self._ready is not None:
             self._ready.set()
 
-    async def _listen(self) -> None:
+    async def _listen(self, retry_s: float = 0.0) -> None:
+        """Serve on ``self.port``; after a restart, retry a port someone took meanwhile for up
+        to ``retry_s`` (many fakes at once may be handed the same free port, as systemd would
+        start Ollama again after a failed bind)."""
+        deadline = asyncio.get_running_loop().time() + retry_s
+        while True:
+            try:
+                await self._listen_once()
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or asyncio.get_running_loop().time() > deadline:
+                    raise
+                self.port_taken += 1
+                await asyncio.sleep(0.05)
+
+    async def _listen_once(self) -> None:
         app = web.Application(middlewares=[self._middleware])
         OllamaRoutes(self).register(app)
         ControlRoutes(self).register(app)

@@ -93,11 +93,11 @@ def test_where_processes_are_not_visible_an_unload_explains_an_exit(
 
 def test_a_runner_started_while_no_load_of_ours_runs_is_a_clients() -> None:
     started = [RunnerEvent("started", runner("sha256-aaa", pid=12), 70.0)]
-    assert plan.started_by_others([LLAMA], states(), BLOBS, started) == {LLAMA.key: 12}
+    assert plan.attribute_starts([LLAMA], states(), BLOBS, started, {})[0] == {LLAMA.key: 12}
     loading = {LLAMA.key: plan.ModelState(in_flight_since=NOW)}
-    assert plan.started_by_others([LLAMA], loading, BLOBS, started) == {}
+    assert plan.attribute_starts([LLAMA], loading, BLOBS, started, {})[0] == {}
     pinging = {LLAMA.key: plan.ModelState(in_flight_since=NOW, in_flight_was_listed=True)}
-    assert plan.started_by_others([LLAMA], pinging, BLOBS, started) == {LLAMA.key: 12}
+    assert plan.attribute_starts([LLAMA], pinging, BLOBS, started, {})[0] == {LLAMA.key: 12}
 
 
 LOADING = plan.ModelState(warms=1, in_flight_since=NOW)

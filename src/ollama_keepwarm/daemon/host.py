@@ -523,12 +523,13 @@ class HostKeeper:
         _log.info("ollama_process_exited", host=self.host, pids=pids)
         self._spawn(self.look())  # the loss rules at once; a crash is judged later (plan)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` as a task kept referenced until it ends (an unreferenced task can be
         collected mid-flight), and ended by :meth:`stop`."""
         task = asyncio.get_running_loop().create_task(work)
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
+        return task
 
     def _on_gpu_lost(self) -> None:
         command = self.config.daemon.on_gpu_lost
@@ -602,9 +603,7 @@ class HostKeeper:
             key = decision.model.key
             # A task of its own, so plan.withdraw can take back a load queued behind a
             # client's runner without ending the lane.
-            task = asyncio.get_running_loop().create_task(self._call(decision))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
+            task = self._spawn(self._call(decision))
             if decision.action is plan.Action.WARM:
                 self._refreshes[key] = (decision, task)
                 task.add_done_callback(functools.partial(self._refresh_done, key))

@@ -138,7 +138,6 @@ from ollama_keepwarm.core.plan.processes import (
     note_runner_exits,
     queued_not_wedged,
     settle_runner_exits,
-    started_by_others,
     unlisted_runners,
 )
 from ollama_keepwarm.core.plan.views import all_warm, describe_state, first_pass_done, summarize
@@ -203,7 +202,6 @@ __all__ = [
     "shift_times",
     "show_failure",
     "stale_interval",
-    "started_by_others",
     "still_wanted",
     "summarize",
     "unconfirmed",

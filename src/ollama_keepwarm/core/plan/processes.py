@@ -61,7 +61,6 @@ __all__ = [
     "note_runner_exits",
     "queued_not_wedged",
     "settle_runner_exits",
-    "started_by_others",
     "unlisted_runners",
 ]
 
@@ -151,7 +150,9 @@ def settle_runner_exits(
 
 def exit_settles_at(states: Mapping[str, ModelState]) -> float | None:
     """When (monotonic) the earliest pending exit may be judged: look again then."""
-    due = [st.runner_exit_at + EXIT_SETTLE_S for st in states.values() if st.runner_exit_at]
+    due = [
+        st.runner_exit_at + EXIT_SETTLE_S for st in states.values() if st.runner_exit_at is not None
+    ]
     return min(due, default=None)
 
 
@@ -198,20 +199,6 @@ def note_argv_mismatch(
     return report_mismatch(model, replace(st, foreign=True), seen)
 
 
-def started_by_others(
-    models: Sequence[ModelConfig],
-    states: Mapping[str, ModelState],
-    blobs: Mapping[str, str],
-    events: Sequence[RunnerEvent],
-) -> dict[str, int]:
-    """Kept models (key -> pid) that got a runner no call of ours started: a client's load.
-
-    Judged when the start is seen; the keeper reads the runners at the end of each load of
-    its own (and each check that expects a reload) while that call still counts as in flight.
-    """
-    return attribute_starts(models, states, blobs, events, {})[0]
-
-
 def attribute_starts(
     models: Sequence[ModelConfig],
     states: Mapping[str, ModelState],
@@ -226,7 +213,9 @@ def attribute_starts(
     flight (``claimed`` holds those seen before; the keeper forgets a model's claim when a
     new call of its starts). A later start of that blob during the same call is someone
     else's: a client's request queued behind our load, served the moment ours answered and
-    before our read at its end (chaos 0.24.0 seeds 28, 33, 34; issue 21 item 2).
+    before our read at its end (chaos 0.24.0 seeds 28, 33, 34; issue 21 item 2). Judged when
+    the start is seen; the keeper reads the runners at the end of each load of its own (and
+    each check that expects a reload) while that call still counts as in flight.
     """
     found: dict[str, int] = {}
     claims = dict(claimed)

@@ -26,13 +26,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from bench.chaos_check import Verdict, check
+from bench.chaos_check import Verdict, Violation, check
 from bench.chaos_explain import timeline
-from bench.chaos_run import run_schedule
+from bench.chaos_run import Outcome, run_schedule
 from bench.chaos_schedule import Schedule, generate
 
 __all__ = ["Result", "main", "run_many", "run_one", "shrink"]
@@ -40,6 +41,12 @@ __all__ = ["Result", "main", "run_many", "run_one", "shrink"]
 VERSIONS = ("0.24.0", "0.32.15")
 DAY_LENGTH_S = 1440.0
 """A compressed day: 24 real minutes at one fake minute per real second."""
+HANG_MIN_S = 180.0
+HANG_FACTOR = 4.0
+"""A schedule that has not finished after ``max(HANG_MIN_S, HANG_FACTOR * run_s)`` real
+seconds is hung (a 12 s schedule takes 15-20 s, a few times that on a busy box): it is
+reported as a failure with where its tasks were stuck, instead of holding a worker forever."""
+CANCEL_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,18 +70,77 @@ def run_one(
     return run_schedule_checked(schedule)
 
 
-def run_schedule_checked(schedule: Schedule) -> Result:
-    """Run one schedule in a fresh event loop and check it."""
+def run_schedule_checked(
+    schedule: Schedule,
+    run: Callable[[Schedule], Awaitable[Outcome]] = run_schedule,
+    hang_s: float | None = None,
+) -> Result:
+    """Run one schedule in a fresh event loop and check it; a hung one is a violation."""
     started = time.monotonic()
-    outcome = asyncio.run(run_schedule(schedule))
-    kinds = Counter(e.kind for _, e in schedule.active)
+    bound = hang_s if hang_s is not None else max(HANG_MIN_S, HANG_FACTOR * schedule.run_s)
+    kinds = dict(Counter(e.kind for _, e in schedule.active))
+    loop = asyncio.new_event_loop()
+    try:
+        outcome = loop.run_until_complete(_bounded(run(schedule), bound))
+    finally:
+        _close(loop)
+    if isinstance(outcome, str):
+        what = f"the schedule did not finish within {bound:g}s (harness or keeper hung): {outcome}"
+        hung = Verdict((Violation(4, what, bound),), 0, 0)
+        return Result(schedule, hung, kinds, (), time.monotonic() - started)
     return Result(
-        schedule,
-        check(outcome),
-        dict(kinds),
-        tuple(outcome.resources),
-        time.monotonic() - started,
+        schedule, check(outcome), kinds, tuple(outcome.resources), time.monotonic() - started
     )
+
+
+async def _bounded(work: Awaitable[Outcome], bound: float) -> Outcome | str:
+    """``work``'s outcome, or, after ``bound`` seconds, where every task was stuck."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=bound)
+    if done:
+        return task.result()
+    stuck = _stuck_tasks()
+    task.cancel()
+    await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+    return stuck
+
+
+def _stuck_tasks() -> str:
+    """Each other task's innermost awaiting frame (down its ``await`` chain): where it waits."""
+    places = []
+    for other in asyncio.all_tasks():
+        if other is asyncio.current_task():
+            continue
+        coro: Any = other.get_coro()
+        outer = getattr(coro, "__qualname__", "?")
+        while (
+            inner := getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        ) and (hasattr(inner, "cr_frame") or hasattr(inner, "gi_frame")):
+            coro = inner
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        where = "no frame"
+        if frame is not None:
+            where = (
+                f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} in {frame.f_code.co_name}"
+            )
+        places.append(f"{other.get_name()} ({outer}) at {where}")
+    return "; ".join(sorted(places)) or "no task left"
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """Close ``loop`` as ``asyncio.run`` does, but never wait forever on a task that hangs."""
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE_S))
+        for shutdown in (loop.shutdown_asyncgens(), loop.shutdown_default_executor()):
+            loop.run_until_complete(asyncio.wait_for(shutdown, timeout=CANCEL_GRACE_S))
+    except (TimeoutError, RuntimeError):
+        pass
+    finally:
+        loop.close()
 
 
 def run_many(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from bench.chaos import Result, shrink
+import asyncio
+
+from bench.chaos import Result, run_schedule_checked, shrink
 from bench.chaos_check import Verdict, Violation
+from bench.chaos_run import Outcome
 from bench.chaos_schedule import Schedule, generate
 
 
@@ -41,3 +44,20 @@ def test_a_schedule_that_passes_is_not_shrunk() -> None:
         return Result(candidate, Verdict((), 0, 0), {}, (), 0.0)
 
     assert shrink(schedule, log=lambda _line: None, run=run) is schedule
+
+
+def test_a_hung_schedule_is_reported_with_where_it_waits_and_frees_its_worker() -> None:
+    """A schedule that never ends fails invariant 4 after its bound, naming the stuck await."""
+
+    async def never_ending_wait_for_a_reply(_schedule: Schedule) -> Outcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    result = run_schedule_checked(
+        generate(2, "0.24.0"), run=never_ending_wait_for_a_reply, hang_s=0.2
+    )
+    (violation,) = result.verdict.violations
+    assert violation.invariant == 4
+    assert "did not finish within 0.2s" in violation.what
+    assert "never_ending_wait_for_a_reply) at locks.py:" in violation.what
+    assert violation.what.endswith("in wait")

@@ -531,6 +531,28 @@ class TestObserve:
         again = observe([LLAMA], snap(theirs, at=later), snap(theirs, at=later + s(5)), obs.states)
         assert again.events == []
 
+    @pytest.mark.parametrize("foreign_context", [8192, None])
+    def test_a_clients_runner_at_our_context_keeps_the_mismatch(
+        self, foreign_context: int | None
+    ) -> None:
+        """ps shows num_ctx only: a client's runner that replaced another client's at our
+        context may still differ in num_thread, num_batch, use_mmap (§4.6), and a call of ours
+        would reload it (chaos 0.32.15 seeds 62, 105, 275; 0.24.0 seeds 135, 402). The
+        mismatch stays, without naming a context, until the model is gone or we load it."""
+        st = warmed(NOW - s(60), own_context=4096, foreign=True, foreign_context=foreign_context)
+        st = replace(st, mismatch_reported=True)
+        theirs = replace(row("llama3.1:8b", 1000), context_length=8192)
+        at_ours = row("llama3.1:8b", 1000)
+        before = snap(theirs) if foreign_context else snap(at_ours)
+        later = NOW + s(5)
+        obs = observe([LLAMA], before, snap(at_ours, at=later), {LLAMA.key: st})
+        kept = obs.states[LLAMA.key]
+        assert (kept.foreign, kept.foreign_context) == (True, None)
+        assert obs.events == []
+        d = one(LLAMA, snap(at_ours, at=later), kept, later)
+        assert d.action is plan.Action.HOLD
+        assert d.reason.startswith(plan.MISMATCH)
+
     def test_same_context_is_no_mismatch(self) -> None:
         """A refresh that keeps the context we set says nothing."""
         ours = replace(row("llama3.1:8b", 1000), context_length=8192)

@@ -39,7 +39,8 @@ def check_context(
 
     ``context_length`` in ps is the runner's ``num_ctx`` after clamping (§3.1), so it differs
     only when the load options really differ, on every version (§4.6, §9, §10). We never copy
-    it into our options (§9): we say what to configure, and leave the runner alone.
+    it into our options (§9): we say what to configure, and leave the runner alone. Our
+    context again does not end a mismatch: the other load options are not in ps.
     """
     ours_just_finished = (
         st.last_warm_ok_at is not None
@@ -53,8 +54,11 @@ def check_context(
         return st, []
     if row.context_length == st.own_context:
         if st.foreign and st.foreign_context is not None:
-            # Someone loaded it again with our options: it is ours to keep once more.
-            return replace(st, foreign=False, foreign_context=None), []
+            # A client's runner at our context is not one with our options: ps shows num_ctx
+            # only, and num_thread, num_batch, use_mmap... may still differ (§4.6); a call of
+            # ours would reload it (chaos 0.32.15 seed 62). The mismatch stays, naming no
+            # context, until the model is gone longer than a reload or we load it ourselves.
+            return replace(st, foreign_context=None), []
         return st, []
     if st.foreign and st.foreign_context == row.context_length:
         return st, []

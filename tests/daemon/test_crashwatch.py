@@ -601,3 +601,48 @@ async def test_a_clients_reload_queued_behind_our_load_is_not_fought(version: st
     said = [e for e in logs if e["event"] == "options_mismatch"]
     assert len(fights) <= 1, [e["event"] for e in logs]  # the one that says it (issue 21)
     assert said, [e["event"] for e in logs]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_clients_runner_back_at_our_context_is_still_left_alone(version: str) -> None:
+    """Chaos 0.32.15 seed 62, 0.24.0 seed 135: one client reloads the kept model with num_ctx
+    8192 (a mismatch, said), another reloads it with num_thread 1 at our context, with a
+    short lease. ps shows num_ctx only (§3.1): that runner is still a client's with other
+    options (§4.6), so no call of ours goes to it while it is resident."""
+    async with FakeOllama(runner_processes=True, ollama_version=version, **FAST_FAKE) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA], poll_interval="100ms")
+
+        def keeper_fought() -> bool:
+            return any(
+                who(ld.caller) == "keeper" and ld.replaced_by and who(ld.replaced_by) == "client"
+                for ld in fake.loads
+            )
+
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                host = keeper.hosts[fake.url]
+                wide = {"num_ctx": 8192, "num_predict": 1}
+                body = {"model": LLAMA["name"], "prompt": "hi", "options": wide}
+                await _client_generate(fake, {**body, "keep_alive": "1h"})
+                await eventually(
+                    lambda: any(e["event"] == "options_mismatch" for e in logs),
+                    what="the mismatch said",
+                )
+                target = host.looks + 3
+                await eventually(lambda: host.looks >= target, what="three looks")
+                narrow = {"num_thread": 1, "num_predict": 1}
+                body = {"model": LLAMA["name"], "prompt": "hi", "options": narrow}
+                await _client_generate(fake, {**body, "keep_alive": "2s"})
+                # Its lease runs out (a renewal of ours would be due before): the runner goes.
+                await eventually(
+                    lambda: not fake.state()["runners"] or keeper_fought(),
+                    within=10,
+                    what="the client's runner gone",
+                )
+    fights = [
+        ld
+        for ld in fake.loads
+        if who(ld.caller) == "keeper" and ld.replaced_by and who(ld.replaced_by) == "client"
+    ]
+    assert not fights, [e["event"] for e in logs]

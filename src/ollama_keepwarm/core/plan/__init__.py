@@ -31,8 +31,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 * **Options mismatch** (``mismatch``, ``processes``): another ``context_length`` than our warm
   gave, two renewals in a row as long as a load, a client's request that reloaded our runner,
   or (v0.30+) its argv with other values of our configured options: leave that runner alone
-  while it is resident, say once what to configure; it lasts while the client keeps reloading,
-  and ends when the model was gone longer than a reload takes, or on a config change.
+  while it is resident, say once what to configure; it lasts while the client keeps reloading
+  (a client's runner back at our context too: ps shows no other load option), and ends when
+  the model was gone longer than a reload takes, on our own load, or on a config change.
 * **Never fight** (``capacity``): Ollama evicts by keep-alive *setting*, not by our priorities
   (§4.5). When our loads evicted kept models twice, or once where runner processes show it (a
   kept model's runner ended and the next runner to start was our load's), the lowest-ranked

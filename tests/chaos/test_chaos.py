@@ -50,6 +50,10 @@ FIXED = {
     "victim while busy; the load waited 12 s (invariant 2)",
     (27, "0.32.15"): "the calendar's boundary jobs ran in a worker thread and lost their look "
     "(coroutine never awaited)",
+    (62, "0.32.15"): "a client's runner back at our context ended the options mismatch; our "
+    "renewal reloaded it (invariant 1)",
+    (135, "0.24.0"): "a client's runner back at our context ended the options mismatch; our "
+    "ping reloaded it (invariant 1)",
 }
 """Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
 seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""

@@ -681,6 +681,24 @@ class TestObserve:
         assert states[CODER.key].held_since is not None
         assert states[LLAMA.key].held_since is None
 
+    @pytest.mark.parametrize("foreign", [True, False])
+    def test_a_held_model_a_client_keeps_loaded_takes_room(self, foreign: bool) -> None:
+        """Two models held, the lower one reloaded by a client with its options (left alone,
+        chaos 0.32.15 seed 69): its runner stays, so its room is taken, and the top held model
+        is not retried into it (its load would evict LLAMA). Held and ours, it is unloaded
+        next: its room is the retried model's."""
+        held = warmed(NOW, held_since=NOW, held_reason=plan.CAPACITY, held_room=2)
+        states = {
+            LLAMA.key: warmed(NOW),
+            CODER.key: held,
+            EMBED.key: replace(held, foreign=foreign),
+        }
+        listed = snap(row(LLAMA.name, 1000), row(EMBED.name, 1000), at=NOW + s(5))
+        obs = observe([LLAMA, CODER, EMBED], listed, listed, states)
+        retried = [e for e in obs.events if e.name == "capacity_retry"]
+        assert bool(retried) is not foreign
+        assert (obs.states[CODER.key].held_since is None) is not foreign
+
 
 class TestWarmOutcomes:
     """What a finished or failed warm call teaches the planner."""

@@ -38,7 +38,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   (§4.5). When our loads evicted kept models twice, or once where runner processes show it (a
   kept model's runner ended and the next runner to start was our load's), the lowest-ranked
   kept model is held (and unloaded if resident); it is tried again only on evidence of room:
-  fewer models listed than while it was held, a new config, or an operator's refresh. Never
+  fewer models listed than while it was held (a held model a client reloaded and
+  we leave alone still takes its room), a new config, or an operator's refresh. Never
   on a timer.
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own

@@ -96,17 +96,24 @@ def look_for_room(
     Evidence of room is the loaded set shrinking while every other kept model is warm: a
     model of another client expired or was stopped. A timer is no evidence, nor is a model a
     client is reloading: ``loading_elsewhere`` counts the runners (where processes are
-    visible) whose model ps does not list yet.
+    visible) whose model ps does not list yet, nor another held model a client reloaded with
+    its options: it is left alone (``mismatch``), so its runner stays.
     """
     held = [m for m in ranked(models) if is_held(states[m.key])]
     if not held:
         return []
-    held_rows = {id(rows[m.key]) for m in held if rows[m.key] is not None}
+    # A held model's row is its own room, or (ours) about to be unloaded; but a held model a
+    # client reloaded with its options is left alone (``mismatch``), so its room stays taken.
     # A model a client is (re)loading is absent from ps but takes its room all the same.
-    others = sum(1 for r in current.models if id(r) not in held_rows) + loading_elsewhere
+    mine = {id(rows[m.key]) for m in held if rows[m.key] is not None and not states[m.key].foreign}
+    room: dict[str, int] = {}
     for model in held:
+        own = id(rows[model.key])
+        room[model.key] = (
+            sum(1 for r in current.models if id(r) != own and id(r) not in mine) + loading_elsewhere
+        )
         st = states[model.key]
-        states[model.key] = replace(st, held_room=max(st.held_room, others))
+        states[model.key] = replace(st, held_room=max(st.held_room, room[model.key]))
     settled = all(
         rows[m.key] is not None
         or is_paused(states[m.key], now)
@@ -116,6 +123,7 @@ def look_for_room(
         if not is_held(states[m.key])
     ) and not any(st.in_flight_since for st in states.values())
     first = states[held[0].key]
+    others = room[held[0].key]
     if not settled or others >= first.held_room:
         return []
     states[held[0].key] = unheld(first)

@@ -176,6 +176,43 @@ class TestDecide:
             assert (d.at, d.renew) == (None, False)
             assert d.reason.startswith("draining")
 
+    @pytest.mark.parametrize(
+        "fail",
+        [
+            pytest.param(
+                lambda st, at: plan.record_warm_failed(LLAMA, st, at, 200, "not JSON")[0],
+                id="failed",
+            ),
+            pytest.param(
+                lambda st, at: plan.record_call_crashed(LLAMA, st, at, "garbled")[0],
+                id="crashed",
+            ),
+            pytest.param(
+                lambda st, at: plan.record_warm_timed_out(
+                    LLAMA, st, at, limit_s=10, waited_s=10, configured_s=10
+                )[0],
+                id="timed-out",
+            ),
+            pytest.param(
+                lambda st, at: plan.record_warm_failed(LLAMA, st, at, 0, "refused")[0],
+                id="unreachable",
+            ),
+        ],
+    )
+    def test_a_lease_unmoved_by_a_failed_call_is_not_frozen(self, fail: object) -> None:
+        """A call that failed tells nothing about the lease: Ollama may never have served it
+        (a garbled answer, an outage). Chaos seed 235 on 0.24.0: a refresh answered with
+        garbage left ``expires_at`` where it was, the keeper read that as busy (frozen, §1.3)
+        and never called again; the lease it had set lapsed. Once the back-off ends, the
+        renewal is due as for any lease."""
+        listed = snap(row("llama3.1:8b", 60))
+        started = plan.record_warm_started(
+            warmed(NOW - s(1700)), NOW - s(10), listed=True, row=listed.models[0]
+        )
+        st = fail(started, NOW - s(9))  # type: ignore[operator]
+        d = one(LLAMA, listed, st, NOW + s(5))  # back-off over, 55 s left, 120 s margin
+        assert d.action is plan.Action.REFRESH, d.reason
+
     def test_frozen_lease_in_future_waits_for_it_to_move(self) -> None:
         """Inside the window, if our call did not move expires_at, nothing more is due."""
         listed = snap(row("llama3.1:8b", 60))

@@ -20,7 +20,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   one means busy or stopping), and only at the look right after a ping of ours moved it past
   the ping's end (the runner was idle, ``d`` > 0: a load's victim marked while busy shows its
   old lease, and a claim would revive it); and once after a resume.
-* **Frozen lease** (``leases``): ``expires_at`` unchanged by our last call means busy. Ollama
+* **Frozen lease** (``leases``): ``expires_at`` unchanged by our last call means busy (not
+  after a call that failed: Ollama may never have served it, ``errors``). Ollama
   never expires a busy model: nothing is due until it moves. When another client's load needs
   the room, the kept model gives way and comes back by the loss rules.
 * **Draining** (``leases``): ``expires_at`` passed and still within a poll before the look,

@@ -75,12 +75,17 @@ def _backed_off(
     model: ModelConfig, st: ModelState, now: datetime, kind: str, error: str
 ) -> tuple[ModelState, int, float]:
     """A failed call is over (its load window closes) and the model backs off one step more:
-    the new state, the failure count and the delay."""
+    the new state, the failure count and the delay.
+
+    A failed call tells nothing about the lease (Ollama may never have served it), so an
+    ``expires_at`` it left unmoved is not frozen (``leases.is_frozen``): ``renewed_expiry`` goes.
+    """
     failures = st.failures + 1
     delay = backoff_delay_s(kind, failures, model.name)
     new = replace(
         st,
         in_flight_since=None,
+        renewed_expiry=None,
         load_window=close_window(st, now),
         failures=failures,
         backoff_until=now + timedelta(seconds=delay),
@@ -95,7 +100,9 @@ def record_warm_failed(
     """Note a failed warm: back this model off; an unreachable Ollama is not its fault."""
     kind, hint = classify_error(status, message, model.name)
     if kind == "unreachable":
-        return replace(st, in_flight_since=None, load_window=close_window(st, now)), []
+        return replace(
+            st, in_flight_since=None, load_window=close_window(st, now), renewed_expiry=None
+        ), []
     new, failures, delay = _backed_off(model, st, now, kind, message)
     return new, [
         Event(
@@ -143,6 +150,7 @@ def record_warm_timed_out(
     new = replace(
         st,
         in_flight_since=None,
+        renewed_expiry=None,  # nothing learnt about the lease (see _backed_off)
         load_window=close_window(st, now),
         failures=failures,
         timeouts=st.timeouts + 1,

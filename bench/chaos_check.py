@@ -403,8 +403,10 @@ class _Checker:
         (with ``claims``, also any call of ours to it: a model a client loaded before its
         window opened is kept by our first renewal, no load needed)."""
         starts = [_t(ld.started) for ld in self.o.loads if self.blob(ld.model) == blob]
+        # A call of ours still queued at the loss asked before it and keeps asking: Ollama
+        # serves it in turn (seed 259 on 0.24.0), and a second one would be two in flight.
         starts += [
-            _t(w.started)
+            max(_t(w.started), at) if _t(w.started) <= at <= _t(w.ended) else _t(w.started)
             for w in self.o.records.waits
             if self.blob(w.model) == blob and who(w.caller) == "keeper"
         ]

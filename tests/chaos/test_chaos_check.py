@@ -33,7 +33,9 @@ def _at(seconds: float) -> datetime:
     return datetime.fromtimestamp(T0 + seconds, tz=UTC)
 
 
-def _outcome(asked_at: float, windows: list[tuple[float, float, str, str]]) -> Outcome:
+def _outcome(
+    asked_at: float, windows: list[tuple[float, float, str, str]], wait_s: float = 0.5
+) -> Outcome:
     """``small`` loaded at 0-0.5, evicted by our load of another model at 1.0 (which ends at
     once), asked for again (our call reaches the fake's queue) at ``asked_at``; ``windows``
     (faults) in seconds from the start."""
@@ -50,7 +52,7 @@ def _outcome(asked_at: float, windows: list[tuple[float, float, str, str]]) -> O
         unloads=[UnloadRecord("small:latest", _at(1.0), "evicted", KEEPER, KEEPER)],
         waits=[
             WaitRecord(
-                "small:latest", KEEPER, "/api/generate", _at(asked_at), _at(asked_at + 0.5), True
+                "small:latest", KEEPER, "/api/generate", _at(asked_at), _at(asked_at + wait_s), True
             )
         ],
     )
@@ -97,6 +99,24 @@ def test_time_a_later_fault_holds_our_call_is_not_the_keepers(
     asked_at: float, windows: list[tuple[float, float, str, str]], late: bool
 ) -> None:
     verdict = check(_outcome(asked_at, windows))
+    assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]
+
+
+@pytest.mark.parametrize(
+    ("asked_at", "wait_s", "late"),
+    [
+        pytest.param(0.8, 4.2, False, id="our-call-queued-across-the-loss"),
+        pytest.param(0.8, 0.1, True, id="our-call-ended-before-the-loss"),
+    ],
+)
+def test_a_call_of_ours_in_flight_at_the_loss_has_asked_already(
+    asked_at: float, wait_s: float, late: bool
+) -> None:
+    """Chaos seed 259 on 0.24.0: our load of ``tiny`` waited in the fake's queue from 1.45 s
+    (both slots busy with clients' requests), a client loaded and evicted ``tiny`` at 2.95 s
+    meanwhile, and our call was served at 4.88 s. The keeper had asked before the loss and
+    kept asking: a second load of it would be two loads of one model in flight (inv 4)."""
+    verdict = check(_outcome(asked_at, [], wait_s))
     assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]
 
 

@@ -1043,13 +1043,17 @@ def test_a_crashed_call_backs_off_and_closes_its_load_window() -> None:
 
 def test_a_failed_release_is_sent_again_after_a_back_off() -> None:
     """Issue 22 item 9: release_sent is noted only once Ollama took the unload; a failure
-    backs off, then the held model is unloaded again."""
+    is sent again at the next look, a second one backs off, then the held model is unloaded
+    again. Chaos seed 231 on 0.24.0: one garbled answer to the release of a model held for
+    capacity kept a kept model, waiting for that room, unloaded 4.8 s more."""
     held = plan.ModelState(held_since=NOW, held_reason=plan.CAPACITY, last_warm_ok_at=NOW)
     listed = snap(row("llama3.1:8b", 600))
     assert one(LLAMA, listed, held).action is plan.Action.UNLOAD
-    failed, events = plan.record_release_failed(LLAMA, held, NOW, "garbled")
+    once, events = plan.record_release_failed(LLAMA, held, NOW, "garbled")
     assert [e.name for e in events] == ["release_failed"]
-    assert one(LLAMA, listed, failed, NOW + s(1)).action is plan.Action.HOLD
+    assert one(LLAMA, listed, once, NOW + s(1)).action is plan.Action.UNLOAD
+    failed, _ = plan.record_release_failed(LLAMA, once, NOW + s(1), "garbled")
+    assert one(LLAMA, listed, failed, NOW + s(2)).action is plan.Action.HOLD
     assert failed.backoff_until is not None
     later = failed.backoff_until + s(1)
     assert one(LLAMA, listed, failed, later).action is plan.Action.UNLOAD

@@ -60,8 +60,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 * **Holds** (``holds``): paused, or outside its calendar windows (``core/windows.py``), a model
   is not called: its lease runs out (``after_window = "expire"``), or it is unloaded once
   (``"unload"``, or ``pause --unload``, once no call of ours is in flight); a model gone then
-  is released, not repaired. A release is noted once Ollama took it; a failed one is retried
-  at the next look, then after a back-off.
+  is released, not repaired. A release is noted once Ollama took it; a failed one is sent
+  once more at the next decision, then after a back-off.
 * **Errors** (``errors``): a model backs off exponentially with jitter; the others carry on. A
   load that timed out was aborted inside Ollama (§2.6): the next one waits longer. A call that
   raised anything backs off too. A ``/api/show`` that timed out is asked again later.

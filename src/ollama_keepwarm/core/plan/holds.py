@@ -28,9 +28,10 @@ def record_release_sent(st: ModelState) -> ModelState:
 def record_release_failed(
     model: ModelConfig, st: ModelState, now: datetime, error: str
 ) -> tuple[ModelState, list[Event]]:
-    """A release failed: try it again at the next look, then after a back-off (never in a
-    loop, never forgotten). A held model still resident takes the room another kept model
-    waits for (``decide``'s ``making_room``): one stray failure must not hold that up."""
+    """A release failed: try it once more at the next decision (the keeper decides again as
+    soon as a call ends), then after a back-off (never in a loop, never forgotten). A held
+    model still resident takes the room another kept model waits for (``decide``'s
+    ``making_room``): one stray failure must not hold that up."""
     failures = st.failures + 1
     delay = backoff_delay_s("server_error", failures - 1, model.name) if failures > 1 else 0.0
     new = replace(

@@ -18,7 +18,8 @@ log events and its ``status`` samples, never from the keeper's internals:
    last :data:`REPEAT_S`, by anyone, as the keeper counts a streak (a repeat may back off); a kept
    lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
    a model whose ``when`` window opens (its warm-up starts) is asked for within the same
-   bound (``status`` may say "outside" for a poll after the opening); and the keeper keeps
+   bound (``status`` may say "outside" for a poll after the opening), unless it is resident
+   then and no client's lease of it lapses next (warm; later losses are judged each); and the keeper keeps
    no model outside its window: no call of ours loads, renews or pings it after its window
    closed (or before its warm-up started), beyond the same bound;
 4. the keeper never died, never spun (calls per second; its loads evicting its own kept
@@ -286,6 +287,8 @@ class _Checker:
                 self.flag(3, f"{model}'s lease, set by the keeper, lapsed", at)
             if repeat:
                 continue
+            if cause == "window" and self._resident_kept(blob, at):
+                continue  # warm all along: nothing of ours is due (seed 451 on 0.32.15)
             since = self._fault_end(at, model)
             back = self._back(blob, at, claims=cause == "window")
             if back is not None and back <= since:
@@ -397,6 +400,28 @@ class _Checker:
                         t,
                     )
                     break
+
+    def _resident_kept(self, blob: str, at: float) -> bool:
+        """Whether ``blob`` is resident at ``at`` and stays so until an unload that is no lapse
+        of a client's lease. A window that opens on it asks for nothing: it is warm, and each
+        later loss is judged on its own (a lease of ours that lapses, by ``_lapsed``); only a
+        client's lease, which the keeper should claim, still wants a call of ours."""
+        ends = [
+            _t(ld.finished)
+            for ld in self.o.loads
+            if self.blob(ld.model) == blob and ld.ok and ld.finished is not None
+        ]
+        loaded = max((e for e in ends if e <= at), default=None)
+        if loaded is None:
+            return False
+        gone = sorted(
+            (_t(u.time), u.cause, u.caller)
+            for u in self.o.records.unloads
+            if self.blob(u.model) == blob and _t(u.time) > loaded
+        )
+        if gone and gone[0][0] <= at:
+            return False  # unloaded before the opening
+        return not gone or not (gone[0][1] == "expired" and who(gone[0][2]) == "client")
 
     def _back(self, blob: str, at: float, claims: bool = False) -> float | None:
         """When the model was asked for again after ``at``: a load by anyone, or our call

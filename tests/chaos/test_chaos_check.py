@@ -8,12 +8,13 @@ was reported as a keeper 4 s late.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from bench.chaos_check import check
 from bench.chaos_run import Outcome
-from bench.chaos_schedule import Kept, Schedule
+from bench.chaos_schedule import Event, Kept, Schedule
 
 from ollama_keepwarm.fake.records import (
     EvictionRecord,
@@ -117,6 +118,38 @@ def test_a_call_of_ours_in_flight_at_the_loss_has_asked_already(
     meanwhile, and our call was served at 4.88 s. The keeper had asked before the loss and
     kept asking: a second load of it would be two loads of one model in flight (inv 4)."""
     verdict = check(_outcome(asked_at, [], wait_s))
+    assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]
+
+
+@pytest.mark.parametrize(
+    ("unloads", "late"),
+    [
+        pytest.param([], False, id="resident-under-our-lease"),
+        pytest.param([(3.0, "expired", "chaos-client/1")], True, id="a-clients-lease-lapsed"),
+    ],
+)
+def test_a_window_that_reopens_on_a_resident_model_needs_no_call(
+    unloads: list[tuple[float, str, str]], late: bool
+) -> None:
+    """Chaos seed 451 on 0.32.15: ``qwen2.5-coder:7b`` (``after_window = "expire"``) stayed
+    resident under the 1 h lease we had set when its window closed, and a wall-clock step
+    back reopened the window 0.9 s later. It was warm all along and nothing of ours was due;
+    the check wanted a call within a poll. A model resident at the opening needs none; a
+    client's lease that lapses there (the keeper should have claimed it) is still late."""
+    base = _outcome(20.0, [])  # our only wait for small lies past the end: no call of ours
+    schedule = replace(
+        base.schedule,
+        events=(
+            Event(1.0, "window_close", {"model": "small", "after": "expire"}),
+            Event(2.0, "step_back", {"seconds": -3600.0}),
+        ),
+    )
+    records = Records(
+        unloads=[UnloadRecord("small:latest", _at(at), cause, by, by) for at, cause, by in unloads],
+        waits=[],
+    )
+    outcome = replace(base, schedule=schedule, loads=base.loads[:1], records=records)
+    verdict = check(outcome)
     assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]
 
 

@@ -19,9 +19,9 @@ log events and its ``status`` samples, never from the keeper's internals:
    lease the keeper let lapse (with no fault, no load waiting for it) is a loss it caused;
    a model whose ``when`` window opens (its warm-up starts) is asked for within the same
    bound (``status`` may say "outside" for a poll after the opening), unless it is resident
-   then and no client's lease of it lapses next (warm; later losses are judged each); and the keeper keeps
-   no model outside its window: no call of ours loads, renews or pings it after its window
-   closed (or before its warm-up started), beyond the same bound;
+   then and no client's lease of it lapses next (warm; later losses are judged each); and
+   the keeper keeps no model outside its window: no call of ours loads, renews or pings it
+   after its window closed (or before its warm-up started), beyond the same bound;
 4. the keeper never died, never spun (calls per second; its loads evicting its own kept
    models more than :data:`SELF_FIGHTS` times; ``call_crashed`` storms), no lane or task
    ended, no exception went unlogged, it called nothing wedged that was queued behind another

@@ -54,6 +54,10 @@ FIXED = {
     "renewal reloaded it (invariant 1)",
     (135, "0.24.0"): "a client's runner back at our context ended the options mismatch; our "
     "ping reloaded it (invariant 1)",
+    (235, "0.24.0"): "a refresh answered with garbage left expires_at unmoved, was read as a "
+    "frozen (busy) lease, and our own lease lapsed (invariant 3)",
+    (231, "0.24.0"): "a garbled answer to a capacity release backed off 4.8 s while a kept "
+    "model waited for that room (invariant 3)",
 }
 """Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
 seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""

@@ -736,6 +736,45 @@ class TestObserve:
         assert bool(retried) is not foreign
         assert (obs.states[CODER.key].held_since is None) is not foreign
 
+    @pytest.mark.parametrize(
+        ("client_vram", "coder_vram", "beside", "retried"),
+        [
+            pytest.param(1_000, 5_000, 1_000, False, id="a-small-model-left-no-room-for-a-big-one"),
+            pytest.param(6_000, 5_000, 1_000, True, id="room-as-large-as-it-freed"),
+            pytest.param(1_000, 5_000, 4_000, True, id="it-was-resident-beside-as-much-before"),
+            pytest.param(1_000, 0, 0, True, id="a-cpu-runner-the-count-decides"),
+        ],
+    )
+    def test_a_held_model_is_retried_only_into_room_its_vram_fits(
+        self, client_vram: int, coder_vram: int, beside: int, retried: bool
+    ) -> None:
+        """Chaos 0.24.0 seed 295: CODER held beside LLAMA and a client's small model; the
+        small one expired, one model fewer was taken for room, and CODER's load evicted LLAMA
+        a third time. Where memory decides (§4.4 step 3), room is VRAM: what was resident
+        beside it before, or freed since the hold as large as it is."""
+        held = warmed(
+            NOW,
+            held_since=NOW,
+            held_reason=plan.CAPACITY,
+            vram_bytes=coder_vram,
+            vram_beside=beside,
+        )
+        states = {LLAMA.key: warmed(NOW), CODER.key: held}
+        both = snap(row(LLAMA.name, 1000), row("tiny", 100, vram=client_vram), at=NOW + s(5))
+        obs = observe([LLAMA, CODER], both, both, states)
+        alone = snap(row(LLAMA.name, 1000), at=NOW + s(10))
+        obs = observe([LLAMA, CODER], both, alone, obs.states)
+        assert [e.name for e in obs.events] == (["capacity_retry"] if retried else [])
+
+    def test_the_room_a_model_needs_is_read_from_its_own_runner_with_our_options(self) -> None:
+        """Its VRAM and what fit beside it come from ps rows of its runner with our options."""
+        listed = snap(row(LLAMA.name, 1000, vram=3_000), row("tiny", 100, vram=700))
+        obs = observe([LLAMA], listed, listed, {LLAMA.key: warmed(NOW)})
+        assert (obs.states[LLAMA.key].vram_bytes, obs.states[LLAMA.key].vram_beside) == (3_000, 700)
+        foreign = replace(warmed(NOW), foreign=True)
+        obs = observe([LLAMA], listed, listed, {LLAMA.key: foreign})
+        assert (obs.states[LLAMA.key].vram_bytes, obs.states[LLAMA.key].vram_beside) == (0, 0)
+
 
 class TestWarmOutcomes:
     """What a finished or failed warm call teaches the planner."""

@@ -65,6 +65,7 @@ def settle_conflict(
         held_since=now,
         held_reason=reason,
         held_room=0,
+        held_vram=0,
         release_sent=False,
         rewarm_not_before=None,
     )
@@ -83,6 +84,19 @@ def settle_conflict(
     ]
 
 
+def note_room(st: ModelState, row: RunningModel, current: PsSnapshot) -> ModelState:
+    """Remember the VRAM a listed model's runner takes and how much fit beside it.
+
+    Only a runner with our options counts (a client's, with another context, has another
+    size). ``vram_beside`` is proof of room: Ollama let this model and that much else be
+    resident at once (§4.4), so the model fits beside as much again.
+    """
+    if st.foreign:
+        return st
+    beside = sum(r.size_vram_bytes for r in current.models if r is not row)
+    return replace(st, vram_bytes=row.size_vram_bytes, vram_beside=max(st.vram_beside, beside))
+
+
 def look_for_room(
     models: Sequence[ModelConfig],
     states: dict[str, ModelState],
@@ -91,13 +105,19 @@ def look_for_room(
     now: datetime,
     loading_elsewhere: int = 0,
 ) -> list[Event]:
-    """Release the highest-ranked held model once fewer models are listed than while it waited.
+    """Release the highest-ranked held model once there is evidence of room for it.
 
     Evidence of room is the loaded set shrinking while every other kept model is warm: a
     model of another client expired or was stopped. A timer is no evidence, nor is a model a
     client is reloading: ``loading_elsewhere`` counts the runners (where processes are
     visible) whose model ps does not list yet, nor another held model a client reloaded with
     its options: it is left alone (``mismatch``), so its runner stays.
+
+    Fewer models is room where Ollama's count cap decides (§4.4 step 1); where memory decides
+    (step 3), a small model gone leaves no room for a big one. So where the held model's VRAM
+    is known, the VRAM of the others must also be no more than either what was resident
+    beside it before (``vram_beside``) or what the others took since the hold less its own
+    size: room freed as large as it is. Otherwise its load would evict a kept model again.
     """
     held = [m for m in ranked(models) if is_held(states[m.key])]
     if not held:
@@ -106,14 +126,20 @@ def look_for_room(
     # client reloaded with its options is left alone (``mismatch``), so its room stays taken.
     # A model a client is (re)loading is absent from ps but takes its room all the same.
     mine = {id(rows[m.key]) for m in held if rows[m.key] is not None and not states[m.key].foreign}
-    room: dict[str, int] = {}
+    room: dict[str, tuple[int, int]] = {}
     for model in held:
         own = id(rows[model.key])
+        others = [r for r in current.models if id(r) != own and id(r) not in mine]
         room[model.key] = (
-            sum(1 for r in current.models if id(r) != own and id(r) not in mine) + loading_elsewhere
+            len(others) + loading_elsewhere,
+            sum(r.size_vram_bytes for r in others),
         )
         st = states[model.key]
-        states[model.key] = replace(st, held_room=max(st.held_room, room[model.key]))
+        states[model.key] = replace(
+            st,
+            held_room=max(st.held_room, room[model.key][0]),
+            held_vram=max(st.held_vram, room[model.key][1]),
+        )
     settled = all(
         rows[m.key] is not None
         or is_paused(states[m.key], now)
@@ -123,15 +149,32 @@ def look_for_room(
         if not is_held(states[m.key])
     ) and not any(st.in_flight_since for st in states.values())
     first = states[held[0].key]
-    others = room[held[0].key]
-    if not settled or others >= first.held_room:
+    count, vram = room[held[0].key]
+    if not settled or count >= first.held_room or not _vram_fits(first, vram, loading_elsewhere):
         return []
     states[held[0].key] = unheld(first)
-    return [Event("capacity_retry", held[0].name, {"listed": others, "was": first.held_room})]
+    return [
+        Event(
+            "capacity_retry",
+            held[0].name,
+            {"listed": count, "was": first.held_room, "vram": vram, "needs": first.vram_bytes},
+        )
+    ]
+
+
+def _vram_fits(st: ModelState, others_vram: int, loading_elsewhere: int) -> bool:
+    """Whether a held model's VRAM fits beside ``others_vram``, on evidence (see above)."""
+    if st.vram_bytes <= 0:
+        return True  # unknown, or a CPU runner: the count decides
+    if loading_elsewhere:
+        return False  # a runner loading takes VRAM that ps does not show yet
+    return others_vram <= max(st.vram_beside, st.held_vram - st.vram_bytes)
 
 
 def unheld(st: ModelState) -> ModelState:
-    return replace(st, held_since=None, held_reason=None, held_room=0, release_sent=False)
+    return replace(
+        st, held_since=None, held_reason=None, held_room=0, held_vram=0, release_sent=False
+    )
 
 
 def release_holds(

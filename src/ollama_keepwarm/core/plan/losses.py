@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
-from ollama_keepwarm.core.plan.capacity import look_for_room, settle_conflict
+from ollama_keepwarm.core.plan.capacity import look_for_room, note_room, settle_conflict
 from ollama_keepwarm.core.plan.leases import note_lease
 from ollama_keepwarm.core.plan.mismatch import check_context
 from ollama_keepwarm.core.plan.model import (
@@ -81,7 +81,7 @@ def observe(
         new_states[model.key] = st
         if row is not None:
             st, seen = _seen_listed(model, daemon, st, row, previous, now)
-            new_states[model.key] = st
+            new_states[model.key] = note_room(st, row, current)
             events.extend(seen)
             continue
         # Gone: listed before, or loaded by us since (a client reloading it with its own

@@ -83,6 +83,10 @@ class ModelState:
     held_since: datetime | None = None
     held_reason: str | None = None
     held_room: int = 0  # the most other models listed beside the kept set since the hold
+    held_vram: int = 0  # the most VRAM those other models took since the hold
+    # The room it needs (core/plan/capacity.py): VRAM, from ps rows of its runner with our options.
+    vram_bytes: int = 0  # what its runner took when last listed (0: unknown, or on the CPU)
+    vram_beside: int = 0  # the most VRAM other runners took while it was listed: proven room
     release_sent: bool = False
     # The operator.
     paused_until: datetime | None = None

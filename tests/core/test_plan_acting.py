@@ -95,6 +95,37 @@ def test_a_config_change_ends_holds_and_mismatches_and_keeps_the_rest() -> None:
     assert (st.foreign, st.mismatch_reported, st.held_since, st.warms) == (False, False, None, 3)
 
 
+@pytest.mark.parametrize(
+    ("priorities", "changed_options", "held_after"),
+    [
+        pytest.param((10, 5, 1), False, {"c"}, id="same-ranks-same-hold"),
+        pytest.param((1, 10, 5), False, {"a"}, id="ranks-rotated-the-new-lowest-is-held"),
+        pytest.param((1, 10, 5), True, set(), id="options-changed-every-hold-tried-again"),
+    ],
+)
+def test_a_config_that_only_ranks_again_keeps_as_many_held(
+    priorities: tuple[int, int, int], changed_options: bool, held_after: set[str]
+) -> None:
+    """Chaos 0.24.0 seed 125: a reload that rotated priorities ended every hold, and the kept
+    set fought its way back to one hold, our loads evicting one model three times. The room
+    is what it was: as many are held, the lowest-ranked by the new config."""
+    old = [
+        ModelConfig(name=n, keep_alive_s=600, priority=p)
+        for n, p in zip("abc", (10, 5, 1), strict=True)
+    ]
+    new = [replace(m, priority=p) for m, p in zip(old, priorities, strict=True)]
+    if changed_options:
+        new[0] = replace(new[0], options={"num_ctx": 8192})
+    states = {m.key: plan.ModelState(warms=1) for m in old}
+    states[old[2].key] = replace(states[old[2].key], held_since=NOW, held_reason="capacity")
+    adopted = plan.adopt_config(old, new, states)
+    assert {m.name for m in new if adopted[m.key].held_since is not None} == held_after
+    if held_after == {"a"}:
+        assert adopted[new[0].key].held_reason == (
+            f"{plan.CAPACITY}: does not fit beside b, c; held until there is room"
+        )
+
+
 def test_a_wedge_is_reported_once_and_only_while_ollama_answers() -> None:
     st = plan.ModelState(in_flight_since=NOW)
     later = NOW + timedelta(seconds=40)

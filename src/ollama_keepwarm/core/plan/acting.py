@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from ollama_keepwarm.core.config import ModelConfig
-from ollama_keepwarm.core.plan.capacity import release_holds
+from ollama_keepwarm.core.plan.capacity import rank_holds_again, release_holds
 from ollama_keepwarm.core.plan.model import (
     RESUMED,
     Action,
@@ -90,10 +90,11 @@ def adopt_config(
     old: Sequence[ModelConfig], new: Sequence[ModelConfig], states: Mapping[str, ModelState]
 ) -> dict[str, ModelState]:
     """A reloaded config: keep what we learnt about models that stay; try held models again
-    (the set or the room may differ); a config change ends an options mismatch (issue 21):
-    the operator may have written the client's options in."""
+    (the set or the room may differ), unless only ranks or leases changed (as many stay held,
+    by the new ranks: ``capacity.rank_holds_again``); a config change ends an options
+    mismatch (issue 21): the operator may have written the client's options in."""
     before = {m.key: m for m in old}
-    kept = release_holds(states)
+    kept = rank_holds_again(old, new, states) or release_holds(states)
     adopted: dict[str, ModelState] = {}
     for model in new:
         st = kept.get(model.key, ModelState())

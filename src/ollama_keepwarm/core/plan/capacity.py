@@ -177,6 +177,47 @@ def unheld(st: ModelState) -> ModelState:
     )
 
 
+def rank_holds_again(
+    old: Sequence[ModelConfig], new: Sequence[ModelConfig], states: Mapping[str, ModelState]
+) -> dict[str, ModelState] | None:
+    """A new config with the same models and options: as many held as before, by the new ranks.
+
+    Only priorities or leases changed, so the room did not: ending every hold would make the
+    kept set fight its way to the same number of holds again, our loads evicting our own
+    runners (chaos 0.24.0 seed 125: a reload that rotated priorities, three evictions of one
+    model). The lowest-ranked models under the new config are held; one held before that now
+    ranks higher is tried again (and one newly held is unloaded by the hold). ``None`` when the
+    set or the options changed (the room may differ: every hold is tried again) or nothing
+    was held.
+    """
+    if {m.key: m.options for m in old} != {m.key: m.options for m in new}:
+        return None
+    held = [st for st in states.values() if is_held(st)]
+    eligible = [m for m in ranked(new) if not off_window(states.get(m.key, ModelState()))]
+    if not held or len(held) >= len(eligible):
+        return None
+    since = min(st.held_since for st in held if st.held_since is not None)
+    weakest = eligible[len(eligible) - len(held) :]
+    stronger = ", ".join(m.name for m in eligible[: len(eligible) - len(held)])
+    again = dict(states)
+    for model in eligible:
+        st = states.get(model.key, ModelState())
+        if model not in weakest:
+            again[model.key] = unheld(st) if is_held(st) else st
+        elif not is_held(st):
+            reason = f"{CAPACITY}: does not fit beside {stronger}; held until there is room"
+            again[model.key] = replace(
+                st,
+                held_since=since,
+                held_reason=reason,
+                held_room=0,
+                held_vram=0,
+                release_sent=False,
+                rewarm_not_before=None,
+            )
+    return again
+
+
 def release_holds(
     states: Mapping[str, ModelState], only: str | None = None
 ) -> dict[str, ModelState]:

@@ -436,3 +436,89 @@ def test_a_clients_runner_that_just_ended_keeps_the_mismatch() -> None:
     )
     assert settled[LLAMA.key].last_vanished_at == NOW
     assert not mismatch_outlasted(settled[LLAMA.key], daemon, NOW + timedelta(seconds=1))
+
+
+LATER = NOW + timedelta(seconds=2)
+IDLE_UNTIL = NOW + timedelta(seconds=300)
+
+
+def _client(taken_at: datetime, expires_at: datetime) -> PsSnapshot:
+    return PsSnapshot(taken_at, (RunningModel("tiny:latest", 1, 1, "e" * 64, expires_at, 4096),))
+
+
+@pytest.mark.parametrize(
+    ("runners", "ours_loading", "previous", "current", "taken"),
+    [
+        pytest.param(
+            (runner("sha256-bbb"),),
+            False,
+            None,
+            PsSnapshot(NOW),
+            "a client's runner is loading",
+            id="a-clients-runner-no-row-lists",
+        ),
+        pytest.param(
+            (runner("sha256-ccc"),),
+            True,
+            None,
+            PsSnapshot(NOW),
+            None,
+            id="our-own-load-in-flight",
+        ),
+        pytest.param(
+            (),
+            False,
+            _client(NOW, IDLE_UNTIL),
+            _client(LATER, IDLE_UNTIL + (LATER - NOW)),
+            "tiny:latest (a client's) is serving the request that loaded it",
+            id="now-plus-d-at-each-look",
+        ),
+        pytest.param(
+            (),
+            False,
+            _client(NOW, NOW),
+            _client(LATER, LATER),
+            "tiny:latest (a client's) is serving the request that loaded it",
+            id="keep-alive-0-serving",
+        ),
+        pytest.param(
+            (),
+            False,
+            _client(NOW, IDLE_UNTIL),
+            _client(LATER, IDLE_UNTIL),
+            None,
+            id="an-idle-clients-lease-stands-still",
+        ),
+        pytest.param(
+            (),
+            False,
+            _client(NOW, IDLE_UNTIL),
+            _client(LATER, IDLE_UNTIL + timedelta(seconds=9)),
+            None,
+            id="a-request-ended-between-the-looks",
+        ),
+    ],
+)
+def test_room_a_client_is_busy_taking_holds_back_a_cold_load(
+    runners: tuple[RunnerProcess, ...],
+    ours_loading: bool,
+    previous: PsSnapshot | None,
+    current: PsSnapshot,
+    taken: str | None,
+) -> None:
+    """Chaos 0.32.15 seeds 339 and 365: a client's ``keep_alive: 0`` model loading in a
+    two-slot box; our load of a kept model queued behind it, and once it loaded it was busy
+    with its request, so Ollama evicted our other kept model (§4.5: an idle one first). A
+    runner no row lists and no call of ours loads, or a client's row whose ``expires_at`` is
+    ``now + d`` at each look (§1.5: serving its loading request), takes room it gives back
+    soon: a cold load of ours waits for it."""
+    sts = states()
+    if ours_loading:
+        sts[CODER.key] = replace(sts[CODER.key], in_flight_since=NOW)
+    found = plan.room_taken([LLAMA, CODER], sts, previous, current, table(*runners), BLOBS)
+    assert found == taken
+    decision = plan.decide(
+        [LLAMA], DaemonConfig(), current, sts, current.taken_at, blobs=BLOBS, room_taken=found
+    )[0]
+    assert decision.action is (plan.Action.WARM if taken is None else plan.Action.WAIT)
+    assert decision.reason.startswith("waiting for room") is (taken is not None)

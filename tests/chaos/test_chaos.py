@@ -58,6 +58,12 @@ FIXED = {
     "frozen (busy) lease, and our own lease lapsed (invariant 3)",
     (231, "0.24.0"): "a garbled answer to a capacity release backed off 4.8 s while a kept "
     "model waited for that room (invariant 3)",
+    (295, "0.24.0"): "a held model was retried when a client's small model left, into VRAM "
+    "it did not fit, and evicted a kept model a third time (invariant 4)",
+    (125, "0.24.0"): "a reload that only rotated priorities ended every hold and the kept set "
+    "fought back to one (invariant 4)",
+    (365, "0.32.15"): "our load queued behind a client's busy keep_alive 0 model evicted our "
+    "other kept model, three times (invariant 4)",
 }
 """Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
 seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""

@@ -213,8 +213,32 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "room_on_equal_count",
         PLAN,
-        "if not settled or others >= first.held_room:",
-        "if not settled or others > first.held_room:",
+        "if not settled or count >= first.held_room",
+        "if not settled or count > first.held_room",
+    ),
+    Mutant(
+        "vram_fit_ignored",
+        PLAN,
+        "return others_vram <= max(st.vram_beside, st.held_vram - st.vram_bytes)",
+        "return True",
+    ),
+    Mutant(
+        "holds_not_ranked_again",
+        PLAN,
+        "kept = rank_holds_again(old, new, states) or release_holds(states)",
+        "kept = release_holds(states)",
+    ),
+    Mutant(
+        "busy_client_room_ignored",
+        PLAN,
+        "        if room_taken is not None:\n",
+        "        if False:\n",
+    ),
+    Mutant(
+        "first_request_not_seen",
+        PLAN,
+        "if abs(ahead - was) <= FIRST_REQUEST_TOLERANCE:",
+        "if abs(ahead - was) < -FIRST_REQUEST_TOLERANCE:",
     ),
     Mutant(
         "hold_never_unloads",

@@ -442,12 +442,8 @@ LATER = NOW + timedelta(seconds=2)
 IDLE_UNTIL = NOW + timedelta(seconds=300)
 
 
-def _client(taken_at: datetime, expires_at: datetime, name: str = "tiny:latest") -> PsSnapshot:
-    return PsSnapshot(taken_at, (RunningModel(name, 1, 1, "e" * 64, expires_at, 4096),))
-
-
-def _kept(taken_at: datetime, expires_at: datetime) -> PsSnapshot:
-    return _client(taken_at, expires_at, CODER.name)
+def _client(taken_at: datetime, expires_at: datetime) -> PsSnapshot:
+    return PsSnapshot(taken_at, (RunningModel("tiny:latest", 1, 1, "e" * 64, expires_at, 4096),))
 
 
 @pytest.mark.parametrize(
@@ -468,22 +464,6 @@ def _kept(taken_at: datetime, expires_at: datetime) -> PsSnapshot:
             PsSnapshot(NOW),
             None,
             id="our-own-load-in-flight",
-        ),
-        pytest.param(
-            (runner("sha256-bbb", started=-400.0),),
-            False,
-            None,
-            PsSnapshot(NOW),
-            None,
-            id="a-runner-older-than-a-load-can-stall-is-not-loading",
-        ),
-        pytest.param(
-            (runner("sha256-bbb"),),
-            False,
-            None,
-            _client(NOW, IDLE_UNTIL),
-            None,
-            id="a-listed-row-whose-blob-is-unknown-may-be-it",
         ),
         pytest.param(
             (),

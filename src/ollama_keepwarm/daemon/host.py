@@ -687,24 +687,15 @@ class HostKeeper:
 
     def _client_loading(self, model: ModelConfig) -> bool:
         """Read the runners just before a load of ours: a client's load begun since the last
-        look is someone else's, not taken for ours, and never raced (plan.client_loading);
-        a client's load of another model takes room ours would take from a kept model
-        (plan.room_taken)."""
+        look is someone else's, not taken for ours, and never raced (plan.client_loading)."""
         if self.crash_watch is None:
             return False
         self.crash_watch.rescan()
         pid = self._foreign_runners.get(model.key)
-        if plan.client_loading(self.blobs.get(model.key), self.runner_table, pid):
-            _log.info("load_withdrawn", model=model.name, host=self.host, pid=pid)
-            return True
-        if self.snapshot is not None and (
-            taken := plan.room_taken(
-                self.models, self.states, None, self.snapshot, self.runner_table, self.blobs
-            )
-        ):
-            _log.info("load_withdrawn", model=model.name, host=self.host, why=taken)
-            return True
-        return False
+        if not plan.client_loading(self.blobs.get(model.key), self.runner_table, pid):
+            return False
+        _log.info("load_withdrawn", model=model.name, host=self.host, pid=pid)
+        return True
 
     async def _warm(self, decision: plan.Decision) -> None:
         model, reason = decision.model, decision.reason

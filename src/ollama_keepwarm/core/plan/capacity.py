@@ -112,7 +112,6 @@ def room_taken(
     current: PsSnapshot,
     table: RunnerTable,
     blobs: Mapping[str, str],
-    load_limit_s: float = 300.0,
 ) -> str | None:
     """What of a client's is taking room right now and will let it go soon, or None.
 
@@ -122,33 +121,25 @@ def room_taken(
     brings back by evicting the first again (chaos 0.32.15 seeds 339 and 365: a client's
     ``keep_alive: 0`` model in a two-slot box). Once that request ends, the client's model
     is idle (the victim if its keep-alive is the shortest) or gone. Seen two ways: a runner
-    whose blob no row lists, that no call of ours is loading (processes visible); a row no
-    call of ours is serving whose ``expires_at`` moves with the clock (§1.5: ``now + d``
-    until its loading request ends; before v0.30 also while it loads): a kept model's too,
-    loaded by a client (chaos 0.32.15 seed 179: a held model a client loaded again).
-    A runner older than ``load_limit_s`` (``OLLAMA_LOAD_TIMEOUT``'s default, §2.6) is not
-    loading: its load failed or Ollama will never list it; waiting for it would never end.
+    whose blob no row lists, that no call of ours is loading (processes visible); a row of
+    a model that is not ours to keep whose ``expires_at`` moves with the clock (§1.5:
+    ``now + d`` until its loading request ends; before v0.30 also while it loads).
     """
-    calling = {m.key for m in models if states.get(m.key, ModelState()).in_flight_since}
+    ours = {m.key for m in models if not states.get(m.key, ModelState()).foreign}
     if table.visible:
-        listed = [blobs.get(match_key(row.name)) for row in current.models]
-        loading_ours = {blobs.get(key) for key in calling}
-        loading = [
-            runner
-            for runner in table.runners
-            if runner.blob not in listed
-            and runner.blob not in loading_ours
-            and table.at - runner.started_at < load_limit_s
-        ]
-        # A listed row whose blob we could not learn (/api/show failed) may be any of them.
-        if len(loading) > listed.count(None):
-            return "a client's runner is loading"
+        listed = {blobs.get(match_key(row.name)) for row in current.models}
+        loading_ours = {
+            blobs.get(m.key) for m in models if states.get(m.key, ModelState()).in_flight_since
+        }
+        for runner in table.runners:
+            if runner.blob not in listed and runner.blob not in loading_ours:
+                return "a client's runner is loading"
     if previous is None:
         return None
     before = {row.name: row for row in previous.models}
     for row in current.models:
         old = before.get(row.name)
-        if match_key(row.name) in calling or old is None or row.expires_at <= old.expires_at:
+        if match_key(row.name) in ours or old is None or row.expires_at <= old.expires_at:
             continue
         ahead, was = row.expires_at - current.taken_at, old.expires_at - previous.taken_at
         if abs(ahead - was) <= FIRST_REQUEST_TOLERANCE:

@@ -106,7 +106,6 @@ class HostKeeper:
         self._evicted_by_ours: dict[str, str] = {}  # victim key -> our model's key, since
         self._runner_history: list[RunnerEvent] = []  # the watch's events of the last gap
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
-        self._room_taken: str | None = None  # what of a client's is busy taking room (plan)
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
         self._own_runners: dict[str, int] = {}  # key -> pid our call in flight started
         self.ollama_up = False
@@ -345,9 +344,6 @@ class HostKeeper:
         reloaded, self._reloaded_by_others = self._reloaded_by_others, set()
         evicted, self._evicted_by_ours = self._evicted_by_ours, {}
         self._note_uses(snapshot)  # learned hours: before the snapshot becomes the last
-        self._room_taken = plan.room_taken(
-            self.models, self.states, self.snapshot, snapshot, self.runner_table, self.blobs
-        )
         observation = plan.observe(
             self.models,
             self.config.daemon,
@@ -559,7 +555,6 @@ class HostKeeper:
             resumed_at=self.resumed_at,
             unconfirmed=unconfirmed,
             loading_elsewhere=self._elsewhere,
-            room_taken=self._room_taken,
         )
         for key, (in_flight, task) in list(self._refreshes.items()):
             if key in self.states and plan.withdraw(in_flight, self.states[key], now):

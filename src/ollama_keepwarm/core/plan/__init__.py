@@ -40,12 +40,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   kept model's runner ended and the next runner to start was our load's), the lowest-ranked
   kept model is held (and unloaded if resident); it is tried again only on evidence of room:
   fewer models listed than while it was held (a held model a client reloaded and
-  we leave alone still takes its room) and, where its VRAM is known, no more VRAM taken
-  than beside it before or than freed since as large as it; a new set of models or
-  options, or an operator's refresh. Never on a timer. A config that only ranks again keeps
-  as many held, by the new ranks. No cold load of ours goes out while a client's runner is
-  loading or serving the request that loaded it (``room_taken``): busy, it cannot be the
-  victim, so Ollama would evict an idle kept model of ours.
+  we leave alone still takes its room), a new config, or an operator's refresh. Never
+  on a timer.
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own
   load (once a client was seen reloading it, a lease lapsed after our last call, before the
@@ -96,7 +92,7 @@ from ollama_keepwarm.core.plan.calls import (
     record_warm_finished,
     record_warm_started,
 )
-from ollama_keepwarm.core.plan.capacity import CONFLICT_STRIKES, release_holds, room_taken
+from ollama_keepwarm.core.plan.capacity import CONFLICT_STRIKES, release_holds
 from ollama_keepwarm.core.plan.decide import decide
 from ollama_keepwarm.core.plan.errors import (
     backoff_delay_s,
@@ -206,7 +202,6 @@ __all__ = [
     "remap_leases",
     "remember_leases",
     "repulled",
-    "room_taken",
     "settle_runner_exits",
     "shift_times",
     "show_failure",

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
-from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.plan.model import (
     CAPACITY,
     Event,
@@ -18,7 +17,6 @@ from ollama_keepwarm.core.plan.model import (
     ranked,
 )
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
-from ollama_keepwarm.core.runners import RunnerTable
 
 CONFLICT_STRIKES = 2
 """How many evictions of kept models by our own loads (within ``2 x conflict_retry``) make a
@@ -97,54 +95,6 @@ def note_room(st: ModelState, row: RunningModel, current: PsSnapshot) -> ModelSt
         return st
     beside = sum(r.size_vram_bytes for r in current.models if r is not row)
     return replace(st, vram_bytes=row.size_vram_bytes, vram_beside=max(st.vram_beside, beside))
-
-
-FIRST_REQUEST_TOLERANCE = timedelta(seconds=0.05)
-"""How closely ``expires_at - taken_at`` must repeat across two looks for a row whose lease
-is recomputed at every poll (§1.5: a runner serving its loading request, or, before v0.30,
-still loading)."""
-
-
-def room_taken(
-    models: Sequence[ModelConfig],
-    states: Mapping[str, ModelState],
-    previous: PsSnapshot | None,
-    current: PsSnapshot,
-    table: RunnerTable,
-    blobs: Mapping[str, str],
-) -> str | None:
-    """What of a client's is taking room right now and will let it go soon, or None.
-
-    A client's runner that is loading, or serving the request that loaded it, is busy: a cold
-    load of ours queued behind it can only evict an idle runner, and Ollama picks the idle
-    one with the shortest keep-alive (§4.5): often a kept model of ours, which our next load
-    brings back by evicting the first again (chaos 0.32.15 seeds 339 and 365: a client's
-    ``keep_alive: 0`` model in a two-slot box). Once that request ends, the client's model
-    is idle (the victim if its keep-alive is the shortest) or gone. Seen two ways: a runner
-    whose blob no row lists, that no call of ours is loading (processes visible); a row of
-    a model that is not ours to keep whose ``expires_at`` moves with the clock (§1.5:
-    ``now + d`` until its loading request ends; before v0.30 also while it loads).
-    """
-    ours = {m.key for m in models if not states.get(m.key, ModelState()).foreign}
-    if table.visible:
-        listed = {blobs.get(match_key(row.name)) for row in current.models}
-        loading_ours = {
-            blobs.get(m.key) for m in models if states.get(m.key, ModelState()).in_flight_since
-        }
-        for runner in table.runners:
-            if runner.blob not in listed and runner.blob not in loading_ours:
-                return "a client's runner is loading"
-    if previous is None:
-        return None
-    before = {row.name: row for row in previous.models}
-    for row in current.models:
-        old = before.get(row.name)
-        if match_key(row.name) in ours or old is None or row.expires_at <= old.expires_at:
-            continue
-        ahead, was = row.expires_at - current.taken_at, old.expires_at - previous.taken_at
-        if abs(ahead - was) <= FIRST_REQUEST_TOLERANCE:
-            return f"{row.name} (a client's) is serving the request that loaded it"
-    return None
 
 
 def look_for_room(

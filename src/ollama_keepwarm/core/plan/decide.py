@@ -36,7 +36,6 @@ def decide(
     resumed_at: datetime | None = None,
     unconfirmed: Collection[str] = (),
     loading_elsewhere: Collection[str] = (),
-    room_taken: str | None = None,
 ) -> list[Decision]:
     """Decide, for every configured model in rank order, what to do at ``now``.
 
@@ -44,8 +43,7 @@ def decide(
     ``snapshot`` was asked for: for them "absent" may mean "was loading", so acting on it
     would load twice; the look that follows every call decides instead. ``loading_elsewhere``
     names the models a client's runner is loading now (``core/plan/processes.py``): never
-    raced with a load of ours. ``room_taken`` says what of a client's is busy taking room
-    (``capacity.room_taken``): a cold load of ours waits for it, or it evicts a kept model.
+    raced with a load of ours.
     """
     rows = match_rows(models, snapshot, blobs)
     # A model just held for capacity and still resident (or loading) takes the room a load of
@@ -72,7 +70,6 @@ def decide(
             resumed_at,
             elsewhere=model.key in loading_elsewhere,
             making_room=making_room,
-            room_taken=room_taken,
         )
         if model.key not in unconfirmed or snapshot is None
         else Decision(model, Action.WAIT, "confirming", None, rows[model.key])
@@ -91,7 +88,6 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     *,
     elsewhere: bool = False,
     making_room: str | None = None,
-    room_taken: str | None = None,
 ) -> Decision:
     def verdict(
         action: Action, reason: str, at: datetime | None = None, *, renew: bool = True
@@ -132,8 +128,6 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
             )
         if making_room is not None:
             return verdict(Action.WAIT, f"making room: {making_room} (held) is unloaded first")
-        if room_taken is not None:
-            return verdict(Action.WAIT, f"waiting for room: {room_taken}")
         if st.last_warm_ok_at is None:
             return verdict(Action.WARM, "not loaded")
         return verdict(Action.WARM, f"vanished ({st.vanish_reason or 'unloaded'})")

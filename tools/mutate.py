@@ -229,18 +229,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "kept = release_holds(states)",
     ),
     Mutant(
-        "busy_client_room_ignored",
-        PLAN,
-        "        if room_taken is not None:\n",
-        "        if False:\n",
-    ),
-    Mutant(
-        "first_request_not_seen",
-        PLAN,
-        "if abs(ahead - was) <= FIRST_REQUEST_TOLERANCE:",
-        "if abs(ahead - was) < -FIRST_REQUEST_TOLERANCE:",
-    ),
-    Mutant(
         "hold_never_unloads",
         PLAN,
         "    if is_held(st):\n        if release:",

@@ -62,8 +62,6 @@ FIXED = {
     "it did not fit, and evicted a kept model a third time (invariant 4)",
     (125, "0.24.0"): "a reload that only rotated priorities ended every hold and the kept set "
     "fought back to one (invariant 4)",
-    (365, "0.32.15"): "our load queued behind a client's busy keep_alive 0 model evicted our "
-    "other kept model, three times (invariant 4)",
 }
 """Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
 seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""

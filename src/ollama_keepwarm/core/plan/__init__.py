@@ -40,8 +40,10 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   kept model's runner ended and the next runner to start was our load's), the lowest-ranked
   kept model is held (and unloaded if resident); it is tried again only on evidence of room:
   fewer models listed than while it was held (a held model a client reloaded and
-  we leave alone still takes its room), a new config, or an operator's refresh. Never
-  on a timer.
+  we leave alone still takes its room) and, where its VRAM is known, no more VRAM taken
+  than beside it before or than freed since as large as it; a new set of models or
+  options, or an operator's refresh. Never on a timer. A config that only ranks again keeps
+  as many held, by the new ranks.
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own
   load (once a client was seen reloading it, a lease lapsed after our last call, before the

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from bench.chaos import Result, run_schedule_checked, shrink
 from bench.chaos_check import Verdict, Violation
-from bench.chaos_run import Outcome
+from bench.chaos_run import LOWEST_PORT, Outcome, start_outside_ephemeral
 from bench.chaos_schedule import Schedule, generate
+
+from ollama_keepwarm.fake import FakeOllama
 
 
 def test_a_schedule_is_the_same_for_the_same_seed_and_differs_by_rule_set() -> None:
@@ -61,3 +64,17 @@ def test_a_hung_schedule_is_reported_with_where_it_waits_and_frees_its_worker() 
     assert "did not finish within 0.2s" in violation.what
     assert "never_ending_wait_for_a_reply) at locks.py:" in violation.what
     assert violation.what.endswith("in wait")
+
+
+async def test_the_fake_listens_below_the_ephemeral_range() -> None:
+    """A restarting fake gives its port up while down: in the ephemeral range, another
+    schedule's client socket could take it (0.24.0 seeds 110 and 493 at 14 jobs)."""
+    fake = FakeOllama()
+    await start_outside_ephemeral(fake)
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        assert LOWEST_PORT <= fake.port < low
+        await fake.restart(down_s=0.0)
+        assert fake.port < low
+    finally:
+        await fake.stop()

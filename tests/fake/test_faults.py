@@ -56,6 +56,20 @@ async def test_restart_waits_for_its_port_if_another_process_took_it(fake) -> No
         assert await call(session, "GET", "/") == (200, "Ollama is running")
 
 
+async def test_a_restart_during_a_restart_follows_it(fake) -> None:
+    """Two restarts that overlap (chaos 0.24.0 seed 110: a slow restart while a fast one was
+    still under way) are two restarts in a row, as systemd would do them: neither finds the
+    port held by the other and raises "address already in use"."""
+    scale = fake.clock.time_scale
+    first = asyncio.create_task(fake.restart(down_s=0.5 * scale))  # 0.5 s down
+    await eventually(lambda: fake.phase == "down")
+    second = asyncio.create_task(fake.restart(down_s=0.05 * scale))  # ends inside the first
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert fake.port_taken == 0
+    async with aiohttp.ClientSession(fake.url) as session:
+        assert await call(session, "GET", "/") == (200, "Ollama is running")
+
+
 async def test_restart_accepts_but_hangs_until_ready(fake) -> None:
     """With hang_s, the socket accepts again before the server answers anything."""
     restart = asyncio.create_task(fake.restart(down_s=0.0, hang_s=50.0))

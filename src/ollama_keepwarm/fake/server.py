@@ -128,6 +128,8 @@ class FakeOllama:
         self._ready: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._restarting = asyncio.Lock()
+        """One restart at a time: a restart asked for during another follows it."""
         self.phase: Phase = "stopped"
         """``stopped``, ``down`` (refusing connections), ``starting`` (accepting, not answering),
         ``ready`` or ``suspended``."""
@@ -189,8 +191,14 @@ class FakeOllama:
         """Stop like SIGTERM, stay down ``down_s`` (connections refused), then serve again.
 
         With ``hang_s`` > 0 the socket accepts connections again but answers nothing for
-        ``hang_s`` more, like Ollama's start-up (§5.1). Returns once it answers again.
+        ``hang_s`` more, like Ollama's start-up (§5.1). Returns once it answers again. A
+        restart asked for while another is under way follows it, as systemd would: otherwise
+        the later one listens first and the earlier one finds its own port taken.
         """
+        async with self._restarting:
+            await self._restart(down_s, hang_s)
+
+    async def _restart(self, down_s: float, hang_s: float) -> None:
         self.phase = "down"
         await self._close_http()
         await self.scheduler.close()

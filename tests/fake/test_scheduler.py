@@ -305,3 +305,25 @@ async def test_timer_starts_when_the_last_of_overlapping_requests_ends(fake, ses
     assert abs(runner.expires_at - expected) < timedelta(milliseconds=100)
     await eventually(lambda: not fake.runners())
     assert time.monotonic() - ended > 0.4  # unloaded ~0.5 s after the *later* end
+
+
+async def test_close_ends_a_loop_that_lost_its_cancellation(fake) -> None:
+    """A stop ends the scheduler's loops even when one lost a cancellation (chaos 0.24.0 seed
+    383 hung in ``close``: a runner starting while the server stopped saw its pipe close as
+    the cancellation came, and on Python 3.11 ``asyncio.wait_for`` returned the read, not the
+    cancellation; the pending loop went back to its queue and the stop waited for ever)."""
+    lost = asyncio.Event()
+
+    async def swallows_one_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            lost.set()
+        await asyncio.Event().wait()  # back to waiting, as the pending loop did
+
+    scheduler = fake.scheduler
+    stubborn = asyncio.create_task(swallows_one_cancel())
+    scheduler._tasks.append(stubborn)
+    await asyncio.wait_for(scheduler.close(), 10)
+    assert lost.is_set()
+    assert stubborn.done()

@@ -223,7 +223,11 @@ class RunnerProcesses:
         child.stdin.write(target.hex().encode() + b"\n" + name.hex().encode() + b"\n")
         try:
             await child.stdin.drain()
-            ready = await asyncio.wait_for(child.stdout.readline(), _READY_TIMEOUT_S)
+            # Not asyncio.wait_for: before Python 3.12 it returns a read that completes as
+            # the task is cancelled (the server stopping kills this child), losing the
+            # cancellation; the scheduler's loop then never ended (chaos 0.24.0 seed 383).
+            async with asyncio.timeout(_READY_TIMEOUT_S):
+                ready = await child.stdout.readline()
         except (OSError, TimeoutError):
             ready = b""
         if ready != b"ready\n":

@@ -166,6 +166,10 @@ def default_num_ctx(memory_bytes: int) -> int:
     return 4096
 
 
+CLOSE_RECANCEL_S = 0.1
+"""How long ``Scheduler.close`` waits for its loops before it cancels them again."""
+
+
 async def _first(*aws: Coroutine[Any, Any, Any]) -> int:
     """Run the awaitables until one finishes; cancel the rest; return the winner's index."""
     tasks = [asyncio.ensure_future(aw) for aw in aws]
@@ -249,9 +253,13 @@ class Scheduler:
         self.loaded.clear()
         while not self._queue.empty():
             self._queue.get_nowait().future.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Cancelled again until it ends: a cancellation that meets a result already there can
+        # be lost (``asyncio.wait_for`` before Python 3.12), and the loop would wait on.
+        running = {task for task in self._tasks if not task.done()}
+        while running:
+            for task in running:
+                task.cancel()
+            _done, running = await asyncio.wait(running, timeout=CLOSE_RECANCEL_S)
 
     # --- requests -------------------------------------------------------------------------
 

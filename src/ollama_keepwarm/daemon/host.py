@@ -106,6 +106,7 @@ class HostKeeper:
         self._evicted_by_ours: dict[str, str] = {}  # victim key -> our model's key, since
         self._runner_history: list[RunnerEvent] = []  # the watch's events of the last gap
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
+        self._room = plan.Room()  # the room a cold load of ours would need (plan.room_taken)
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
         self._own_runners: dict[str, int] = {}  # key -> pid our call in flight started
         self.ollama_up = False
@@ -344,6 +345,7 @@ class HostKeeper:
         reloaded, self._reloaded_by_others = self._reloaded_by_others, set()
         evicted, self._evicted_by_ours = self._evicted_by_ours, {}
         self._note_uses(snapshot)  # learned hours: before the snapshot becomes the last
+        loading = plan.unlisted_runners(self.runner_table, snapshot, self.blobs)
         observation = plan.observe(
             self.models,
             self.config.daemon,
@@ -355,13 +357,20 @@ class HostKeeper:
             runtime_oom_expires_all=version_at_least(self.version, 0, 30),
             processes_visible=self.runner_table.visible,
             reloaded_by_others=reloaded,
-            loading_count=plan.unlisted_runners(self.runner_table, snapshot, self.blobs),
+            loading_count=loading,
             evicted_by_ours=evicted,
         )
         self.states = observation.states
         for event in observation.events:
             self._emit(event)
         self._observe_runners(snapshot, asked, reloaded)
+        rows = plan.match_rows(self.models, snapshot, self.blobs)
+        self._room = plan.Room(
+            plan.room_taken(
+                self.models, self.states, self.snapshot, snapshot, self.runner_table, self.blobs
+            ),
+            plan.occupied(self.models, self.states, snapshot, rows, loading),
+        )
         if any(event.name == "gpu_lost" for event in observation.events):
             self._on_gpu_lost()  # once per loss, however many models it hit
         self.snapshot, self._outage, self._snapshot_asked = snapshot, False, asked
@@ -555,9 +564,16 @@ class HostKeeper:
             resumed_at=self.resumed_at,
             unconfirmed=unconfirmed,
             loading_elsewhere=self._elsewhere,
+            room=self._room,
         )
         for key, (in_flight, task) in list(self._refreshes.items()):
-            if key in self.states and plan.withdraw(in_flight, self.states[key], now):
+            if key in self.states and plan.withdraw(
+                in_flight,
+                self.states[key],
+                now,
+                room=self._room,
+                started=key in self._own_runners,
+            ):
                 # Still queued inside Ollama behind a client's reload, it would reload the
                 # client's runner with our options; Ollama skips it once we hang up.
                 withdrawn = "refresh" if in_flight.action is plan.Action.REFRESH else "load"

@@ -43,7 +43,11 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   we leave alone still takes its room) and, where its VRAM is known, no more VRAM taken
   than beside it before or than freed since as large as it; a new set of models or
   options, or an operator's refresh. Never on a timer. A config that only ranks again keeps
-  as many held, by the new ranks.
+  as many held, by the new ranks. A retry whose room a client's load took before ours went
+  out is held again (its queued load withdrawn). Where a load evicted a kept model (the room
+  was full), its re-warm waits, as a conflict, while what fills the room is a client's runner
+  loading or serving the request that loaded it: busy, it cannot be Ollama's victim, and our
+  load would evict an idle kept model of ours instead (``Room``, ``wait_for_room``).
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own
   load (once a client was seen reloading it, a lease lapsed after our last call, before the
@@ -94,7 +98,13 @@ from ollama_keepwarm.core.plan.calls import (
     record_warm_finished,
     record_warm_started,
 )
-from ollama_keepwarm.core.plan.capacity import CONFLICT_STRIKES, release_holds
+from ollama_keepwarm.core.plan.capacity import (
+    CONFLICT_STRIKES,
+    Room,
+    occupied,
+    release_holds,
+    room_taken,
+)
 from ollama_keepwarm.core.plan.decide import decide
 from ollama_keepwarm.core.plan.errors import (
     backoff_delay_s,
@@ -163,6 +173,7 @@ __all__ = [
     "Event",
     "ModelState",
     "Observation",
+    "Room",
     "adopt_config",
     "all_warm",
     "apply_pause",
@@ -186,6 +197,7 @@ __all__ = [
     "note_client_reload",
     "note_runner_exits",
     "observe",
+    "occupied",
     "pause_with_unload",
     "prime_cause",
     "queue_order",
@@ -204,6 +216,7 @@ __all__ = [
     "remap_leases",
     "remember_leases",
     "repulled",
+    "room_taken",
     "settle_runner_exits",
     "shift_times",
     "show_failure",

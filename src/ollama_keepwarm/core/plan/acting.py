@@ -12,7 +12,13 @@ from dataclasses import replace
 from datetime import datetime
 
 from ollama_keepwarm.core.config import ModelConfig
-from ollama_keepwarm.core.plan.capacity import rank_holds_again, release_holds
+from ollama_keepwarm.core.plan.capacity import (
+    Room,
+    rank_holds_again,
+    release_holds,
+    room_full,
+    wait_for_room,
+)
 from ollama_keepwarm.core.plan.model import (
     RESUMED,
     Action,
@@ -60,17 +66,32 @@ def leave_alone(st: ModelState, now: datetime) -> bool:
     return is_paused(st, now) or is_held(st) or off_window(st) or st.foreign
 
 
-def withdraw(in_flight: Decision, st: ModelState, now: datetime) -> bool:
+def withdraw(
+    in_flight: Decision,
+    st: ModelState,
+    now: datetime,
+    *,
+    room: Room | None = None,
+    started: bool = False,
+) -> bool:
     """Withdraw a refresh of ours still in flight once the model must be left alone (a client's
     runner with other options, a hold, a pause): one queued inside Ollama behind a client's
     reload would, when served, reload the client's runner with our options. Ollama skips a
     request whose client has gone while it is queued (§2.6). A load of ours sent while the
     model was gone is withdrawn too once a client's runner of it with other options is listed:
     it is queued behind that runner, and served it would reload it (chaos 0.32.15 seed 30).
-    Other loads and releases stand: a load aborted is a load thrown away, and a release is
-    what a hold asks for."""
+    So is a cold load whose runner has not ``started`` (queued behind a client's load) once
+    the room it needs is full: of a hold tried again (``capacity.hold_again`` holds it again),
+    or taken by a client's runner that is busy (``capacity.wait_for_room``): served, it would
+    evict an idle kept model. Other loads and releases stand: a load aborted is a load thrown
+    away, and a release is what a hold asks for."""
     if in_flight.action is Action.WARM:
-        return st.foreign and st.last_row is not None
+        if st.foreign and st.last_row is not None:
+            return True
+        if room is None or started or in_flight.row is not None:
+            return False
+        retry_lost = st.retried_hold is not None and room_full(st, room)
+        return retry_lost or wait_for_room(st, room) is not None
     return in_flight.action is Action.REFRESH and leave_alone(st, now)
 
 

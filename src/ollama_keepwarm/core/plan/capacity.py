@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.plan.model import (
     CAPACITY,
     Event,
@@ -17,6 +18,7 @@ from ollama_keepwarm.core.plan.model import (
     ranked,
 )
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
+from ollama_keepwarm.core.runners import RunnerTable
 
 CONFLICT_STRIKES = 2
 """How many evictions of kept models by our own loads (within ``2 x conflict_retry``) make a
@@ -97,6 +99,156 @@ def note_room(st: ModelState, row: RunningModel, current: PsSnapshot) -> ModelSt
     return replace(st, vram_bytes=row.size_vram_bytes, vram_beside=max(st.vram_beside, beside))
 
 
+FIRST_REQUEST_TOLERANCE = timedelta(seconds=0.05)
+"""How closely ``expires_at - taken_at`` must repeat across two looks for a row whose lease
+is recomputed at every look (§1.5: a runner serving the request that loaded it, or, before
+v0.30, still loading)."""
+
+LOAD_LIMIT_S = 300.0
+"""``OLLAMA_LOAD_TIMEOUT``'s default (§2.6): an unlisted runner older than this is not loading
+(its load failed, or Ollama will never list it); waiting on it would never end."""
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What the last look showed of the room a cold load of ours would need.
+
+    ``taken``: what of a client's is busy taking room right now and will let it go soon
+    (``room_taken``), or None. ``occupied``: the runners listed plus those loading that no row
+    lists yet.
+    """
+
+    taken: str | None = None
+    occupied: int = 0
+
+
+def room_taken(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    previous: PsSnapshot | None,
+    current: PsSnapshot,
+    table: RunnerTable,
+    blobs: Mapping[str, str],
+) -> str | None:
+    """What of a client's is taking room right now and will let it go soon, or None.
+
+    A client's runner that is loading, or serving the request that loaded it, is busy, and
+    Ollama evicts an idle runner first (§4.5): a cold load of ours that needs room, sent now,
+    is queued behind that load and then evicts an idle kept model of ours, whose re-warm
+    evicts the first again (chaos 0.32.15 seeds 339 and 365: a client's ``keep_alive: 0``
+    model in a two-slot box). Once that request ends, the client's model is idle (the victim
+    if its keep-alive is the shortest) or gone. Seen two ways: a runner whose blob no row
+    lists, that no call of ours is loading and younger than :data:`LOAD_LIMIT_S` (processes
+    visible; a listed row whose blob is unknown may be any of them); a row no call of ours is
+    serving whose ``expires_at`` moves with the clock (§1.5: ``now + d`` until its loading
+    request ends; before v0.30 also while it loads; a victim being drained shows ``now + 0``),
+    or a client's model listed for the first time (one look cannot tell).
+    """
+    calling = {m.key for m in models if states.get(m.key, ModelState()).in_flight_since}
+    if table.visible:
+        listed = [blobs.get(match_key(row.name)) for row in current.models]
+        loading_ours = {blobs.get(key) for key in calling}
+        loading = [
+            runner
+            for runner in table.runners
+            if runner.blob not in listed
+            and runner.blob not in loading_ours
+            and table.at - runner.started_at < LOAD_LIMIT_S
+        ]
+        if len(loading) > listed.count(None):
+            return "a client's runner is loading"
+    if previous is None:
+        return None
+    before = {row.name: row for row in previous.models}
+    kept = {m.key for m in models if not states.get(m.key, ModelState()).foreign}
+    for row in current.models:
+        old, key = before.get(row.name), match_key(row.name)
+        if key in calling:
+            continue
+        if old is None and key not in kept:
+            # First listed now: a load is made for a request, which it is likely serving; the
+            # next look tells (chaos 0.32.15 seed 206: a 600-token first request).
+            return f"{row.name} was just loaded by a client"
+        if old is None or row.expires_at <= old.expires_at:
+            continue
+        ahead, was = row.expires_at - current.taken_at, old.expires_at - previous.taken_at
+        if abs(ahead - was) <= FIRST_REQUEST_TOLERANCE:
+            return f"{row.name} is busy with the request that loaded it"
+    return None
+
+
+def occupied(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    current: PsSnapshot,
+    rows: Mapping[str, RunningModel | None],
+    loading: int,
+) -> int:
+    """The runners that take room: every row but a held model's of ours (it is about to be
+    unloaded, ``look_for_room``), and ``loading``, the runners no row lists yet."""
+    mine = {
+        id(row)
+        for m in models
+        if (row := rows.get(m.key)) is not None
+        and is_held(st := states.get(m.key, ModelState()))
+        and not st.foreign
+    }
+    return sum(1 for r in current.models if id(r) not in mine) + loading
+
+
+def room_full(st: ModelState, room: Room) -> bool:
+    """Whether a cold load of this model would have to evict: as many others are resident or
+    loading as when a load evicted it, or as while it was held (``full_beside``)."""
+    return st.full_beside > 0 and room.occupied >= st.full_beside
+
+
+def wait_for_room(st: ModelState, room: Room) -> str | None:
+    """Why a cold load of this model waits, or None: the room is full and what fills it is a
+    client's runner that is busy now (loading, or serving its first request). Sent now, our
+    load would evict an idle kept model of ours instead (``room_taken``); once that runner is
+    idle, Ollama picks the victim by keep-alive, as it would for any client (§4.5)."""
+    if room.taken is None or not room_full(st, room):
+        return None
+    return f"{CAPACITY}: waiting for room: {room.taken}"
+
+
+def hold_again(
+    models: Sequence[ModelConfig],
+    states: dict[str, ModelState],
+    rows: Mapping[str, RunningModel | None],
+    room: Room,
+    now: datetime,
+) -> list[Event]:
+    """A hold tried again whose room was taken before its load went out is held again.
+
+    A capacity retry goes out on evidence of room (``look_for_room``); a client's load begun
+    the moment before, not yet visible, takes that room again (chaos 0.32.15 seed 404: a
+    client stopped a model and loaded it again 0.1 s later). The retry's load is withdrawn
+    while it is still queued (``acting.withdraw``) or never sent, and the hold stands as
+    before: fewer models than while held, again, is the only way out.
+    """
+    events: list[Event] = []
+    for model in models:
+        st = states[model.key]
+        if st.retried_hold is None or rows.get(model.key) is not None:
+            continue
+        if st.in_flight_since is not None or not room_full(st, room):
+            continue
+        states[model.key] = replace(
+            st,
+            held_since=now,
+            held_reason=st.retried_hold,
+            held_room=st.full_beside,
+            retried_hold=None,
+        )
+        events.append(
+            Event(
+                "capacity_held_again", model.name, {"listed": room.occupied, "was": st.full_beside}
+            )
+        )
+    return events
+
+
 def look_for_room(
     models: Sequence[ModelConfig],
     states: dict[str, ModelState],
@@ -152,7 +304,9 @@ def look_for_room(
     count, vram = room[held[0].key]
     if not settled or count >= first.held_room or not _vram_fits(first, vram, loading_elsewhere):
         return []
-    states[held[0].key] = unheld(first)
+    states[held[0].key] = replace(
+        unheld(first), full_beside=first.held_room, retried_hold=first.held_reason or CAPACITY
+    )
     return [
         Event(
             "capacity_retry",

@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
+from ollama_keepwarm.core.plan.capacity import Room, wait_for_room
 from ollama_keepwarm.core.plan.leases import may_carry_keep_alive, next_renewal
 from ollama_keepwarm.core.plan.mismatch import mismatch_outlasted, mismatch_reason
 from ollama_keepwarm.core.plan.model import (
@@ -36,6 +37,7 @@ def decide(
     resumed_at: datetime | None = None,
     unconfirmed: Collection[str] = (),
     loading_elsewhere: Collection[str] = (),
+    room: Room | None = None,
 ) -> list[Decision]:
     """Decide, for every configured model in rank order, what to do at ``now``.
 
@@ -43,7 +45,9 @@ def decide(
     ``snapshot`` was asked for: for them "absent" may mean "was loading", so acting on it
     would load twice; the look that follows every call decides instead. ``loading_elsewhere``
     names the models a client's runner is loading now (``core/plan/processes.py``): never
-    raced with a load of ours.
+    raced with a load of ours. ``room`` is what the last look showed of the room a cold load
+    needs (``capacity.Room``): where it is full and a client's runner there is busy, the load
+    waits (``capacity.wait_for_room``).
     """
     rows = match_rows(models, snapshot, blobs)
     # A model just held for capacity and still resident (or loading) takes the room a load of
@@ -70,6 +74,7 @@ def decide(
             resumed_at,
             elsewhere=model.key in loading_elsewhere,
             making_room=making_room,
+            room=room,
         )
         if model.key not in unconfirmed or snapshot is None
         else Decision(model, Action.WAIT, "confirming", None, rows[model.key])
@@ -88,6 +93,7 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
     *,
     elsewhere: bool = False,
     making_room: str | None = None,
+    room: Room | None = None,
 ) -> Decision:
     def verdict(
         action: Action, reason: str, at: datetime | None = None, *, renew: bool = True
@@ -128,6 +134,8 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
             )
         if making_room is not None:
             return verdict(Action.WAIT, f"making room: {making_room} (held) is unloaded first")
+        if room is not None and (busy := wait_for_room(st, room)) is not None:
+            return verdict(Action.WAIT, busy)
         if st.last_warm_ok_at is None:
             return verdict(Action.WARM, "not loaded")
         return verdict(Action.WARM, f"vanished ({st.vanish_reason or 'unloaded'})")

@@ -8,7 +8,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
-from ollama_keepwarm.core.plan.capacity import look_for_room, note_room, settle_conflict
+from ollama_keepwarm.core.plan.capacity import (
+    Room,
+    hold_again,
+    look_for_room,
+    note_room,
+    occupied,
+    settle_conflict,
+)
 from ollama_keepwarm.core.plan.leases import note_lease
 from ollama_keepwarm.core.plan.mismatch import check_context
 from ollama_keepwarm.core.plan.model import (
@@ -80,6 +87,7 @@ def observe(
         st = replace(st, loaded_since_look=False)
         new_states[model.key] = st
         if row is not None:
+            st = replace(st, full_beside=0, retried_hold=None)
             st, seen = _seen_listed(model, daemon, st, row, previous, now)
             new_states[model.key] = note_room(st, row, current)
             events.extend(seen)
@@ -109,6 +117,7 @@ def observe(
             previous.taken_at,
             outage=outage,
             everything_gone=everything_gone,
+            filled=len(previous.models) + (old is None),
             oom_rule=runtime_oom_expires_all,
             evidence=(
                 "client reload"
@@ -128,6 +137,8 @@ def observe(
     )
     if struck or proved:
         events.extend(settle_conflict(models, new_states, daemon, now, proved=proved))
+    room = Room(occupied=occupied(models, new_states, current, after, loading_count))
+    events.extend(hold_again(models, new_states, after, room, now))
     events.extend(
         look_for_room(models, new_states, current, after, now, loading_elsewhere=loading_count)
     )
@@ -147,6 +158,7 @@ def _vanished(
     everything_gone: bool,
     oom_rule: bool,
     evidence: str = "unknown",
+    filled: int = 0,
 ) -> tuple[ModelState, Event]:
     """Name why a kept model is gone, and note what that means for the next warm.
 
@@ -175,6 +187,8 @@ def _vanished(
         last_row=None,
         last_vanished_at=now,
         vanish_reason=cause,
+        # Evicted: a load needed room, so the runners listed with it filled the room.
+        full_beside=filled if cause == "evicted" else 0,
     )
     if culprit is not None:
         fields["during_load_of"] = culprit.name

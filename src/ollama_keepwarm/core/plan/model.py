@@ -88,6 +88,11 @@ class ModelState:
     vram_bytes: int = 0  # what its runner took when last listed (0: unknown, or on the CPU)
     vram_beside: int = 0  # the most VRAM other runners took while it was listed: proven room
     release_sent: bool = False
+    # A full room (core/plan/capacity.py, ``room_full``): how many other runners leave no room
+    # for a load of it (0: unknown). Set when a load evicted it (the runners listed then) and
+    # when a hold is tried again (its ``held_room``); forgotten once it is listed.
+    full_beside: int = 0
+    retried_hold: str | None = None  # the hold's reason while a retry's load is to come
     # The operator.
     paused_until: datetime | None = None
     unload_wanted: bool = False  # paused with --unload: unload it whenever it is listed

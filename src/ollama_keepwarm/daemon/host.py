@@ -103,6 +103,7 @@ class HostKeeper:
         self.decisions: list[plan.Decision] = []
         self._init_shows()
         self._reloaded_by_others: set[str] = set()  # kept models a client (re)loaded since
+        self._client_runner_in_call: set[str] = set()  # ... during a call of ours for them
         self._evicted_by_ours: dict[str, str] = {}  # victim key -> our model's key, since
         self._runner_history: list[RunnerEvent] = []  # the watch's events of the last gap
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
@@ -521,6 +522,7 @@ class HostKeeper:
             ]
         self._foreign_runners.update(others)
         self._reloaded_by_others.update(others)
+        self._client_runner_in_call.update(k for k in others if self.states[k].in_flight_since)
         exited = [e for e in events if e.kind == "exited"]
         if not exited:
             return
@@ -572,7 +574,8 @@ class HostKeeper:
                 self.states[key],
                 now,
                 room=self._room,
-                started=key in self._own_runners,
+                started=self._own_runner_alive(key),
+                client_started=key in self._client_runner_in_call,
             ):
                 # Still queued inside Ollama behind a client's reload, it would reload the
                 # client's runner with our options; Ollama skips it once we hang up.
@@ -607,6 +610,12 @@ class HostKeeper:
         if upcoming:
             self._wake(min(upcoming))
         self._on_change()
+
+    def _own_runner_alive(self, key: str) -> bool:
+        """Whether the runner our call in flight started still runs (a client's reload may have
+        replaced it while our request waits in Ollama's queue)."""
+        pid = self._own_runners.get(key)
+        return pid is not None and self.runner_table.by_pid(pid) is not None
 
     def _refresh_done(self, key: str, task: asyncio.Task[None]) -> None:
         if key in self._refreshes and self._refreshes[key][1] is task:
@@ -663,6 +672,7 @@ class HostKeeper:
                 for event in events:
                     self._emit(event)
         finally:
+            self._client_runner_in_call.discard(model.key)
             self._call_ended[model.key] = self._clocks.monotonic()
             self._queued.discard(model.key)
             self._in_flight -= 1

@@ -223,6 +223,18 @@ MUTANTS: tuple[Mutant, ...] = (
         "return True",
     ),
     Mutant(
+        "busy_room_ignored",
+        PLAN,
+        "if room.taken is None or not room_full(st, room):",
+        "if True:",
+    ),
+    Mutant(
+        "retry_never_held_again",
+        PLAN,
+        "if st.in_flight_since is not None or not room_full(st, room):",
+        "if True:",
+    ),
+    Mutant(
         "holds_not_ranked_again",
         PLAN,
         "kept = rank_holds_again(old, new, states) or release_holds(states)",

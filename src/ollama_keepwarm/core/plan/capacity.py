@@ -186,14 +186,25 @@ def occupied(
 ) -> int:
     """The runners that take room: every row but a held model's of ours (it is about to be
     unloaded, ``look_for_room``), and ``loading``, the runners no row lists yet."""
-    mine = {
+    mine = _held_rows(models, states, rows)
+    return sum(1 for r in current.models if id(r) not in mine) + loading
+
+
+def _held_rows(
+    models: Sequence[ModelConfig],
+    states: Mapping[str, ModelState],
+    rows: Mapping[str, RunningModel | None],
+) -> set[int]:
+    """The rows (by ``id``) of held models of ours: their room is about to be given back. A
+    held model a client reloaded with its options is left alone (``mismatch``): its room
+    stays taken."""
+    return {
         id(row)
         for m in models
         if (row := rows.get(m.key)) is not None
         and is_held(st := states.get(m.key, ModelState()))
         and not st.foreign
     }
-    return sum(1 for r in current.models if id(r) not in mine) + loading
 
 
 def room_full(st: ModelState, room: Room) -> bool:
@@ -274,10 +285,9 @@ def look_for_room(
     held = [m for m in ranked(models) if is_held(states[m.key])]
     if not held:
         return []
-    # A held model's row is its own room, or (ours) about to be unloaded; but a held model a
-    # client reloaded with its options is left alone (``mismatch``), so its room stays taken.
+    # A held model's row is its own room, or (ours) about to be unloaded (``_held_rows``).
     # A model a client is (re)loading is absent from ps but takes its room all the same.
-    mine = {id(rows[m.key]) for m in held if rows[m.key] is not None and not states[m.key].foreign}
+    mine = _held_rows(held, states, rows)
     room: dict[str, tuple[int, int]] = {}
     for model in held:
         own = id(rows[model.key])

@@ -15,7 +15,12 @@ import pytest
 
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
-from ollama_keepwarm.core.plan.capacity import hold_again, room_full, wait_for_room
+from ollama_keepwarm.core.plan.capacity import (
+    hold_again,
+    hold_below_higher,
+    room_full,
+    wait_for_room,
+)
 from ollama_keepwarm.core.plan.model import is_held
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import RunnerProcess, RunnerTable
@@ -214,3 +219,81 @@ def test_a_queued_cold_load_is_withdrawn_once_its_room_is_gone(
 def test_room_full_needs_evidence() -> None:
     assert not room_full(plan.ModelState(), plan.Room(None, 5))
     assert room_full(plan.ModelState(full_beside=2), plan.Room(None, 2))
+
+
+BIG = ModelConfig(name="llama3.1:8b", keep_alive_s=3600, priority=9)
+CODER = ModelConfig(name="qwen2.5-coder:7b", keep_alive_s=3600, priority=8)
+LOW = ModelConfig(name="tiny", keep_alive_s=1800, priority=4)
+
+
+@pytest.mark.parametrize(
+    ("low_listed", "held"),
+    [(False, CODER), (True, LOW)],
+    ids=["lowest takes no room: the pair's lower one", "lowest is resident: the lowest"],
+)
+def test_a_conflict_holds_the_lowest_ranked_model_in_the_way(
+    low_listed: bool, held: ModelConfig
+) -> None:
+    """Chaos 0.24.0 seed 227: the first pass loads by rank; the second 8 GB model's load
+    evicted the first. Holding ``tiny``, not loaded yet, freed nothing: the pair went on
+    evicting each other. The model held is the lowest-ranked one that takes room."""
+    ours = [BIG, CODER, LOW]
+    big_row = row(BIG.name, NOW + timedelta(hours=1))
+    low_row = row(LOW.name, NOW + timedelta(minutes=30))
+    before = snap(NOW, big_row, *([low_row] if low_listed else []))
+    after = snap(LATER, *([low_row] if low_listed else []))
+    states = {
+        BIG.key: plan.ModelState(last_warm_ok_at=NOW - timedelta(seconds=2)),
+        CODER.key: plan.ModelState(in_flight_since=NOW - timedelta(seconds=1)),
+        LOW.key: plan.ModelState(last_warm_ok_at=NOW) if low_listed else plan.ModelState(),
+    }
+    seen = plan.observe(
+        ours,
+        DaemonConfig(),
+        before,
+        after,
+        states,
+        processes_visible=True,
+        evicted_by_ours={BIG.key: CODER.key},
+    )
+    conflicts = [e for e in seen.events if e.name == "capacity_conflict"]
+    assert [e.model for e in conflicts] == [held.name]
+    assert [m.name for m in ours if is_held(seen.states[m.key])] == [held.name]
+
+
+@pytest.mark.parametrize(
+    ("resident", "occupied", "held"),
+    [
+        ((BIG,), 2, True),
+        ((BIG, LOW), 2, False),
+        ((), 2, False),
+        ((BIG,), 1, False),
+    ],
+    ids=[
+        "a higher one of ours may be the victim",
+        "a lower one of ours is resident: it gives way",
+        "only a client's runners: the load goes out",
+        "room not full",
+    ],
+)
+def test_a_lost_model_whose_load_may_evict_a_higher_one_is_held(
+    resident: tuple[ModelConfig, ...], occupied: int, held: bool
+) -> None:
+    """Chaos 0.32.15 seed 206: two slots, a client's 30-minute model in one, ``tiny`` (ranked
+    above) in the other; ``llama3.2:3b``'s re-warm evicted ``tiny`` (Ollama's victim is the
+    idle runner with the shortest keep-alive, then by name, §4.5), whose re-warm evicted it
+    back. Where every kept model of ours resident ranks above it, the lost model is held."""
+    lost = ModelConfig(name="llama3.2:3b", keep_alive_s=600, priority=6)
+    ours = [BIG, CODER, lost, LOW]
+    states = {m.key: plan.ModelState(last_warm_ok_at=NOW) for m in ours}
+    states[lost.key] = plan.ModelState(last_warm_ok_at=NOW, full_beside=2)
+    rows = {m.key: (row(m.name, NOW + timedelta(hours=1)) if m in resident else None) for m in ours}
+    events = hold_below_higher(ours, states, rows, plan.Room(None, occupied), NOW)
+    assert is_held(states[lost.key]) is held
+    assert [e.name for e in events] == (["capacity_conflict"] if held else [])
+    if held:
+        assert states[lost.key].held_room == 2
+        decision = plan.decide(ours, DaemonConfig(), snap(NOW), states, NOW)[2]
+        assert decision.model == lost
+        assert decision.action is plan.Action.HOLD
+        assert plan.describe_state(decision) == "conflict"

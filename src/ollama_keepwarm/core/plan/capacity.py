@@ -33,16 +33,20 @@ def settle_conflict(
     now: datetime,
     *,
     proved: bool = False,
+    rows: Mapping[str, RunningModel | None] | None = None,
 ) -> list[Event]:
-    """On the second eviction by our own loads, hold the lowest-ranked kept model.
+    """On the second eviction by our own loads, hold the lowest-ranked kept model in the way.
 
     ``proved``: runner processes showed an eviction by our own load (the victim's runner ended
     and ours started next): no coincidence, so that one settles it. The first pass then costs
     at most one extra load of each kept model.
 
-    Priorities decide for the whole kept set, not for the pair that collided: the model held
-    is always the lowest-ranked one still kept, so a higher one never waits while a lower one
-    stays. Holding it repeats, one model at a time, while the rest still does not fit.
+    Priorities decide among the kept models that take room (``rows``: listed, or loading for
+    a call of ours, or just evicted by one): the lowest-ranked of them is held, so a higher
+    one never waits while a lower one stays in its room. A kept model that takes no room (not
+    loaded yet, or failing) is no help held: chaos 0.24.0 seed 227 held ``tiny``, never
+    loaded, while the two 8 GB models it ranked below went on evicting each other. Holding
+    repeats, one model at a time, while the rest still does not fit.
     """
     window = timedelta(seconds=daemon.conflict_retry_s * 2)
     recent = {t for st in states.values() for t in st.strikes if now - t < window}
@@ -55,6 +59,9 @@ def settle_conflict(
         and not is_paused(states[m.key], now)
         and not off_window(states[m.key])
     ]
+    in_the_way = [m for m in kept if _takes_room(states[m.key], rows, m.key, now - window)]
+    if len(in_the_way) >= 2:
+        kept = in_the_way
     if len(kept) < 2:
         return []
     weakest = kept[-1]
@@ -84,6 +91,20 @@ def settle_conflict(
             },
         )
     ]
+
+
+def _takes_room(
+    st: ModelState,
+    rows: Mapping[str, RunningModel | None] | None,
+    key: str,
+    since: datetime,
+) -> bool:
+    """Whether a kept model is in the room a conflict is about: listed, loading for a call of
+    ours, or evicted by one of our loads lately (a strike). Without rows, every one is."""
+    if rows is None:
+        return True
+    listed = rows.get(key) is not None and not st.foreign
+    return listed or st.in_flight_since is not None or any(t >= since for t in st.strikes)
 
 
 def note_room(st: ModelState, row: RunningModel, current: PsSnapshot) -> ModelState:
@@ -255,6 +276,69 @@ def hold_again(
         events.append(
             Event(
                 "capacity_held_again", model.name, {"listed": room.occupied, "was": st.full_beside}
+            )
+        )
+    return events
+
+
+def hold_below_higher(
+    models: Sequence[ModelConfig],
+    states: dict[str, ModelState],
+    rows: Mapping[str, RunningModel | None],
+    room: Room,
+    now: datetime,
+) -> list[Event]:
+    """A lost kept model whose room is full is held, not loaded, where its load may evict a
+    higher-ranked kept model of ours and cannot evict a lower one.
+
+    Ollama picks the victim among idle runners by keep-alive, then by name (§4.5), not by our
+    ranks; a client's keep-alive is unknown (its row shows only a lower bound). Chaos
+    0.32.15 seed 206 (two slots, a client's 30-minute model in one): ``llama3.2:3b``, lost to
+    the client's load, re-warmed and evicted ``tiny``, ranked above it, whose re-warm evicted
+    it back. Held, it waits for fewer models (``look_for_room``), as any hold does. Where a
+    lower-ranked model of ours is resident too, its load goes out: priorities say the lower
+    one gives way (the conflict rule settles it if the victim is the wrong one), as where
+    our own load evicted it (``settle_conflict``: one eviction may be chance).
+    """
+    order = ranked(models)
+    ours = [
+        m
+        for m in order
+        if rows.get(m.key) is not None and not states[m.key].foreign and not is_held(states[m.key])
+    ]
+    events: list[Event] = []
+    for i, model in enumerate(order):
+        st = states[model.key]
+        if rows.get(model.key) is not None or st.in_flight_since is not None or st.foreign:
+            continue
+        if is_held(st) or is_paused(st, now) or off_window(st) or not room_full(st, room):
+            continue
+        if st.strikes and st.strikes[-1] == st.last_vanished_at:
+            continue  # our own load evicted it: the conflict rule's to settle (one may be chance)
+        higher = [m for m in ours if order.index(m) < i]
+        if not higher or len(higher) < len(ours):
+            continue
+        stronger = ", ".join(m.name for m in higher)
+        states[model.key] = replace(
+            st,
+            held_since=now,
+            held_reason=f"{CAPACITY}: does not fit beside {stronger}; held until there is room",
+            held_room=st.full_beside,
+            held_vram=0,
+            release_sent=False,
+            rewarm_not_before=None,
+        )
+        events.append(
+            Event(
+                "capacity_conflict",
+                model.name,
+                {
+                    "keeps": [m.name for m in higher],
+                    "priority": model.priority,
+                    "listed": room.occupied,
+                    "hint": "its load would evict a kept model ranked above it: it is held until "
+                    "fewer models are loaded",
+                },
             )
         )
     return events

@@ -11,6 +11,7 @@ from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.plan.capacity import (
     Room,
     hold_again,
+    hold_below_higher,
     look_for_room,
     note_room,
     occupied,
@@ -136,9 +137,10 @@ def observe(
         for m in models
     )
     if struck or proved:
-        events.extend(settle_conflict(models, new_states, daemon, now, proved=proved))
+        events.extend(settle_conflict(models, new_states, daemon, now, proved=proved, rows=after))
     room = Room(occupied=occupied(models, new_states, current, after, loading_count))
     events.extend(hold_again(models, new_states, after, room, now))
+    events.extend(hold_below_higher(models, new_states, after, room, now))
     events.extend(
         look_for_room(models, new_states, current, after, now, loading_elsewhere=loading_count)
     )

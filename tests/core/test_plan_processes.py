@@ -138,6 +138,25 @@ def test_a_call_of_ours_starts_one_runner_a_second_start_is_a_clients(
 
 
 @pytest.mark.parametrize(
+    ("started_at", "others", "claims"),
+    [(69.99, {LLAMA.key: 12}, {}), (70.0, {}, {LLAMA.key: 12}), (70.5, {}, {LLAMA.key: 12})],
+    ids=["started before our call was sent", "as it was sent", "after"],
+)
+def test_a_runner_started_before_our_call_was_sent_is_not_ours(
+    started_at: float, others: dict[str, int], claims: dict[str, int]
+) -> None:
+    """Chaos 0.32.15 seed 238, 0.24.0 seed 413: a client's load began the moment before ours
+    went out; its runner, a fork of the server until it execs, named its model only after
+    our call was sent and was taken for ours, so ours (queued, other options) reloaded it."""
+    early = replace(runner("sha256-aaa", pid=12), started_at=started_at)
+    started = [RunnerEvent("started", early, 71.0)]
+    found = plan.attribute_starts(
+        [LLAMA], {LLAMA.key: LOADING}, BLOBS, started, {}, {LLAMA.key: 70.0}
+    )
+    assert found == (others, claims)
+
+
+@pytest.mark.parametrize(
     ("runners", "pid", "visible", "raced"),
     [
         ((runner("sha256-aaa", pid=13),), 13, True, True),

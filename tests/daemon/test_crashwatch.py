@@ -325,25 +325,28 @@ async def test_the_watch_reports_runners_only_and_reads_a_fork_again(tmp_path: P
     """``ollama serve`` is no runner; a fork still showing it is read again until it execs."""
     source = _Pids()
     changes: list[tuple[tuple[str, int, str], ...]] = []
-    clock = iter(float(n) for n in range(100))
+    now = [0.0]
     watch = RunnerWatch(
         source,
         lambda events, _t: changes.append(
             tuple((e.kind, e.runner.pid, e.runner.blob) for e in events)
         ),
         proc=tmp_path,
-        clock=lambda: next(clock),
+        clock=lambda: now[0],
     )
     _proc_entry(tmp_path, 100, *SERVER_ARGV)
     _proc_entry(tmp_path, 101, *SERVER_ARGV)  # forked, not exec'd yet
     source.pids = frozenset({100, 101})
+    now[0] = 1.0
     watch.rescan()
     assert changes == []
     assert watch.table.runners == ()
     _proc_entry(tmp_path, 101, *RUNNER_ARGV)  # now exec'd: the runner
+    now[0] = 2.0
     watch.rescan()
     assert changes == [(("started", 101, BLOB),)]
-    assert watch.table.by_blob(BLOB)[0].started_at == 2.0
+    # Started by its first listing, as a fork: a call of ours sent after it is not its cause.
+    assert watch.table.by_blob(BLOB)[0].started_at == 1.0
     assert watch.table.visible
     source.pids = frozenset({100})
     watch.rescan()
@@ -355,6 +358,23 @@ async def test_the_watch_reports_runners_only_and_reads_a_fork_again(tmp_path: P
     _proc_entry(tmp_path, 100, *RUNNER_ARGV)
     watch.rescan()
     assert watch.table.runners == ()
+
+
+@pytest.mark.skipif(not hasattr(time, "CLOCK_BOOTTIME"), reason="Linux's boot clock")
+async def test_a_runners_start_is_bounded_by_its_start_time_in_proc(tmp_path: Path) -> None:
+    """A runner first listed now that started earlier (``/proc/<pid>/stat`` field 22, clock
+    ticks after boot) is dated by that start, rounded up a tick: never too early."""
+    source = _Pids()
+    watch = RunnerWatch(source, lambda _e, _t: None, proc=tmp_path, clock=lambda: 100.0)
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = int((time.clock_gettime(time.CLOCK_BOOTTIME) - 5.0) * hz)
+    _proc_entry(tmp_path, 101, *RUNNER_ARGV)
+    fields = ["S"] + ["0"] * 18 + [str(ticks)] + ["0"] * 10
+    (tmp_path / "101" / "stat").write_bytes(f"101 (ollama (x)) {' '.join(fields)}".encode())
+    source.pids = frozenset({101})
+    watch.rescan()
+    started = watch.table.by_blob(BLOB)[0].started_at
+    assert 95.0 - 0.5 < started < 95.0 + 0.5  # 5 s before "now" (100.0), to a tick and a read
 
 
 async def test_a_hidden_process_still_reports_its_exit_and_makes_the_table_not_visible(

@@ -32,6 +32,7 @@ __all__ = [
     "RunnerTable",
     "parse_runner_cmdline",
     "proc_limits",
+    "proc_start_ticks",
     "step",
 ]
 
@@ -131,7 +132,11 @@ class RunnerProcess:
     port: int | None
     options: Mapping[str, Option]
     started_at: float
-    """Monotonic seconds when the table first saw it (within a rescan of its start)."""
+    """Monotonic seconds by which it had surely started: the earlier of when its pid was first
+    listed (before its command line may name a model: a fork shows its parent's until it
+    execs) and its start time in ``/proc/<pid>/stat`` (clock ticks, rounded up), where known.
+    Never before its true start, so a runner with ``started_at`` before a call was sent is
+    not that call's (``core/plan/processes.py``, ``attribute_starts``)."""
     settings: Mapping[str, Option] = field(default_factory=dict)
 
     def __hash__(self) -> int:
@@ -175,10 +180,16 @@ def _age(runner: RunnerProcess) -> tuple[float, int]:
 
 
 def step(
-    table: RunnerTable, alive: frozenset[int], new: Mapping[int, ParsedRunner], at: float
+    table: RunnerTable,
+    alive: frozenset[int],
+    new: Mapping[int, ParsedRunner],
+    at: float,
+    since: Mapping[int, float] | None = None,
 ) -> tuple[tuple[RunnerEvent, ...], RunnerTable]:
     """Advance ``table`` to a rescan at ``at``: ``alive`` are the pids listed now, ``new`` the
     runners among pids not in the table (non-runners left out). Return the events and the table.
+    ``since`` bounds when a new pid started, where known earlier than ``at`` (see
+    :attr:`RunnerProcess.started_at`).
 
     Exits come first (an eviction's victim ends before the load that evicted it starts, or
     about then), each list in pid order so the result does not depend on dict order.
@@ -186,7 +197,15 @@ def step(
     known = {r.pid for r in table.runners}
     gone = tuple(r for r in table.runners if r.pid not in alive)
     started = tuple(
-        RunnerProcess(pid, p.blob, p.flavour, p.port, p.options, at, p.settings)
+        RunnerProcess(
+            pid,
+            p.blob,
+            p.flavour,
+            p.port,
+            p.options,
+            min(at, (since or {}).get(pid, at)),
+            p.settings,
+        )
         for pid, p in sorted(new.items())
         if pid in alive and pid not in known
     )
@@ -359,3 +378,18 @@ def proc_limits(mountinfo: str) -> tuple[str, ...]:
                 "subset=pid: no /proc/net, so no server found by its port (ProcSubset=pid)"
             )
     return tuple(limits)
+
+
+def proc_start_ticks(stat: bytes) -> int | None:
+    """A process's start time from ``/proc/<pid>/stat``: field 22, clock ticks after boot
+    (``CLOCK_BOOTTIME``, ``sysconf(_SC_CLK_TCK)`` per second), or None if unreadable. The
+    name (field 2) is in parentheses and may hold spaces or parentheses: fields are counted
+    from the last ``)``."""
+    _name, paren, rest = stat.rpartition(b")")
+    fields = rest.split()
+    if not paren or len(fields) < 20:
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None

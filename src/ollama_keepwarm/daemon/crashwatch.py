@@ -50,6 +50,7 @@ from ollama_keepwarm.core.runners import (
     RunnerTable,
     parse_runner_cmdline,
     proc_limits,
+    proc_start_ticks,
     step,
 )
 
@@ -67,6 +68,9 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("ollama_keepwarm")
+
+_BOOTTIME = hasattr(time, "CLOCK_BOOTTIME")  # Linux: what /proc/<pid>/stat's start counts
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 CGROUP_RESCAN_S = 0.2
 TABLE_RESCAN_S = 1.0
@@ -285,6 +289,7 @@ class RunnerWatch:
         self._known: frozenset[int] = frozenset()
         self._dead: set[int] = set()  # reported through a pidfd, still listed (not yet reaped)
         self._others: dict[int, int] = {}  # not runners (yet): rereads left
+        self._first_seen: dict[int, float] = {}  # pid -> when the source first listed it
         self._pidfds: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._use_pidfd = isinstance(source, ProcessTablePids) and hasattr(os, "pidfd_open")
@@ -305,6 +310,7 @@ class RunnerWatch:
     def start(self) -> None:
         """Read the runners alive now (no events for them), then watch."""
         self._known = self.source.read() or frozenset()
+        self._seen(self._known)
         self._watch(self._known)
         self._advance(self._classify(self._known), report=False)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="runner watch")
@@ -331,11 +337,40 @@ class RunnerWatch:
         gone = self._known - now
         for pid in gone:
             self._unwatch(pid)
+            self._first_seen.pop(pid, None)
         self.exits += len(gone)
         new = now - self._known - self._dead
+        self._seen(new)
         self._watch(new)
         self._known = now - self._dead
         self._advance(self._classify(new))
+
+    def _seen(self, pids: frozenset[int]) -> None:
+        """Note when each new pid was first listed: by then it had started."""
+        at = self._clock()
+        for pid in pids:
+            self._first_seen.setdefault(pid, at)
+
+    def _started_by(self, pids: Sequence[int]) -> dict[int, float]:
+        """When each pid had surely started, on our clock: the earlier of its first listing
+        and its start time in ``/proc/<pid>/stat`` rounded up to the next clock tick (a
+        runner forked the moment before a call of ours was sent is listed only later, once
+        it execs and names its model: chaos 0.32.15 seed 238, 0.24.0 seed 413)."""
+        boot = time.clock_gettime(time.CLOCK_BOOTTIME) if _BOOTTIME else None
+        offset = self._clock() - boot if boot is not None else None
+        found: dict[int, float] = {}
+        for pid in pids:
+            bounds = [self._first_seen[pid]] if pid in self._first_seen else []
+            if offset is not None:
+                try:
+                    ticks = proc_start_ticks((self._proc / str(pid) / "stat").read_bytes())
+                except OSError:
+                    ticks = None
+                if ticks is not None:
+                    bounds.append((ticks + 1) / _CLK_TCK + offset)
+            if bounds:
+                found[pid] = min(bounds)
+        return found
 
     def _classify(self, new: frozenset[int]) -> dict[int, ParsedRunner]:
         """Read the command lines of ``new`` pids, and again those not runners yet."""
@@ -359,7 +394,9 @@ class RunnerWatch:
         return parse_runner_cmdline(raw)
 
     def _advance(self, new: dict[int, ParsedRunner], *, report: bool = True) -> None:
-        events, table = step(self._table, self._known, new, self._clock())
+        events, table = step(
+            self._table, self._known, new, self._clock(), self._started_by(sorted(new))
+        )
         hidden = any(r.flavour == FLAVOUR_UNKNOWN for r in table.runners)
         if hidden and table.visible:
             table = replace(

@@ -110,6 +110,7 @@ class HostKeeper:
         self._room = plan.Room()  # the room a cold load of ours would need (plan.room_taken)
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
         self._own_runners: dict[str, int] = {}  # key -> pid our call in flight started
+        self._sent: dict[str, float] = {}  # key -> when our call in flight was sent (monotonic)
         self.ollama_up = False
         self.version: str | None = None
         self.resumed_at: datetime | None = None
@@ -508,7 +509,7 @@ class HostKeeper:
         """
         self.runner_table = table
         others, self._own_runners = plan.attribute_starts(
-            self.models, self.states, self.blobs, events, self._own_runners
+            self.models, self.states, self.blobs, events, self._own_runners, self._sent
         )
         self._evicted_by_ours.update(
             plan.evicted_by_ours(
@@ -724,6 +725,7 @@ class HostKeeper:
         if not listed and self._client_loading(model):
             return
         self._own_runners.pop(model.key, None)  # this call's runner is yet to start
+        self._sent[model.key] = self._clocks.monotonic()  # after the runners were read
         started = self._clocks.wall()
         st = self.states[model.key]
         limit_s = plan.load_timeout_s(st, self.config.ollama.load_timeout_s)

@@ -30,6 +30,7 @@ data (``core/runners.py``). The rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -205,6 +206,7 @@ def attribute_starts(
     blobs: Mapping[str, str],
     events: Sequence[RunnerEvent],
     claimed: Mapping[str, int],
+    sent: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Whose runner each start is: (kept models a runner started for by someone else, and the
     runner each call of ours in flight started), both key -> pid.
@@ -216,6 +218,13 @@ def attribute_starts(
     before our read at its end (chaos 0.24.0 seeds 28, 33, 34; issue 21 item 2). Judged when
     the start is seen; the keeper reads the runners at the end of each load of its own (and
     each check that expects a reload) while that call still counts as in flight.
+
+    ``sent`` (key -> monotonic seconds) says when each call in flight was sent: a runner that
+    had started before (``RunnerProcess.started_at``, a bound never early) is not that call's,
+    however late its command line came to name the model. A client's load begun the moment
+    before ours went out was listed only as a fork of the server until then, and was taken
+    for ours: our request, queued behind it with other options, reloaded it (chaos 0.32.15
+    seed 238, 0.24.0 seed 413).
     """
     found: dict[str, int] = {}
     claims = dict(claimed)
@@ -227,7 +236,12 @@ def attribute_starts(
                 continue
             st = states.get(model.key, ModelState())
             # Only a load, or a check that expects a reload, starts a runner of ours.
-            if _ours(st) and claims.get(model.key, event.runner.pid) == event.runner.pid:
+            before_ours = event.runner.started_at < (sent or {}).get(model.key, -math.inf)
+            if (
+                _ours(st)
+                and not before_ours
+                and claims.get(model.key, event.runner.pid) == event.runner.pid
+            ):
                 claims[model.key] = event.runner.pid
             else:
                 found[model.key] = event.runner.pid

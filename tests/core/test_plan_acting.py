@@ -216,22 +216,32 @@ def test_a_refresh_in_flight_is_withdrawn_when_the_model_must_be_left_alone(
 
 
 @pytest.mark.parametrize(
-    ("client_started", "started", "withdrawn"),
-    [(True, False, True), (True, True, False), (False, False, False)],
+    ("client_started", "started", "foreign", "withdrawn"),
+    [
+        (True, False, True, True),
+        (True, True, True, False),
+        (False, False, True, False),
+        (True, False, False, True),
+        (False, False, False, False),
+    ],
     ids=[
         "a client's runner replaced ours while our load waits",
         "our load's runner runs",
         "no client's runner during our call",
+        "a client's load of the model began first, no mismatch known yet",
+        "nothing of a client's",
     ],
 )
 def test_a_load_queued_behind_a_clients_reload_is_withdrawn_before_it_is_listed(
-    client_started: bool, started: bool, withdrawn: bool
+    client_started: bool, started: bool, foreign: bool, withdrawn: bool
 ) -> None:
     """Chaos 0.24.0 seed 262: our load went out as a client's load of the model began; a
     second client's request with other options reloaded it (options_mismatch) while ours
     waited in Ollama's queue, no row listing it yet. Served, ours would reload the client's
-    runner: withdrawn, unless a runner of our own call runs (a load already paid for)."""
-    state = plan.ModelState(foreign=True)
+    runner: withdrawn, unless a runner of our own call runs (a load already paid for).
+    Chaos 0.32.15 seed 238: the client's load (other options) was first, the model gone, so
+    no mismatch was known: queued behind it, ours would have reloaded it just the same."""
+    state = plan.ModelState(foreign=foreign)
     assert (
         plan.withdraw(
             decision(plan.Action.WARM), state, NOW, started=started, client_started=client_started

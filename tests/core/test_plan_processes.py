@@ -455,3 +455,42 @@ def test_a_clients_runner_that_just_ended_keeps_the_mismatch() -> None:
     )
     assert settled[LLAMA.key].last_vanished_at == NOW
     assert not mismatch_outlasted(settled[LLAMA.key], daemon, NOW + timedelta(seconds=1))
+
+
+def _event(kind: str, blob: str, pid: int, at: float) -> RunnerEvent:
+    return RunnerEvent(kind, runner(blob, pid=pid), at)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "listed", "reload"),
+    [
+        ([_event("exited", "sha256-aaa", 11, 70.9)], False, True),
+        (
+            [_event("exited", "sha256-aaa", 11, 70.0), _event("started", "sha256-ccc", 12, 70.1)],
+            True,
+            False,
+        ),
+        ([], False, False),
+        ([], True, True),
+        ([_event("exited", "sha256-aaa", 11, 60.0)], False, False),
+        ([_event("exited", "sha256-ccc", 11, 70.9)], False, False),
+    ],
+    ids=[
+        "our runner ended, the client's started next: a reload",
+        "another model's load took the room first: a fresh load",
+        "the model was gone, no runner of it ended: a fresh load",
+        "listed at the last look, its exit not seen this close: a reload",
+        "it ended long before: a fresh load",
+        "another model's runner ended: no reload of this one",
+    ],
+)
+def test_only_a_start_in_place_of_a_runner_of_the_same_model_is_a_reload(
+    earlier: list[RunnerEvent], listed: bool, reload: bool
+) -> None:
+    """A client using a kept model that was evicted earlier is no evidence of other options:
+    the keeper said options_mismatch for it and left the runner unrenewed. Ollama reloads a
+    loaded model only for other options (§4.6), ending its runner and starting the new one
+    next (§4.9)."""
+    started = [_event("started", "sha256-aaa", 13, 71.0)]
+    found = plan.reloads({LLAMA.key: 13}, BLOBS, earlier, started, {LLAMA.key} if listed else ())
+    assert found == ({LLAMA.key: 13} if reload else {})

@@ -666,3 +666,34 @@ async def test_a_clients_runner_back_at_our_context_is_still_left_alone(version:
         if who(ld.caller) == "keeper" and ld.replaced_by and who(ld.replaced_by) == "client"
     ]
     assert not fights, [e["event"] for e in logs]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_client_using_a_kept_model_evicted_earlier_is_no_options_mismatch(
+    version: str,
+) -> None:
+    """One slot; a client asks for another model (the kept one is evicted), then for the kept
+    one with its options as configured. Its runner is a load of a model that was gone, not a
+    reload: Ollama reloads only for other options (§4.6). The keeper said options_mismatch
+    here, and left the client's runner unrenewed, as if it had other options."""
+    async with FakeOllama(
+        runner_processes=True, ollama_version=version, max_loaded=1, **FAST_FAKE
+    ) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA], poll_interval="100ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                await asyncio.wait_for(keeper.ready.wait(), 10)
+                async with aiohttp.ClientSession() as session:
+                    for model in (CODER["name"], LLAMA["name"]):
+                        body = {"model": model, "prompt": "hi", "stream": False}
+                        async with session.post(f"{fake.url}/api/generate", json=body) as r:
+                            assert r.status == 200
+                host = keeper.hosts[fake.url]
+                target = host.looks + 10
+                await eventually(lambda: host.looks >= target, what="ten more looks")
+                await eventually(
+                    lambda: host.decisions[0].row is not None, what="the kept model listed"
+                )
+                assert not next(iter(host.states.values())).foreign  # its lease is renewed
+    assert any(ld.model == LLAMA["name"] and who(ld.caller) == "client" for ld in fake.loads)
+    assert not [e for e in logs if e["event"] == "options_mismatch"]

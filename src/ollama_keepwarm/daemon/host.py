@@ -516,18 +516,19 @@ class HostKeeper:
                 self.models, self.states, self.blobs, self._runner_history, events, table
             )
         )
+        listed = {d.model.key for d in self.decisions if d.row is not None}
+        replaced = plan.reloads(others, self.blobs, self._runner_history, events, listed)
         if events:
             newest = events[-1].at
             self._runner_history = [
                 e for e in (*self._runner_history, *events) if newest - e.at <= plan.EVICTION_GAP_S
             ]
         self._foreign_runners.update(others)
-        self._reloaded_by_others.update(others)
+        self._reloaded_by_others.update(replaced)
         self._client_runner_in_call.update(k for k in others if self.states[k].in_flight_since)
         exited = [e for e in events if e.kind == "exited"]
         if not exited:
             return
-        listed = {d.model.key for d in self.decisions if d.row is not None}
         self.states = plan.note_runner_exits(
             self.models, self.states, exited, table, self.blobs, listed
         )

@@ -153,6 +153,7 @@ from ollama_keepwarm.core.plan.processes import (
     note_client_reload,
     note_runner_exits,
     queued_not_wedged,
+    reloads,
     settle_runner_exits,
     unlisted_runners,
 )
@@ -213,6 +214,7 @@ __all__ = [
     "record_warm_started",
     "record_warm_timed_out",
     "release_holds",
+    "reloads",
     "remap_leases",
     "remember_leases",
     "repulled",

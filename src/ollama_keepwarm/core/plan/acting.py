@@ -81,16 +81,20 @@ def withdraw(
     request whose client has gone while it is queued (§2.6). A load of ours sent while the
     model was gone is withdrawn too once a client's runner of it with other options is listed:
     it is queued behind that runner, and served it would reload it (chaos 0.32.15 seed 30);
-    so it is while no row lists it yet once a client's runner of it started during our call
-    and none of our call runs (chaos 0.24.0 seed 262: our load went out as a client's load
-    began, and a second client's reload with other options replaced that runner).
+    so is a cold load once a client's runner of the model started during our call and none
+    of our call runs (chaos 0.24.0 seed 262: our load went out as a client's load began, and
+    a second client's reload with other options replaced that runner; 0.32.15 seed 238: the
+    client's load was first, with other options): queued behind it, ours would find the
+    model loaded (nothing gained) or, served, reload it with our options.
     So is a cold load whose runner has not ``started`` (queued behind a client's load) once
     the room it needs is full: of a hold tried again (``capacity.hold_again`` holds it again),
     or taken by a client's runner that is busy (``capacity.wait_for_room``): served, it would
     evict an idle kept model. Other loads and releases stand: a load aborted is a load thrown
     away, and a release is what a hold asks for."""
     if in_flight.action is Action.WARM:
-        if st.foreign and (st.last_row is not None or (client_started and not started)):
+        if st.foreign and st.last_row is not None:
+            return True
+        if client_started and not started and in_flight.row is None:
             return True
         if room is None or started or in_flight.row is not None:
             return False

@@ -61,6 +61,7 @@ __all__ = [
     "note_client_reload",
     "note_runner_exits",
     "queued_not_wedged",
+    "reloads",
     "settle_runner_exits",
     "unlisted_runners",
 ]
@@ -246,6 +247,50 @@ def attribute_starts(
             else:
                 found[model.key] = event.runner.pid
     return found, claims
+
+
+def reloads(
+    started_by_others: Mapping[str, int],
+    blobs: Mapping[str, str],
+    earlier: Sequence[RunnerEvent],
+    events: Sequence[RunnerEvent],
+    listed: Collection[str] = (),
+) -> dict[str, int]:
+    """The kept models (key -> pid) whose runner someone else started in place of another
+    runner of the same model: a reload, which Ollama makes only for other load options (§4.6).
+
+    A reload ends the old runner and starts the new one next (§4.9): an exit of the same blob
+    within :data:`EVICTION_GAP_S` before the start (``earlier``, then ``events``), with no
+    other model's start between; or, where the watch shows no exit that close, the model was
+    listed at the last look (``listed``: a slow unload). A start after another model's load
+    took the room, or of a model ps no longer listed, is a load of a model that was gone (a
+    client using a kept model evicted earlier): no evidence of its options, so no options
+    mismatch (it was said, and the runner left unrenewed, until this rule).
+    """
+    ordered = [*earlier, *events]
+    found: dict[str, int] = {}
+    for key, pid in started_by_others.items():
+        blob = blobs.get(key)
+        at = next(
+            (i for i, e in enumerate(ordered) if e.kind == "started" and e.runner.pid == pid), None
+        )
+        if blob is None or at is None:
+            continue
+        start, verdict = ordered[at], key in listed
+        for before in reversed(ordered[:at]):
+            if start.at - before.at > EVICTION_GAP_S:
+                break
+            if before.runner.blob != blob:
+                if before.kind == "started":
+                    verdict = False  # another model's load came first: it took the room
+                    break
+                continue
+            if before.kind == "exited":
+                verdict = True
+                break
+        if verdict:
+            found[key] = pid
+    return found
 
 
 def client_loading(blob: str | None, table: RunnerTable, pid: int | None) -> bool:

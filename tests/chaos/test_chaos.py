@@ -73,6 +73,10 @@ FIXED = {
     (110, "0.24.0"): "the fake: a restart during a restart lost its port, an exception nobody "
     "retrieved (invariant 4)",
     (383, "0.24.0"): "the fake: a stop lost a cancellation and hung for ever (the hang bound)",
+    (227, "0.24.0"): "the conflict rule held a kept model never loaded; the two that collided "
+    "went on evicting each other (invariant 4)",
+    (206, "0.32.15"): "a lost kept model's re-warm evicted one ranked above it, whose re-warm "
+    "evicted it back, three times (invariant 4)",
 }
 """Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
 seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""

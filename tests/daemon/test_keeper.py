@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from helpers import FAST_FAKE, VERSIONS, eventually, make_config, more_looks, running_keeper
+from ollama_keepwarm.core.plan import Action
 from ollama_keepwarm.daemon.clocks import ManualClocks
 from ollama_keepwarm.fake import FakeOllama
 
@@ -479,6 +480,41 @@ async def test_no_status_after_stopping() -> None:
             keeper.request_reload()
         stop = notifier.messages.index("STOPPING=1")
         assert notifier.messages[stop + 1 :] == []
+
+
+async def test_no_call_starts_once_a_stop_began() -> None:
+    """Chaos 0.24.0 seeds 2 and 87: with calls of ours in flight when the stop began, the
+    look after one of them saw a kept model lost and sent its re-warm, seconds after the stop
+    (the grace waits for the others). Only the calls in flight finish; nothing new starts,
+    however due (here an operator's refresh, due at once)."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [LLAMA, CODER])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = keeper.hosts[fake.url]
+            fake.set_delay("/api/generate", 1.0)  # the refresh below stays in flight
+            keeper.refresh(LLAMA["name"])
+            await eventually(
+                lambda: any(st.in_flight_since for st in host.states.values()),
+                what="the refresh in flight",
+            )
+            stopping = asyncio.create_task(host.stop(10.0))
+            await asyncio.sleep(0)  # the stop begins: it now waits for the refresh
+            asked = len(fake.requests)
+            keeper.refresh(CODER["name"])  # a call due now, as a lost model's re-warm is
+            await host.look()
+            assert {d.model.name: d.action for d in host.decisions}[CODER["name"]] in {
+                Action.REFRESH,
+                Action.WAIT,
+            }  # planned (status stays true) ...
+            fake.set_delay("/api/generate", None)
+            await stopping
+            late = [
+                r
+                for r in fake.requests[asked:]
+                if isinstance(r.body, dict) and r.body.get("model") == CODER["name"]
+            ]
+            assert late == []  # ... and never sent
 
 
 async def test_pause_with_unload_during_our_own_load_unloads_once_it_ends() -> None:

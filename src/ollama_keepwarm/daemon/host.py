@@ -150,6 +150,7 @@ class HostKeeper:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopping = False  # no new call once a stop began: only those in flight finish
 
     def _init_shows(self) -> None:
         """What ``/api/show`` told, per match key, and how asking it went."""
@@ -169,7 +170,13 @@ class HostKeeper:
         self._workers = [asyncio.create_task(self._load_lane(), name=f"loads {self.host}")]
 
     async def stop(self, grace_s: float) -> None:
-        """Let in-flight warm calls finish for ``grace_s``, then abandon them."""
+        """Let in-flight warm calls finish for ``grace_s``, then abandon them.
+
+        No call starts meanwhile: the look that follows each call still plans (``status``
+        stays true) but queues nothing, or a call ending in the grace would start the next
+        load (chaos 0.24.0 seeds 2 and 87: a re-warm sent seconds after the stop began).
+        """
+        self._stopping = True
         while not self._loads.empty():
             self._loads.get_nowait()
         if not self._idle.is_set():
@@ -570,6 +577,9 @@ class HostKeeper:
             loading_elsewhere=self._elsewhere,
             room=self._room,
         )
+        if self._stopping:
+            self._on_change()
+            return
         for key, (in_flight, task) in list(self._refreshes.items()):
             if key in self.states and plan.withdraw(
                 in_flight,
@@ -627,6 +637,8 @@ class HostKeeper:
         """Make the queued loads and releases one at a time; nothing but cancellation ends it."""
         while True:
             decision = await self._loads.get()
+            if self._stopping:
+                continue
             key = decision.model.key
             # A task of its own, so plan.withdraw can take back a load queued behind a
             # client's runner without ending the lane.

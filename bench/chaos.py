@@ -58,6 +58,9 @@ class Result:
     events_by_kind: dict[str, int]
     resources: tuple[tuple[float, int, int, int], ...]
     real_s: float
+    timeline: tuple[str, ...] = ()
+    """The run's own timeline, kept only when it failed: a replay runs with other timings and
+    often passes (``--out`` writes it beside the table)."""
 
 
 def run_one(
@@ -88,8 +91,10 @@ def run_schedule_checked(
         what = f"the schedule did not finish within {bound:g}s (harness or keeper hung): {outcome}"
         hung = Verdict((Violation(4, what, bound),), 0, 0)
         return Result(schedule, hung, kinds, (), time.monotonic() - started)
+    verdict = check(outcome)
+    lines = tuple(timeline(outcome)) if verdict.violations else ()
     return Result(
-        schedule, check(outcome), kinds, tuple(outcome.resources), time.monotonic() - started
+        schedule, verdict, kinds, tuple(outcome.resources), time.monotonic() - started, lines
     )
 
 
@@ -237,6 +242,21 @@ def table(results: Sequence[Result], rss: tuple[int, int]) -> str:
     return "\n".join(lines)
 
 
+def write_timelines(out: Path, results: Sequence[Result]) -> list[Path]:
+    """Write each failing run's own timeline (as ``--explain`` prints one) into ``out``."""
+    written = []
+    for r in results:
+        if not r.timeline:
+            continue
+        s = r.schedule
+        path = out / f"timeline-{s.version}-seed{s.seed}.txt"
+        head = f"# {s.version} seed {s.seed}: {s.kept}, max_loaded {s.max_loaded}\n"
+        tail = "".join(v.describe() + "\n" for v in r.verdict.violations)
+        path.write_text(head + "\n".join(r.timeline) + "\n" + tail)
+        written.append(path)
+    return written
+
+
 def _print_result(result: Result) -> None:
     s, v = result.schedule, result.verdict
     mark = "FAIL" if v.violations else "ok  "
@@ -357,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n{report}\n"
         )
         (args.out / "chaos.md").write_text(text)
+        write_timelines(args.out, results)
     return 1 if any(r.verdict.violations for r in results) else 0
 
 

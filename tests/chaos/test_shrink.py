@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bench.chaos import Result, run_schedule_checked, shrink
+from bench.chaos import Result, run_schedule_checked, shrink, write_timelines
 from bench.chaos_check import Verdict, Violation
 from bench.chaos_run import LOWEST_PORT, Outcome, start_outside_ephemeral
 from bench.chaos_schedule import Schedule, generate
@@ -78,3 +78,18 @@ async def test_the_fake_listens_below_the_ephemeral_range() -> None:
         assert fake.port < low
     finally:
         await fake.stop()
+
+
+def test_a_failing_runs_own_timeline_is_written_beside_the_table(tmp_path: Path) -> None:
+    """A replay runs with other timings and often passes: the run that failed keeps its own
+    timeline; one that passed keeps none."""
+    schedule = generate(3, "0.32.15", 3.0)
+    broken = Verdict((Violation(4, "evicted three times", 1.0),), 0, 0)
+    failed = Result(schedule, broken, {}, (), 1.0, ("  0.01 LOG     ollama_up",))
+    passed = Result(generate(4, "0.32.15", 3.0), Verdict((), 0, 0), {}, (), 1.0)
+    [path] = write_timelines(tmp_path, [failed, passed])
+    assert path.name == "timeline-0.32.15-seed3.txt"
+    text = path.read_text()
+    assert "ollama_up" in text
+    assert "inv 4" in text
+    assert "evicted three times" in text

@@ -494,3 +494,12 @@ def test_only_a_start_in_place_of_a_runner_of_the_same_model_is_a_reload(
     started = [_event("started", "sha256-aaa", 13, 71.0)]
     found = plan.reloads({LLAMA.key: 13}, BLOBS, earlier, started, {LLAMA.key} if listed else ())
     assert found == ({LLAMA.key: 13} if reload else {})
+
+
+def test_a_start_of_a_model_a_client_uses_with_other_options_counts_as_its_reload() -> None:
+    """Chaos 0.32.15 seed 85: options_mismatch said, the model held and unloaded; the client
+    loaded it again (no runner of it ended just before). Taken for a fresh load, it was
+    tried into by a capacity retry, which reloaded the client's runner."""
+    started = [_event("started", "sha256-aaa", 13, 71.0)]
+    assert plan.reloads({LLAMA.key: 13}, BLOBS, [], started) == {}
+    assert plan.reloads({LLAMA.key: 13}, BLOBS, [], started, (), {LLAMA.key}) == {LLAMA.key: 13}

@@ -18,6 +18,7 @@ from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.plan.capacity import (
     hold_again,
     hold_below_higher,
+    release_holds,
     room_full,
     wait_for_room,
 )
@@ -297,3 +298,17 @@ def test_a_lost_model_whose_load_may_evict_a_higher_one_is_held(
         assert decision.model == lost
         assert decision.action is plan.Action.HOLD
         assert plan.describe_state(decision) == "conflict"
+
+
+def test_a_hold_an_operator_ends_is_tried_even_where_the_room_was_full() -> None:
+    """``refresh`` of a held model tries it again (README): the room rule must not hold it
+    again at once because the room looked full when it was evicted."""
+    lost = ModelConfig(name="llama3.2:3b", keep_alive_s=600, priority=6)
+    ours = [BIG, lost]
+    held = plan.ModelState(
+        last_warm_ok_at=NOW, full_beside=1, held_since=NOW, held_reason=f"{plan.CAPACITY}: x"
+    )
+    states = release_holds({BIG.key: plan.ModelState(last_warm_ok_at=NOW), lost.key: held})
+    rows = {BIG.key: row(BIG.name, NOW + timedelta(hours=1)), lost.key: None}
+    assert hold_below_higher(ours, states, rows, plan.Room(None, 1), LATER) == []
+    assert not is_held(states[lost.key])

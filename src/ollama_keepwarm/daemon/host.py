@@ -524,7 +524,10 @@ class HostKeeper:
             )
         )
         listed = {d.model.key for d in self.decisions if d.row is not None}
-        replaced = plan.reloads(others, self.blobs, self._runner_history, events, listed)
+        mismatched = {k for k, st in self.states.items() if st.mismatch_reported}
+        replaced = plan.reloads(
+            others, self.blobs, self._runner_history, events, listed, mismatched
+        )
         if events:
             newest = events[-1].at
             self._runner_history = [

@@ -420,8 +420,17 @@ def _vram_fits(st: ModelState, others_vram: int, loading_elsewhere: int) -> bool
 
 
 def unheld(st: ModelState) -> ModelState:
+    """A hold ended: tried again. Its room is not known to be full until a load shows it
+    (``full_beside`` forgotten): an operator's refresh or a new config is the operator's
+    word, and ``hold_below_higher`` would otherwise hold it again at once."""
     return replace(
-        st, held_since=None, held_reason=None, held_room=0, held_vram=0, release_sent=False
+        st,
+        held_since=None,
+        held_reason=None,
+        held_room=0,
+        held_vram=0,
+        release_sent=False,
+        full_beside=0,
     )
 
 

@@ -255,9 +255,14 @@ def reloads(
     earlier: Sequence[RunnerEvent],
     events: Sequence[RunnerEvent],
     listed: Collection[str] = (),
+    mismatched: Collection[str] = (),
 ) -> dict[str, int]:
     """The kept models (key -> pid) whose runner someone else started in place of another
     runner of the same model: a reload, which Ollama makes only for other load options (§4.6).
+    A start of a model a client was already seen using with other options (``mismatched``:
+    ``options_mismatch`` said) counts too, reload or not: that client, most likely, with those
+    options (chaos 0.32.15 seed 85: taken for a fresh load, a held model's client runner was
+    retried into, and reloaded, after the mismatch was said).
 
     A reload ends the old runner and starts the new one next (§4.9): an exit of the same blob
     within :data:`EVICTION_GAP_S` before the start (``earlier``, then ``events``), with no
@@ -276,13 +281,13 @@ def reloads(
         )
         if blob is None or at is None:
             continue
-        start, verdict = ordered[at], key in listed
+        start, verdict = ordered[at], key in listed or key in mismatched
         for before in reversed(ordered[:at]):
             if start.at - before.at > EVICTION_GAP_S:
                 break
             if before.runner.blob != blob:
                 if before.kind == "started":
-                    verdict = False  # another model's load came first: it took the room
+                    verdict = key in mismatched  # another model's load took the room first
                     break
                 continue
             if before.kind == "exited":

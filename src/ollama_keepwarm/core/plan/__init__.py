@@ -38,7 +38,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
 * **Never fight** (``capacity``): Ollama evicts by keep-alive *setting*, not by our priorities
   (§4.5). When our loads evicted kept models twice, or once where runner processes show it (a
   kept model's runner ended and the next runner to start was our load's), the lowest-ranked
-  kept model is held (and unloaded if resident); it is tried again only on evidence of room:
+  kept model that takes room (listed, loading for us, or just evicted by our load) is held
+  (and unloaded if resident); it is tried again only on evidence of room:
   fewer models listed than while it was held (a held model a client reloaded and
   we leave alone still takes its room) and, where its VRAM is known, no more VRAM taken
   than beside it before or than freed since as large as it; a new set of models or
@@ -47,7 +48,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   out is held again (its queued load withdrawn). Where a load evicted a kept model (the room
   was full), its re-warm waits, as a conflict, while what fills the room is a client's runner
   loading or serving the request that loaded it: busy, it cannot be Ollama's victim, and our
-  load would evict an idle kept model of ours instead (``Room``, ``wait_for_room``).
+  load would evict an idle kept model of ours instead (``Room``, ``wait_for_room``). Where
+  the room is as full again and every kept model of ours resident ranks above it, a lost
+  model is held outright: its load could evict a higher one (``hold_below_higher``).
 * **Losses** (``losses``): the cause from evidence. Where runner processes are visible, a loss
   with no client's runner behind it is re-warmed at the next look however soon after our own
   load (once a client was seen reloading it, a lease lapsed after our last call, before the
@@ -60,7 +63,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   ``EXIT_SETTLE_S`` after it still lists is a crash (check that model only); one whose model
   left ps is an unload; a runner for a kept blob we did not start is a client's load, never
   raced (the runners are read again just before a load of ours goes out); a call of ours
-  starts one runner, so a second start of its blob during it is a client's; a call queued
+  starts one runner, so a second start of its blob during it is a client's, and so is a
+  runner whose process had started before our call was sent; a client's runner is a reload
+  (other options) only in place of a runner of that model (``reloads``); a call queued
   behind another load is not wedged. Where not visible: a fresh look after an exit, and
   the listed models are checked only if no model left ps.
 * **Holds** (``holds``): paused, or outside its calendar windows (``core/windows.py``), a model
@@ -72,8 +77,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   load that timed out was aborted inside Ollama (§2.6): the next one waits longer. A call that
   raised anything backs off too. A ``/api/show`` that timed out is asked again later.
 * **Around the keeper's calls** (``acting``): a queued call is made only if still wanted; a
-  refresh still in flight when the model must be left alone is withdrawn, and so is a load
-  once a client's runner of it with other options is listed (Ollama skips a queued request
+  refresh still in flight when the model must be left alone is withdrawn, and so is a cold
+  load queued behind a client's runner of it (listed with other options, or started during
+  our call before ours) or whose room is full again (Ollama skips a queued request
   whose client left, so it never reloads a client's runner); primes never reach
   a model left alone, nor a slot a client filled (only loads nobody used yet are primed); a
   config change ends holds and mismatches; a resume verifies.

@@ -312,3 +312,20 @@ def test_a_hold_an_operator_ends_is_tried_even_where_the_room_was_full() -> None
     rows = {BIG.key: row(BIG.name, NOW + timedelta(hours=1)), lost.key: None}
     assert hold_below_higher(ours, states, rows, plan.Room(None, 1), LATER) == []
     assert not is_held(states[lost.key])
+
+
+def test_a_lost_model_loaded_again_is_not_held_by_its_own_runner() -> None:
+    """Beside a CPU hog (test_a_normal_unload_is_no_crash_and_checks_no_other_model): an
+    ``ollama stop``, our re-warm ended, the look after it not yet listing the model; its own
+    runner, no row listing it, counted in the room, which looked full: held, a conflict
+    where none was."""
+    lost = ModelConfig(name="llama3.2:3b", keep_alive_s=600, priority=6)
+    ours = [BIG, lost]
+    back = plan.ModelState(last_vanished_at=NOW, last_warm_ok_at=LATER, full_beside=2)
+    states = {BIG.key: plan.ModelState(last_warm_ok_at=NOW), lost.key: back}
+    rows = {BIG.key: row(BIG.name, NOW + timedelta(hours=1)), lost.key: None}
+    assert hold_below_higher(ours, states, rows, plan.Room(None, 2), LATER) == []
+    states[lost.key] = replace(back, last_warm_ok_at=NOW - timedelta(seconds=1))
+    assert [e.name for e in hold_below_higher(ours, states, rows, plan.Room(None, 2), LATER)] == [
+        "capacity_conflict"
+    ]

@@ -315,6 +315,8 @@ def hold_below_higher(
             continue
         if st.strikes and st.strikes[-1] == st.last_vanished_at:
             continue  # our own load evicted it: the conflict rule's to settle (one may be chance)
+        if _back_since(st):
+            continue  # loaded again since: its own runner, not listed yet, fills the room
         higher = [m for m in ours if order.index(m) < i]
         if not higher or len(higher) < len(ours):
             continue
@@ -342,6 +344,16 @@ def hold_below_higher(
             )
         )
     return events
+
+
+def _back_since(st: ModelState) -> bool:
+    """Whether our load of it ended since it was lost: the next look lists it. Until then its
+    own runner counts among those no row lists (``Room.occupied``), which fills the room."""
+    return (
+        st.last_warm_ok_at is not None
+        and st.last_vanished_at is not None
+        and st.last_warm_ok_at >= st.last_vanished_at
+    )
 
 
 def look_for_room(

@@ -289,7 +289,7 @@ def test_a_lost_model_whose_load_may_evict_a_higher_one_is_held(
     states = {m.key: plan.ModelState(last_warm_ok_at=NOW) for m in ours}
     states[lost.key] = plan.ModelState(last_warm_ok_at=NOW, full_beside=2)
     rows = {m.key: (row(m.name, NOW + timedelta(hours=1)) if m in resident else None) for m in ours}
-    events = hold_below_higher(ours, states, rows, plan.Room(None, occupied), NOW)
+    events = hold_below_higher(ours, states, rows, occupied, NOW)
     assert is_held(states[lost.key]) is held
     assert [e.name for e in events] == (["capacity_conflict"] if held else [])
     if held:
@@ -310,7 +310,7 @@ def test_a_hold_an_operator_ends_is_tried_even_where_the_room_was_full() -> None
     )
     states = release_holds({BIG.key: plan.ModelState(last_warm_ok_at=NOW), lost.key: held})
     rows = {BIG.key: row(BIG.name, NOW + timedelta(hours=1)), lost.key: None}
-    assert hold_below_higher(ours, states, rows, plan.Room(None, 1), LATER) == []
+    assert hold_below_higher(ours, states, rows, 1, LATER) == []
     assert not is_held(states[lost.key])
 
 
@@ -324,8 +324,31 @@ def test_a_lost_model_loaded_again_is_not_held_by_its_own_runner() -> None:
     back = plan.ModelState(last_vanished_at=NOW, last_warm_ok_at=LATER, full_beside=2)
     states = {BIG.key: plan.ModelState(last_warm_ok_at=NOW), lost.key: back}
     rows = {BIG.key: row(BIG.name, NOW + timedelta(hours=1)), lost.key: None}
-    assert hold_below_higher(ours, states, rows, plan.Room(None, 2), LATER) == []
+    assert hold_below_higher(ours, states, rows, 2, LATER) == []
     states[lost.key] = replace(back, last_warm_ok_at=NOW - timedelta(seconds=1))
-    assert [e.name for e in hold_below_higher(ours, states, rows, plan.Room(None, 2), LATER)] == [
+    assert [e.name for e in hold_below_higher(ours, states, rows, 2, LATER)] == [
         "capacity_conflict"
     ]
+
+
+def test_a_lost_models_own_unlisted_runner_does_not_fill_its_room() -> None:
+    """Beside a CPU hog (test_a_normal_unload_is_no_crash_and_checks_no_other_model, again):
+    ``ollama stop`` took the model out of ps before its runner's exit was seen; that runner,
+    no row listing it, counted as loading and filled the room: a conflict where none was.
+    The room rule counts what ps lists."""
+    lost = ModelConfig(name="qwen2.5-coder:7b", keep_alive_s=3600, priority=5)
+    ours = [BIG, lost]
+    previous = snap(
+        NOW, row(BIG.name, NOW + timedelta(hours=1)), row(lost.name, NOW + timedelta(minutes=30))
+    )
+    current = snap(LATER, row(BIG.name, NOW + timedelta(hours=1)))
+    states = {
+        BIG.key: plan.ModelState(last_warm_ok_at=NOW - timedelta(minutes=1)),
+        lost.key: plan.ModelState(last_warm_ok_at=NOW - timedelta(minutes=1)),
+    }
+    seen = plan.observe(
+        ours, DaemonConfig(), previous, current, states, processes_visible=True, loading_count=1
+    )
+    assert seen.states[lost.key].full_beside == 2
+    assert not is_held(seen.states[lost.key])
+    assert not [e for e in seen.events if e.name == "capacity_conflict"]

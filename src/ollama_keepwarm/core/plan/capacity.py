@@ -285,7 +285,7 @@ def hold_below_higher(
     models: Sequence[ModelConfig],
     states: dict[str, ModelState],
     rows: Mapping[str, RunningModel | None],
-    room: Room,
+    listed: int,
     now: datetime,
 ) -> list[Event]:
     """A lost kept model whose room is full is held, not loaded, where its load may evict a
@@ -299,6 +299,10 @@ def hold_below_higher(
     lower-ranked model of ours is resident too, its load goes out: priorities say the lower
     one gives way (the conflict rule settles it if the victim is the wrong one), as where
     our own load evicted it (``settle_conflict``: one eviction may be chance).
+
+    The room counts the runners ps lists (``listed``, held ones of ours left out), not those
+    still loading: a runner of the lost model's own blob that no row lists (its own, ending or
+    loading again) would fill it (beside a CPU hog, an ``ollama stop`` made a conflict).
     """
     order = ranked(models)
     ours = [
@@ -311,7 +315,9 @@ def hold_below_higher(
         st = states[model.key]
         if rows.get(model.key) is not None or st.in_flight_since is not None or st.foreign:
             continue
-        if is_held(st) or is_paused(st, now) or off_window(st) or not room_full(st, room):
+        if is_held(st) or is_paused(st, now) or off_window(st):
+            continue
+        if not room_full(st, Room(occupied=listed)):
             continue
         if st.strikes and st.strikes[-1] == st.last_vanished_at:
             continue  # our own load evicted it: the conflict rule's to settle (one may be chance)
@@ -337,7 +343,7 @@ def hold_below_higher(
                 {
                     "keeps": [m.name for m in higher],
                     "priority": model.priority,
-                    "listed": room.occupied,
+                    "listed": listed,
                     "hint": "its load would evict a kept model ranked above it: it is held until "
                     "fewer models are loaded",
                 },

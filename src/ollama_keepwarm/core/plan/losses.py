@@ -140,7 +140,8 @@ def observe(
         events.extend(settle_conflict(models, new_states, daemon, now, proved=proved, rows=after))
     room = Room(occupied=occupied(models, new_states, current, after, loading_count))
     events.extend(hold_again(models, new_states, after, room, now))
-    events.extend(hold_below_higher(models, new_states, after, room, now))
+    listed = occupied(models, new_states, current, after, 0)
+    events.extend(hold_below_higher(models, new_states, after, listed, now))
     events.extend(
         look_for_room(models, new_states, current, after, now, loading_elsewhere=loading_count)
     )

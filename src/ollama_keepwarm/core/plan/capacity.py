@@ -65,19 +65,9 @@ def settle_conflict(
     if len(kept) < 2:
         return []
     weakest = kept[-1]
-    stronger = ", ".join(m.name for m in kept[:-1])
-    reason = f"{CAPACITY}: does not fit beside {stronger}; held until there is room"
     for key, st in states.items():
         states[key] = replace(st, strikes=())
-    states[weakest.key] = replace(
-        states[weakest.key],
-        held_since=now,
-        held_reason=reason,
-        held_room=0,
-        held_vram=0,
-        release_sent=False,
-        rewarm_not_before=None,
-    )
+    states[weakest.key] = held(states[weakest.key], now, kept[:-1])
     return [
         Event(
             "capacity_conflict",
@@ -326,16 +316,7 @@ def hold_below_higher(
         higher = [m for m in ours if order.index(m) < i]
         if not higher or len(higher) < len(ours):
             continue
-        stronger = ", ".join(m.name for m in higher)
-        states[model.key] = replace(
-            st,
-            held_since=now,
-            held_reason=f"{CAPACITY}: does not fit beside {stronger}; held until there is room",
-            held_room=st.full_beside,
-            held_vram=0,
-            release_sent=False,
-            rewarm_not_before=None,
-        )
+        states[model.key] = held(st, now, higher, room=st.full_beside)
         events.append(
             Event(
                 "capacity_conflict",
@@ -384,14 +365,14 @@ def look_for_room(
     beside it before (``vram_beside``) or what the others took since the hold less its own
     size: room freed as large as it is. Otherwise its load would evict a kept model again.
     """
-    held = [m for m in ranked(models) if is_held(states[m.key])]
-    if not held:
+    waiting = [m for m in ranked(models) if is_held(states[m.key])]
+    if not waiting:
         return []
     # A held model's row is its own room, or (ours) about to be unloaded (``_held_rows``).
     # A model a client is (re)loading is absent from ps but takes its room all the same.
-    mine = _held_rows(held, states, rows)
+    mine = _held_rows(waiting, states, rows)
     room: dict[str, tuple[int, int]] = {}
-    for model in held:
+    for model in waiting:
         own = id(rows[model.key])
         others = [r for r in current.models if id(r) != own and id(r) not in mine]
         room[model.key] = (
@@ -412,17 +393,17 @@ def look_for_room(
         for m in models
         if not is_held(states[m.key])
     ) and not any(st.in_flight_since for st in states.values())
-    first = states[held[0].key]
-    count, vram = room[held[0].key]
+    first = states[waiting[0].key]
+    count, vram = room[waiting[0].key]
     if not settled or count >= first.held_room or not _vram_fits(first, vram, loading_elsewhere):
         return []
-    states[held[0].key] = replace(
+    states[waiting[0].key] = replace(
         unheld(first), full_beside=first.held_room, retried_hold=first.held_reason or CAPACITY
     )
     return [
         Event(
             "capacity_retry",
-            held[0].name,
+            waiting[0].name,
             {"listed": count, "was": first.held_room, "vram": vram, "needs": first.vram_bytes},
         )
     ]
@@ -435,6 +416,23 @@ def _vram_fits(st: ModelState, others_vram: int, loading_elsewhere: int) -> bool
     if loading_elsewhere:
         return False  # a runner loading takes VRAM that ps does not show yet
     return others_vram <= max(st.vram_beside, st.held_vram - st.vram_bytes)
+
+
+def held(
+    st: ModelState, since: datetime, stronger: Sequence[ModelConfig], room: int = 0
+) -> ModelState:
+    """``st`` held for capacity since ``since``, beside the ``stronger`` models: the one shape
+    every capacity hold takes (``held_room``: the room known full, else learnt while held)."""
+    names = ", ".join(m.name for m in stronger)
+    return replace(
+        st,
+        held_since=since,
+        held_reason=f"{CAPACITY}: does not fit beside {names}; held until there is room",
+        held_room=room,
+        held_vram=0,
+        release_sent=False,
+        rewarm_not_before=None,
+    )
 
 
 def unheld(st: ModelState) -> ModelState:
@@ -467,29 +465,19 @@ def rank_holds_again(
     """
     if {m.key: m.options for m in old} != {m.key: m.options for m in new}:
         return None
-    held = [st for st in states.values() if is_held(st)]
+    holds = [st for st in states.values() if is_held(st)]
     eligible = [m for m in ranked(new) if not off_window(states.get(m.key, ModelState()))]
-    if not held or len(held) >= len(eligible):
+    if not holds or len(holds) >= len(eligible):
         return None
-    since = min(st.held_since for st in held if st.held_since is not None)
-    weakest = eligible[len(eligible) - len(held) :]
-    stronger = ", ".join(m.name for m in eligible[: len(eligible) - len(held)])
+    since = min(st.held_since for st in holds if st.held_since is not None)
+    cut = len(eligible) - len(holds)
     again = dict(states)
     for model in eligible:
         st = states.get(model.key, ModelState())
-        if model not in weakest:
+        if model not in eligible[cut:]:
             again[model.key] = unheld(st) if is_held(st) else st
         elif not is_held(st):
-            reason = f"{CAPACITY}: does not fit beside {stronger}; held until there is room"
-            again[model.key] = replace(
-                st,
-                held_since=since,
-                held_reason=reason,
-                held_room=0,
-                held_vram=0,
-                release_sent=False,
-                rewarm_not_before=None,
-            )
+            again[model.key] = held(st, since, eligible[:cut])
     return again
 
 

@@ -536,3 +536,32 @@ async def test_pause_with_unload_during_our_own_load_unloads_once_it_ends() -> N
             await eventually(lambda: fake.loads and fake.loads[0].finished, what="load ended")
             await more_looks(keeper, 10)
             assert "llama3.1:8b" not in listed(fake)
+
+
+async def test_pause_with_unload_is_confirmed_only_by_a_look_that_began_after_it() -> None:
+    """CI flake of stop 30: `pause --unload` answered "unloaded it" while ps still listed the
+    model. Its confirming look was asked for while another look was running, so it returned at
+    once, and the answer was read off that older look's decisions (taken before the model was
+    loaded again). A look that confirms must poll after the question was asked."""
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [LLAMA])
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            host = keeper.hosts[fake.url]
+            await keeper.pause(LLAMA["name"], None, unload=False)
+            await client_post(fake, "/api/generate", {"model": LLAMA["name"], "keep_alive": 0})
+            await eventually(lambda: LLAMA["name"] not in listed(fake), what="ollama stop")
+            await more_looks(keeper, 1)  # the keeper's last look: not listed
+            await client_post(
+                fake, "/api/generate", {"model": LLAMA["name"], "keep_alive": "10m"}
+            )  # a client loads it again; no look of the keeper has seen it yet
+            assert LLAMA["name"] in listed(fake)
+            fake.set_delay("/api/ps", 0.5)
+            running = asyncio.create_task(host.look())
+            await asyncio.sleep(0)  # that look takes the lock and waits on its poll
+            fake.set_delay("/api/ps", None)
+            model = keeper.config.models[0]
+            confirmed = await host.unload_and_confirm(model, within_s=10)
+            await running
+            assert confirmed
+            assert LLAMA["name"] not in listed(fake)

@@ -240,7 +240,7 @@ class HostKeeper:
         limit = self.config.ollama.load_timeout_s if within_s is None else within_s
         deadline = self._clocks.monotonic() + limit
         while True:
-            await self.look()
+            await self.look(fresh=True)
             st = self.states.get(model.key)
             listed = any(d.model.key == model.key and d.row is not None for d in self.decisions)
             if st is None or (not listed and st.in_flight_since is None):
@@ -265,13 +265,16 @@ class HostKeeper:
 
     # -- observe ------------------------------------------------------------------------------
 
-    async def look(self) -> None:
+    async def look(self, *, fresh: bool = False) -> None:
         """Poll ``/api/ps``, update what we know, decide, and queue the warm calls due now.
 
         A look asked for while one runs is not dropped: it runs right after, on a fresh
-        snapshot, so a call that ended meanwhile is judged on what Ollama says now.
+        snapshot, so a call that ended meanwhile is judged on what Ollama says now. The
+        caller is not kept waiting for it unless ``fresh``: then this returns only after a
+        look whose poll began after the call, for a caller that reads ``decisions`` next
+        (the running look's were taken from an older snapshot).
         """
-        if self._look_lock.locked():
+        if self._look_lock.locked() and not fresh:
             self._look_again = True
             return
         async with self._look_lock:

@@ -130,6 +130,24 @@ async def test_a_restart_primes_again_a_renewal_does_not() -> None:
     assert hit < HIT_TOKENS
 
 
+async def test_our_cold_load_listed_before_its_answer_arrives_is_primed() -> None:
+    """Busy-machine flake of stop 30 (the test above waited 10 s for a first prime): a look ran
+    between Ollama listing our new runner and our call reading its answer, and the end of the
+    call took that listing for the model resident under another name all along (no load, so no
+    prime). Whether it was resident is what the snapshot said when the call began."""
+    async with fake_with_prompt_cost() as fake:
+        fake.set_reply_delay("/api/generate", 3.0)  # the load is done; its answer is not read
+        config = make_config(fake.url, [BOT])
+        async with running_keeper(config) as (keeper, _):
+            await eventually(fake.runners, what="our runner listed")
+            host = keeper.hosts[fake.url]
+            await host.look(fresh=True)  # sees it listed while our call is still in flight
+            assert any(st.in_flight_since for st in host.states.values())
+            fake.set_reply_delay("/api/generate", None)
+            await eventually(lambda: primed(keeper), what="primed")
+            assert prime_status(keeper)["after"] == "warm"
+
+
 async def test_a_crash_repair_primes_again_a_model_found_loaded_does_not() -> None:
     async with fake_with_prompt_cost() as fake:
         config = make_config(fake.url, [BOT], health_interval="300ms")

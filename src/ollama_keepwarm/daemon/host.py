@@ -745,6 +745,7 @@ class HostKeeper:
             return
         self._own_runners.pop(model.key, None)  # this call's runner is yet to start
         self._sent[model.key] = self._clocks.monotonic()  # after the runners were read
+        seen_at_start = self.snapshot  # a look during the call may list the runner it loads
         started = self._clocks.wall()
         st = self.states[model.key]
         limit_s = plan.load_timeout_s(st, self.config.ollama.load_timeout_s)
@@ -792,9 +793,10 @@ class HostKeeper:
                 # Read the runners while this call still counts as in flight: a runner it
                 # started is ours, not a client's (core/plan/processes.py).
                 self.crash_watch.rescan()
-            # Its blob is known now: was it listed under another name all along (§7.1)?
+            # Its blob is known now: was it listed under another name all along (§7.1)? Asked
+            # of the snapshot the call began on: a look since may list the runner it loaded.
             resident = not listed and (
-                plan.match_rows([model], self.snapshot, self.blobs)[model.key] is not None
+                plan.match_rows([model], seen_at_start, self.blobs)[model.key] is not None
             )
             st, events = plan.record_warm_finished(
                 model,

@@ -138,6 +138,7 @@ class ServerState(Protocol):
     def seconds_per_prompt_token(self) -> float: ...
     @property
     def behaviour(self) -> Behaviour: ...
+    async def hold_reply(self, path: str) -> None: ...
 
 
 class OllamaRoutes:
@@ -177,9 +178,10 @@ class OllamaRoutes:
             raise RequestError(404, not_found)
         return manifest
 
-    @staticmethod
-    async def _send(request: web.Request, body: bytes) -> web.StreamResponse:
-        """Write a complete JSON reply now, so the runner is released only after the last byte."""
+    async def _send(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """Write a complete JSON reply now, so the runner is released only after the last byte
+        (and after a reply delay a test set: the runner stays in use meanwhile)."""
+        await self.fake.hold_reply(request.path)
         response = web.StreamResponse(status=200)
         response.content_type = "application/json"
         response.charset = "utf-8"

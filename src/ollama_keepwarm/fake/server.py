@@ -123,6 +123,7 @@ class FakeOllama:
         """With ``runner_processes``, the runners' real children (made at :meth:`start`)."""
         self.scheduler = self._new_scheduler()
         self._delays: dict[str, float] = {}
+        self._reply_delays: dict[str, float] = {}  # held after the answer is made, before sent
         self._garbles: list[tuple[str, str]] = []  # (path prefix, kind), see fake/garble.py
         self._holds = 0
         self._ready: asyncio.Event | None = None
@@ -266,6 +267,15 @@ class FakeOllama:
             self._delays.pop(path_prefix, None)
         else:
             self._delays[path_prefix] = seconds
+
+    def set_reply_delay(self, path_prefix: str, seconds: float | None) -> None:
+        """Hold the answers of paths starting with ``path_prefix`` for ``seconds`` after they
+        are made (a load done, the runner listed) and before they are sent: a slow network or a
+        busy client, as a machine under load makes them. ``None`` clears."""
+        if seconds is None:
+            self._reply_delays.pop(path_prefix, None)
+        else:
+            self._reply_delays[path_prefix] = seconds
 
     def step_wall(self, seconds: float) -> None:
         """Step the wall clock the fake reports (timers are monotonic and do not move)."""
@@ -435,9 +445,16 @@ class FakeOllama:
         if runner is not None:
             await runner.cleanup()
 
-    def _delay_for(self, path: str) -> float | None:
-        matches = [prefix for prefix in self._delays if path.startswith(prefix)]
-        return self._delays[max(matches, key=len)] if matches else None
+    def _delay_for(self, path: str, delays: dict[str, float] | None = None) -> float | None:
+        delays = self._delays if delays is None else delays
+        matches = [prefix for prefix in delays if path.startswith(prefix)]
+        return delays[max(matches, key=len)] if matches else None
+
+    async def hold_reply(self, path: str) -> None:
+        """Wait out the reply delay set for ``path`` (:meth:`set_reply_delay`), if any."""
+        held = self._delay_for(path, self._reply_delays)
+        if held is not None:
+            await self.clock.sleep(held)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:

@@ -10,6 +10,7 @@ import pytest
 from ollama_keepwarm.core import plan
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.plan.mismatch import mismatch_outlasted
+from ollama_keepwarm.core.plan.processes import argv_mismatch
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
 from ollama_keepwarm.core.runners import RunnerEvent, RunnerProcess, RunnerTable
 
@@ -503,3 +504,46 @@ def test_a_start_of_a_model_a_client_uses_with_other_options_counts_as_its_reloa
     started = [_event("started", "sha256-aaa", 13, 71.0)]
     assert plan.reloads({LLAMA.key: 13}, BLOBS, [], started) == {}
     assert plan.reloads({LLAMA.key: 13}, BLOBS, [], started, (), {LLAMA.key}) == {LLAMA.key: 13}
+
+
+@pytest.mark.parametrize(
+    ("last_exit", "last_call_ended", "visible", "settles_at"),
+    [
+        (None, None, True, None),  # nothing happened: at once
+        (10.0, None, True, 10.0 + plan.QUEUE_SETTLE_S),  # after a runner's exit
+        (None, 12.0, True, 12.0 + plan.QUEUE_SETTLE_S),  # after a call of ours
+        (10.0, 12.0, True, 12.0 + plan.QUEUE_SETTLE_S),  # the later of the two
+        (13.0, 12.0, True, 13.0 + plan.QUEUE_SETTLE_S),
+        (10.0, 12.0, False, None),  # runners not visible: waiting would show nothing
+    ],
+)
+def test_a_cold_load_waits_for_the_queue_behind_an_exit_or_our_call(
+    last_exit: float | None, last_call_ended: float | None, visible: bool, settles_at: float | None
+) -> None:
+    """Chaos 0.32.15 seeds 128, 248, 494: a re-warm sent the instant a client's queued load
+    began queued behind it, and reloaded the client's runner."""
+    assert plan.queue_settles_at(last_exit, last_call_ended, visible=visible) == settles_at
+
+
+@pytest.mark.parametrize(
+    ("configured", "flavour", "argv", "differ"),
+    [
+        ({}, "llama-server", {"num_thread": 1}, {"num_thread": 1}),  # ours unset: 0
+        ({}, "llama-server", {}, {}),
+        ({"num_thread": 4}, "llama-server", {}, {"num_thread": 0}),  # theirs unset
+        ({"num_thread": 4}, "llama-server", {"num_thread": 4}, {}),
+        ({"num_thread": -1}, "llama-server", {}, {}),  # unset, said as Ollama's -1
+        ({}, "runner", {}, {}),  # v0.24: argv carries no options, absent is unknown
+        ({}, "llama-server", {"num_batch": 1024}, {}),  # may be automatic: not compared
+        ({"num_batch": 512}, "llama-server", {"num_batch": 1024}, {"num_batch": 1024}),
+    ],
+)
+def test_a_clients_num_thread_shows_in_argv_even_when_the_config_leaves_it_unset(
+    configured: dict[str, object], flavour: str, argv: dict[str, object], differ: dict[str, object]
+) -> None:
+    """Chaos 0.32.15 seed 494: a client's runner started with ``-t 1``; the config sets no
+    num_thread, so the keeper saw no mismatch and claimed the lease, and the claim reloaded
+    it (num_thread must match exactly, §4.6)."""
+    model = ModelConfig(name="llama3.1:8b", keep_alive_s=1800, options=configured)
+    process = RunnerProcess(10, "sha256-aaa", flavour, 1234, argv, 0.0)
+    assert argv_mismatch(model, process) == differ

@@ -666,6 +666,8 @@ async def test_a_clients_runner_back_at_our_context_is_still_left_alone(version:
         if who(ld.caller) == "keeper" and ld.replaced_by and who(ld.replaced_by) == "client"
     ]
     assert not fights, [e["event"] for e in logs]
+    print("EVENTS", [(e["event"], e.get("model"), e.get("reason")) for e in logs])
+    print("LOADS", [(ld.model, ld.reason, who(ld.caller)) for ld in fake.loads])
 
 
 @pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
@@ -697,3 +699,55 @@ async def test_a_client_using_a_kept_model_evicted_earlier_is_no_options_mismatc
                 assert not next(iter(host.states.values())).foreign  # its lease is renewed
     assert any(ld.model == LLAMA["name"] and who(ld.caller) == "client" for ld in fake.loads)
     assert not [e for e in logs if e["event"] == "options_mismatch"]
+
+
+def _keeper_calls(fake: FakeOllama, model: str) -> list[Any]:
+    """The keeper's requests for ``model`` the fake answered (or saw cancelled: 499)."""
+    return [
+        r
+        for r in fake.requests
+        if who(r.user_agent) == "keeper"
+        and isinstance(r.body, dict)
+        and r.body.get("model") == model
+    ]
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.32.15"])
+async def test_a_clients_load_queued_behind_ours_is_not_raced_by_our_next(version: str) -> None:
+    """Chaos 0.32.15 seed 128: a client asks for a kept model (with num_thread 1) while our load
+    of another runs; Ollama queues it, and serves it the moment ours answers. Our lane's next
+    load, of that same model, went out in that instant, before the client's runner could be
+    read: queued behind the client's load, it reloaded the client's runner with our options.
+    A cold load waits a moment after our last call (``plan.queue_settles_at``; made long here,
+    as a busy machine may start the fake's runner children slowly), and the read before it
+    sees the client's load: withdrawn, never sent."""
+    slow = {**FAST_FAKE, "load_seconds_per_gb": 0.3}  # ~1.5 s per load
+    async with FakeOllama(runner_processes=True, ollama_version=version, **slow) as fake:
+        config = _config(fake.url, str(_cgroup_of(fake)), [LLAMA, CODER], poll_interval="100ms")
+        with capture_logs() as logs:
+            async with running_keeper(config) as (keeper, _):
+                host = await eventually(lambda: keeper.hosts.get(fake.url), what="the host")
+                host.queue_settle_s = 2.0
+                llama = next(k for k in host.states if k.startswith("llama"))
+                await eventually(
+                    lambda: host.states[llama].in_flight_since is not None,
+                    what="our load of llama3.1:8b in flight",
+                )
+                options = {"num_thread": 1, "num_predict": 1}
+                body = {"model": CODER["name"], "prompt": "hi", "options": options}
+                await _client_generate(fake, {**body, "keep_alive": "1h"})
+                await asyncio.wait_for(keeper.ready.wait(), 20)
+                target = host.looks + 10
+                await eventually(lambda: host.looks >= target, what="ten more looks")
+    clients = [ld for ld in fake.loads if ld.model == CODER["name"] and who(ld.caller) == "client"]
+    assert clients
+    assert clients[0].finished is not None
+    raced = [r for r in _keeper_calls(fake, CODER["name"]) if r.received < clients[0].finished]
+    assert not raced, [e["event"] for e in logs]  # nothing of ours queued behind its load
+    fights = [
+        ld
+        for ld in fake.loads
+        if who(ld.caller) == "keeper" and ld.replaced_by and who(ld.replaced_by) == "client"
+    ]
+    if version != "0.24.0":  # argv shows the client's -t 1: said at once, never called
+        assert not fights, [e["event"] for e in logs]

@@ -109,6 +109,7 @@ class HostKeeper:
         self._elsewhere: frozenset[str] = frozenset()  # kept models a client is loading now
         self._room = plan.Room()  # the room a cold load of ours would need (plan.room_taken)
         self._foreign_runners: dict[str, int] = {}  # key -> pid of a runner we did not start
+        self._last_exit_seen: float | None = None  # monotonic: Ollama serves its queue then
         self._own_runners: dict[str, int] = {}  # key -> pid our call in flight started
         self._sent: dict[str, float] = {}  # key -> when our call in flight was sent (monotonic)
         self.ollama_up = False
@@ -132,6 +133,7 @@ class HostKeeper:
         self.runner_table: RunnerTable = unseen("not started")
         """The runners seen at the last rescan (issue 21; ``status --json`` shows it)."""
         self.wedge_slack_s: float | None = None  # Ollama's own waits, see crash.wedge_bound_s
+        self.queue_settle_s = plan.QUEUE_SETTLE_S  # see plan.queue_settles_at
         self.window_of: Callable[[ModelConfig], WindowVerdict | None] = lambda _m: None
         """The calendar's verdict per model (``daemon/calendar.py``), asked at every look."""
         self.on_use: Callable[[str, datetime, bool], None] = lambda _name, _at, _cold: None
@@ -542,6 +544,7 @@ class HostKeeper:
         exited = [e for e in events if e.kind == "exited"]
         if not exited:
             return
+        self._last_exit_seen = max(e.at for e in exited)
         self.states = plan.note_runner_exits(
             self.models, self.states, exited, table, self.blobs, listed
         )
@@ -643,6 +646,8 @@ class HostKeeper:
         """Make the queued loads and releases one at a time; nothing but cancellation ends it."""
         while True:
             decision = await self._loads.get()
+            if decision.action is plan.Action.WARM and decision.row is None:
+                await self._let_queue_show()
             if self._stopping:
                 continue
             key = decision.model.key
@@ -661,6 +666,25 @@ class HostKeeper:
                 # _call guards itself; this is the lane's last defence
                 exc = task.exception()
                 _log.error("load_lane_restarted", host=self.host, error=repr(exc), exc_info=exc)
+
+    async def _let_queue_show(self) -> None:
+        """Before a cold load: wait until a client's load Ollama queued behind the last runner
+        exit or the end of our last call has had time to start its runner
+        (plan.queue_settles_at), so the read just before our send sees it and we never queue
+        behind it (``_client_loading``). An exit seen meanwhile moves the mark; never longer
+        than twice the settle in all."""
+        give_up = self._clocks.monotonic() + 2 * self.queue_settle_s
+        while True:
+            at = plan.queue_settles_at(
+                self._last_exit_seen,
+                max(self._call_ended.values(), default=None),
+                visible=self.runner_table.visible,
+                settle_s=self.queue_settle_s,
+            )
+            now = self._clocks.monotonic()
+            if at is None or at <= now or now >= give_up:
+                return
+            await asyncio.sleep(min(at, give_up) - now)
 
     async def _call(self, decision: plan.Decision) -> None:
         """Make one decided call; whatever it raises is logged, never the end of a lane.

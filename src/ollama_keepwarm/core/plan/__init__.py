@@ -31,7 +31,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   is read corrected: Ollama's timers are monotonic.
 * **Options mismatch** (``mismatch``, ``processes``): another ``context_length`` than our warm
   gave, two renewals in a row as long as a load, a client's request that reloaded our runner,
-  or (v0.30+) its argv with other values of our configured options: leave that runner alone
+  or (v0.30+) its argv with other values of our configured options (or a ``num_thread`` we
+  leave unset): leave that runner alone
   while it is resident, say once what to configure; it lasts while the client keeps reloading
   (a client's runner back at our context too: ps shows no other load option), and ends when
   the model was gone longer than a reload takes, on our own load, or on a config change.
@@ -82,7 +83,10 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   our call before ours) or whose room is full again (Ollama skips a queued request
   whose client left, so it never reloads a client's runner); primes never reach
   a model left alone, nor a slot a client filled (only loads nobody used yet are primed); a
-  config change ends holds and mismatches; a resume verifies.
+  config change ends holds and mismatches; a resume verifies. Where runners are visible a
+  cold load goes out only a moment after the last runner exit and the end of our last call
+  (``processes.queue_settles_at``): a client's load Ollama queued behind either starts its
+  runner first, and the read just before our send sees it.
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ from ollama_keepwarm.core.plan.model import (
 from ollama_keepwarm.core.plan.processes import (
     EVICTION_GAP_S,
     EXIT_SETTLE_S,
+    QUEUE_SETTLE_S,
     attribute_starts,
     client_loading,
     evicted_by_ours,
@@ -158,6 +163,7 @@ from ollama_keepwarm.core.plan.processes import (
     note_argv_mismatch,
     note_client_reload,
     note_runner_exits,
+    queue_settles_at,
     queued_not_wedged,
     reloads,
     settle_runner_exits,
@@ -173,6 +179,7 @@ __all__ = [
     "EXIT_SETTLE_S",
     "MISMATCH",
     "OUTSIDE",
+    "QUEUE_SETTLE_S",
     "RESUMED",
     "RUNNER_CHECK",
     "Action",
@@ -208,6 +215,7 @@ __all__ = [
     "pause_with_unload",
     "prime_cause",
     "queue_order",
+    "queue_settles_at",
     "queued_not_wedged",
     "ranked",
     "record_call_crashed",

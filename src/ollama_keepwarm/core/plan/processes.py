@@ -16,7 +16,8 @@ data (``core/runners.py``). The rules:
 * **A load in flight by someone else**: a runner for a kept model's blob that no call of ours
   started, while ps does not list the model yet. Never raced with a load of ours.
 * **Options from argv** (v0.30+): a client's runner of a kept model with other values for the
-  load options we configure is an options mismatch, said at once, without a reload.
+  load options we configure (or for ``num_thread``, configured or not: :data:`EXACT_WHEN_UNSET`)
+  is an options mismatch, said at once, without a reload.
 * **Cause of a loss**: the model's own blob got a new runner from someone else (a client
   reloading it, maybe with its options), or not. A loss with no sign of a client's reload is
   re-warmed at the next look however soon after our own load; repeats still back off.
@@ -24,6 +25,12 @@ data (``core/runners.py``). The rules:
   (within :data:`EVICTION_GAP_S`) is the one our load of another kept model started. Ollama
   ends the victim, then starts the new runner (§4.9): that pair is evidence, not timing, and
   one such eviction settles a capacity conflict (``core/plan/capacity.py``).
+* **A cold load waits for the queue to show itself**: when a runner ends or a call of ours
+  ends, Ollama serves at once the requests it queued behind it, and a client's
+  load among them starts its runner milliseconds later. A cold load of ours sent in that
+  instant queues behind the client's and, with other load options, reloads its runner when
+  served: no start time tells the two apart (both were sent before the fork). So a cold load
+  goes out only :data:`QUEUE_SETTLE_S` after the last of those, read just before it is sent.
 * **Queued is not wedged**: a call of ours waiting while another runner loads is queued; the
   wedge bound counts from when its own runner exists, or from when nothing else is loading.
 """
@@ -40,7 +47,13 @@ from ollama_keepwarm.core.names import match_key
 from ollama_keepwarm.core.plan.mismatch import report_mismatch
 from ollama_keepwarm.core.plan.model import Event, ModelState, is_held
 from ollama_keepwarm.core.ps import PsSnapshot, RunningModel
-from ollama_keepwarm.core.runners import FLAVOUR_UNKNOWN, RunnerEvent, RunnerProcess, RunnerTable
+from ollama_keepwarm.core.runners import (
+    FLAVOUR_LLAMA_SERVER,
+    FLAVOUR_UNKNOWN,
+    RunnerEvent,
+    RunnerProcess,
+    RunnerTable,
+)
 
 EXIT_SETTLE_S = 0.25
 """How long after a runner's exit a snapshot must be asked to judge it: a crash (the row
@@ -52,6 +65,8 @@ waits this much longer; the rest is room for a busy box."""
 
 __all__ = [
     "EVICTION_GAP_S",
+    "EXACT_WHEN_UNSET",
+    "QUEUE_SETTLE_S",
     "argv_mismatch",
     "attribute_starts",
     "client_loading",
@@ -60,6 +75,7 @@ __all__ = [
     "loading_elsewhere",
     "note_client_reload",
     "note_runner_exits",
+    "queue_settles_at",
     "queued_not_wedged",
     "reloads",
     "settle_runner_exits",
@@ -71,6 +87,32 @@ EVICTION_GAP_S = 1.2
 """The longest gap between a victim's exit and the start of the runner that evicted it, as the
 runner watch sees them: Ollama starts the new runner milliseconds after the old one ended
 (§4.9); a process-table watch learns new runners once a second (``daemon/crashwatch.py``)."""
+
+
+QUEUE_SETTLE_S = 0.2
+"""How long after a runner's exit, or the end of a call of ours, a cold load of ours waits
+before it is sent, where runners are visible: long enough for the runner of a client's request
+Ollama had queued behind it to start and be read (Ollama forks it within milliseconds, §4.9;
+the fake's runners are Python children, slower), short beside any real load. Chaos 0.32.15
+seeds 128, 248, 494: a kept model's re-warm (after our own load, after an eviction, at a
+window's opening) went out the moment a client's queued request began loading the same model,
+and reloaded the client's runner with our options."""
+
+
+def queue_settles_at(
+    last_exit: float | None,
+    last_call_ended: float | None,
+    *,
+    visible: bool,
+    settle_s: float = QUEUE_SETTLE_S,
+) -> float | None:
+    """When (monotonic seconds) a cold load of ours may go out: ``settle_s`` after the later of
+    the last runner exit seen and the end of our last call. ``None`` (at once) where runners
+    are not visible: waiting would show nothing."""
+    marks = [t for t in (last_exit, last_call_ended) if t is not None]
+    if not visible or not marks:
+        return None
+    return max(marks) + settle_s
 
 
 def _attributed(event: RunnerEvent, table: RunnerTable) -> bool:
@@ -179,13 +221,35 @@ def loading_elsewhere(
     return frozenset(found)
 
 
+EXACT_WHEN_UNSET: Mapping[str, object] = {"num_thread": 0}
+"""Load options Ollama compares exactly (§4.6) whose flag llama-server's argv carries only when
+set (``-t`` for ``num_thread`` > 0), with the value an unset one has: absent from argv, or from
+the config, is that value. So a client's ``num_thread`` shows against ours even when the config
+leaves it unset (chaos 0.32.15 seed 494: the keeper claimed the lease of a client's runner with
+``-t 1``, and the claim, with none, reloaded it). The other options may be resolved
+automatically (the context, the batch, mmap on a CPU): compared only where configured."""
+
+
+def _unset_is_zero(value: object) -> object:
+    return (
+        0 if isinstance(value, int | float) and not isinstance(value, bool) and value < 0 else value
+    )
+
+
 def argv_mismatch(model: ModelConfig, runner: RunnerProcess) -> dict[str, object]:
-    """The configured load options a runner's argv shows with another value (v0.30+)."""
-    return {
+    """The load options a runner's argv shows with another value than ours (v0.30+): those
+    configured, and those of :data:`EXACT_WHEN_UNSET` whether configured or not."""
+    differ: dict[str, object] = {
         key: runner.options[key]
         for key, ours in model.options.items()
         if key in runner.options and runner.options[key] != ours
     }
+    if runner.flavour == FLAVOUR_LLAMA_SERVER:
+        for key, unset in EXACT_WHEN_UNSET.items():
+            theirs = runner.options.get(key, unset)
+            if theirs != _unset_is_zero(model.options.get(key, unset)):
+                differ[key] = theirs
+    return differ
 
 
 def note_argv_mismatch(
@@ -195,7 +259,8 @@ def note_argv_mismatch(
     differ = argv_mismatch(model, runner)
     if not differ or st.foreign:
         return st, []
-    seen: dict[str, object] = {"argv": differ, "ours": {k: model.options[k] for k in differ}}
+    ours = {k: model.options.get(k, EXACT_WHEN_UNSET.get(k)) for k in differ}
+    seen: dict[str, object] = {"argv": differ, "ours": ours}
     if "num_ctx" in differ:
         seen["context_length"] = differ["num_ctx"]
     return report_mismatch(model, replace(st, foreign=True), seen)

@@ -77,6 +77,8 @@ FIXED = {
     "went on evicting each other (invariant 4)",
     (206, "0.32.15"): "a lost kept model's re-warm evicted one ranked above it, whose re-warm "
     "evicted it back, three times (invariant 4)",
+    (494, "0.32.15"): "a re-warm sent the instant a client's queued load of the model began, "
+    "and a claim of a client's runner started with -t 1: three reloads of it (invariant 1)",
 }
 """Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
 seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""

@@ -11,7 +11,8 @@ log events and its ``status`` samples, never from the keeper's internals:
    ours that reached it beside a client's own request held nothing up);
 3. every kept model lost (or not yet loaded at start) is asked for again within a poll plus the
    loads that had to come first (time the fake spent loading, or a call of ours for another
-   model waited in its queue, is not counted), counted from
+   model waited in its queue, or the keeper's queue settle after a load, a call or a runner's
+   exit where it sees runners, is not counted), counted from
    the end of any fault active when it was lost (time inside a fault that began later is not
    counted either), unless it is held and ``status`` says why
    (paused, conflict, outside, mismatch, backing off, wedged), or it was lost before in the
@@ -42,6 +43,7 @@ from datetime import datetime
 from bench.chaos_driver import CONFLICT_RETRY_S
 from bench.chaos_run import Outcome
 from bench.chaos_schedule import POLL_S, WINDOW_KINDS
+from ollama_keepwarm.core.plan import QUEUE_SETTLE_S
 from ollama_keepwarm.fake.records import RecordedRequest, who
 
 __all__ = ["HELD_STATES", "REPEAT_S", "Verdict", "Violation", "check"]
@@ -100,6 +102,24 @@ class _Checker:
         self.violations: list[Violation] = []
         self.harmed: set[tuple[str, float]] = set()
         self.kept_blobs = {blob: name for name, blob in outcome.kept_keys.items()}
+        self.settles = self._queue_settles()
+
+    def _queue_settles(self) -> list[float]:
+        """When the keeper's wait before a cold load began, where it saw Ollama's runners: the
+        end of each load and of each call of ours, and each runner's exit. Its design waits
+        :data:`QUEUE_SETTLE_S` after the last of those (``plan.queue_settles_at``), so a
+        client's load Ollama queued behind them shows its runner first (invariant 1). Part of
+        what the loads that had to come first cost, as their loading is."""
+        if not any(e.get("event") == "crash_watch_started" for e in self.o.logs):
+            return []
+        marks = [_t(ld.finished) for ld in self.o.loads if ld.finished]
+        marks += [_t(u.time) for u in self.o.records.unloads]
+        marks += [
+            _t(r.time)
+            for r in self.o.requests
+            if who(r.user_agent) == "keeper" and r.path in {"/api/generate", "/api/embed"}
+        ]
+        return sorted(marks)
 
     def blob(self, name: str) -> str:
         return self.o.blobs.get(name, self.o.blobs.get(name.split(":", maxsplit=1)[0], name))
@@ -221,7 +241,8 @@ class _Checker:
 
     def _busy_loading(self, at: float, until: float, blob: str) -> float:
         """Time in [at, until] the fake spent loading, or a call of ours for another model
-        waited in its queue (the keeper loads one model at a time: those came first), or a
+        waited in its queue (the keeper loads one model at a time: those came first), or the
+        keeper's queue settle after a load, a call or a runner's exit ran (``settles``), or a
         fault for this model (or all) was active: a fault that begins after the loss (a slow
         ``/api/generate`` holding our call) delays the answer, not the keeper's asking."""
         model = self.kept_blobs.get(blob, "")
@@ -239,6 +260,7 @@ class _Checker:
             for w in self.o.records.waits
             if who(w.caller) == "keeper" and self.blob(w.model) != blob
         ]
+        spans += [(max(at, t), min(until, t + QUEUE_SETTLE_S)) for t in self.settles]
         spans.sort()
         total, reach = 0.0, at
         for first, end in spans:

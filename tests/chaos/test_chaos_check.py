@@ -198,3 +198,23 @@ def test_a_wait_is_on_us_when_our_call_revived_or_alone_held_the_runner(
         )
     )
     assert (2 in check(outcome).invariants) is harm
+
+
+@pytest.mark.parametrize(
+    ("asked_at", "runners_seen", "late"),
+    [
+        pytest.param(1.7, True, False, id="within-a-poll-after-the-settle"),
+        pytest.param(1.7, False, True, id="no-settle-where-runners-are-hidden"),
+        pytest.param(2.0, True, True, id="late-after-the-settle-too"),
+    ],
+)
+def test_the_keepers_queue_settle_is_part_of_the_loads_that_came_first(
+    asked_at: float, runners_seen: bool, late: bool
+) -> None:
+    """Where the keeper sees runners, a cold load of its goes out QUEUE_SETTLE_S (0.2 s) after
+    the last load, call or runner exit (``plan.queue_settles_at``: a client's load queued
+    behind them shows first, invariant 1). The 500-seed run of 6b27ec2 flagged that wait
+    as a slow first load at start (0.32.15 seeds 59, 66); it is counted like loading."""
+    watch = [{"event": "crash_watch_started", "t": T0}] if runners_seen else []
+    verdict = check(replace(_outcome(asked_at, []), logs=watch))
+    assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]

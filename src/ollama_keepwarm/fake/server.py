@@ -59,6 +59,19 @@ def _keep_alive_ns(value: str | float) -> int:
     return int(value * NS_PER_SECOND)
 
 
+def _set_delay(delays: dict[str, float], path_prefix: str, seconds: float | None) -> None:
+    if seconds is None:
+        delays.pop(path_prefix, None)
+    else:
+        delays[path_prefix] = seconds
+
+
+def _delay_for(delays: dict[str, float], path: str) -> float | None:
+    """The delay of the longest prefix of ``path`` in ``delays``, if any."""
+    matches = [prefix for prefix in delays if path.startswith(prefix)]
+    return delays[max(matches, key=len)] if matches else None
+
+
 def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text, content_type="text/plain", charset="utf-8")
 
@@ -263,19 +276,13 @@ class FakeOllama:
 
     def set_delay(self, path_prefix: str, seconds: float | None) -> None:
         """Delay requests whose path starts with ``path_prefix``; ``inf`` hangs, ``None`` clears."""
-        if seconds is None:
-            self._delays.pop(path_prefix, None)
-        else:
-            self._delays[path_prefix] = seconds
+        _set_delay(self._delays, path_prefix, seconds)
 
     def set_reply_delay(self, path_prefix: str, seconds: float | None) -> None:
         """Hold the answers of paths starting with ``path_prefix`` for ``seconds`` after they
         are made (a load done, the runner listed) and before they are sent: a slow network or a
         busy client, as a machine under load makes them. ``None`` clears."""
-        if seconds is None:
-            self._reply_delays.pop(path_prefix, None)
-        else:
-            self._reply_delays[path_prefix] = seconds
+        _set_delay(self._reply_delays, path_prefix, seconds)
 
     def step_wall(self, seconds: float) -> None:
         """Step the wall clock the fake reports (timers are monotonic and do not move)."""
@@ -445,14 +452,9 @@ class FakeOllama:
         if runner is not None:
             await runner.cleanup()
 
-    def _delay_for(self, path: str, delays: dict[str, float] | None = None) -> float | None:
-        delays = self._delays if delays is None else delays
-        matches = [prefix for prefix in delays if path.startswith(prefix)]
-        return delays[max(matches, key=len)] if matches else None
-
     async def hold_reply(self, path: str) -> None:
         """Wait out the reply delay set for ``path`` (:meth:`set_reply_delay`), if any."""
-        held = self._delay_for(path, self._reply_delays)
+        held = _delay_for(self._reply_delays, path)
         if held is not None:
             await self.clock.sleep(held)
 
@@ -463,7 +465,7 @@ class FakeOllama:
             return await self._answer(request, handler)
         if self._ready is not None:
             await self._ready.wait()
-        delay = self._delay_for(request.path)
+        delay = _delay_for(self._delays, request.path)
         if delay is not None:
             await self.clock.sleep(delay)
         garble = next((g for g in self._garbles if request.path.startswith(g[0])), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -909,6 +910,58 @@ class TestWarmOutcomes:
         st = plan.record_warm_started(plan.ModelState(), NOW, listed=False)
         st, events = plan.record_warm_failed(LLAMA, st, NOW, 0, "connection refused")
         assert (st.backoff_until, st.failures, events) == (None, 0, [])
+
+    @pytest.mark.parametrize(
+        ("delay", "lease_left", "waits"),
+        [
+            (5.2, None, 5.2),  # a cold model: its backoff
+            (5.2, 300.0, 5.2),  # the lease ends long after the backoff
+            (5.2, 5.0, 2.5),  # chaos 0.32.15 seed 212: half of what is left
+            (5.2, 1.5, 1.0),  # never sooner than the floor ...
+            (5.2, 0.4, 1.0),  # ... however near the end: no busy loop
+            (0.8, 5.0, 0.8),  # a backoff already inside the lease
+            (5.2, -3.0, 5.2),  # a lease past: busy or stopping, no renewal to save
+            (5.2, 100 * 365 * 86400.0, 5.2),  # keep_alive -1
+        ],
+    )
+    def test_a_failed_renewal_is_retried_before_its_lease_ends(
+        self, delay: float, lease_left: float | None, waits: float
+    ) -> None:
+        """A listed model's failed call waits at most half the lease it has left (1 s at least)."""
+        lease_end = None if lease_left is None else NOW + s(lease_left)
+        assert plan.retry_delay_s(delay, NOW, lease_end) == pytest.approx(waits)
+
+    def test_one_failed_renewal_does_not_let_the_lease_lapse(self) -> None:
+        """A renewal answered 500 with 5 s of lease left is tried again in 2.5 s, not after the
+        5 s backoff, by which time the runner would have expired (chaos 0.32.15 seed 212)."""
+        listed = row("llama3.1:8b", 5, now=NOW)
+        st = plan.record_warm_started(warmed(NOW - s(100)), NOW, listed=True, row=listed)
+        st, events = plan.record_warm_failed(
+            LLAMA, st, NOW, 500, "injected", lease_end=listed.expires_at
+        )
+        assert events[0].fields["retry_in_s"] == 2.5
+        waiting = one(LLAMA, snap(listed, at=NOW + s(2)), st, NOW + s(2))
+        assert (waiting.action, waiting.at) == (plan.Action.WAIT, NOW + s(2.5))
+        again = one(LLAMA, snap(listed, at=NOW + s(2.6)), st, NOW + s(2.6))
+        assert again.action is plan.Action.REFRESH
+
+    def test_a_renewal_failing_every_time_is_retried_a_few_times_and_never_spins(self) -> None:
+        """Each failure waits its backoff or half what is left, down to the 1 s floor: seven
+        tries in a 30 s lease (0, 4.8, 15.5, 22.8, 26.4, 28.2, 29.2 s), each at least a second
+        after the last, then the lease ends and the cold model's own backoff rules."""
+        listed = row("llama3.1:8b", 30, now=NOW)
+        st, t, tries = warmed(NOW - s(100)), NOW, [NOW]
+        while True:
+            st = plan.record_warm_started(st, t, listed=True, row=listed)
+            st, _ = plan.record_warm_failed(LLAMA, st, t, 500, "x", lease_end=listed.expires_at)
+            assert st.backoff_until is not None
+            t = st.backoff_until
+            if t >= listed.expires_at:
+                break
+            tries.append(t)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(tries)]
+        assert len(tries) == 7
+        assert min(gaps) >= 1.0
 
 
 class TestSummary:

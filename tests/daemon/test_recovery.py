@@ -245,3 +245,28 @@ async def test_a_warm_of_an_alias_already_loaded_is_no_cold_load() -> None:
             assert len(fake.loads) == loads  # no load happened
             assert st.cold_load_s is None
             assert keeper._load_time_of(host.models[0]) is None
+
+
+async def test_a_renewal_answered_500_is_retried_before_its_lease_ends() -> None:
+    """Chaos 0.32.15 seed 212: a renewal answered 500 backed off (4.8 s for this model) past
+    the end of the lease it was renewing (4 s left), and the runner expired under the keeper:
+    the next client paid a cold start. It is tried again within the lease instead."""
+    model = {"name": "llama3.1:8b", "keep_alive": "8s"}
+    async with FakeOllama(**FAST_FAKE) as fake:
+        config = make_config(fake.url, [model], refresh_before="4s")
+        async with running_keeper(config) as (keeper, _):
+            await asyncio.wait_for(keeper.ready.wait(), 10)
+            fake.garble_next("/api/generate", "500")
+
+            def renewals() -> list[int]:
+                # The keeper's calls after its load (a renewal of a lease that is ours is a
+                # ping, without keep_alive: core/plan/leases.py); no client calls here.
+                return [r.status for r in fake.requests if r.path == "/api/generate"][1:]
+
+            await eventually(
+                lambda: renewals()[:2] == [500, 200] or bool(fake.records.unloads),
+                within=15,
+                what="the failed renewal and the one after it, or the lease's end",
+            )
+            assert not fake.records.unloads, "the lease lapsed while the renewal backed off"
+            assert listed(fake) == {"llama3.1:8b"}

@@ -710,7 +710,11 @@ class HostKeeper:
             _log.exception("call_failed_unexpectedly", model=model.name, host=self.host)
             if model.key in self.states:
                 st, events = plan.record_call_crashed(
-                    model, self.states[model.key], self._clocks.wall(), repr(exc)
+                    model,
+                    self.states[model.key],
+                    self._clocks.wall(),
+                    repr(exc),
+                    lease_end=decision.lease_end,
                 )
                 self.states[model.key] = st
                 for event in events:
@@ -810,7 +814,12 @@ class HostKeeper:
             if isinstance(exc, OllamaUnreachableError):
                 self._went_down(str(exc))
             st, events = plan.record_warm_failed(
-                model, self.states[model.key], self._clocks.wall(), exc.status, exc.message
+                model,
+                self.states[model.key],
+                self._clocks.wall(),
+                exc.status,
+                exc.message,
+                lease_end=decision.lease_end,
             )
         else:
             if self.crash_watch is not None and (not listed or reason == plan.RUNNER_CHECK):

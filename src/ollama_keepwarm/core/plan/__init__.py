@@ -125,6 +125,7 @@ from ollama_keepwarm.core.plan.errors import (
     record_call_crashed,
     record_warm_failed,
     record_warm_timed_out,
+    retry_delay_s,
     show_failure,
 )
 from ollama_keepwarm.core.plan.holds import (
@@ -232,6 +233,7 @@ __all__ = [
     "remap_leases",
     "remember_leases",
     "repulled",
+    "retry_delay_s",
     "room_taken",
     "settle_runner_exits",
     "shift_times",

@@ -50,6 +50,29 @@ def backoff_delay_s(kind: str, failures: int, name: str) -> float:
     return float(base * jitter)
 
 
+RETRY_FLOOR_S = 1.0
+"""A failed call on a listed model is retried no sooner than this, however near its lease's end."""
+
+
+def retry_delay_s(delay_s: float, now: datetime, lease_end: datetime | None) -> float:
+    """How long a failed call on a model Ollama lists (its lease ending at ``lease_end``) waits
+    before it is tried again: its backoff, but at most half the time the lease has left.
+
+    A renewal that failed once (a 500, a garbled answer) and backed off past the lease's end
+    lets the runner expire, and the next client pays the cold start the keeper is for (chaos
+    seed 212 on 0.32.15: 5.2 s of backoff, 5 s of lease left). Halving what is left, never below
+    :data:`RETRY_FLOOR_S`, gives a failing renewal a few more tries before the end and never a
+    busy loop. A lease already past (the model busy or stopping) or a cold model keeps its
+    backoff.
+    """
+    if lease_end is None:
+        return delay_s
+    left = (lease_end - now).total_seconds()
+    if left <= 0:
+        return delay_s
+    return min(delay_s, max(left / 2, RETRY_FLOOR_S))
+
+
 def load_timeout_s(st: ModelState, configured_s: float) -> float:
     """The time limit for this model's next load: ``load_timeout``, or longer if it must be.
 
@@ -72,16 +95,22 @@ def close_window(st: ModelState, now: datetime) -> tuple[datetime, datetime | No
 
 
 def _backed_off(
-    model: ModelConfig, st: ModelState, now: datetime, kind: str, error: str
+    model: ModelConfig,
+    st: ModelState,
+    now: datetime,
+    kind: str,
+    error: str,
+    lease_end: datetime | None,
 ) -> tuple[ModelState, int, float]:
     """A failed call is over (its load window closes) and the model backs off one step more:
-    the new state, the failure count and the delay.
+    the new state, the failure count and the delay (``retry_delay_s``: ``lease_end`` is the
+    ``expires_at`` of the row the call was made on, None for a cold model).
 
     A failed call tells nothing about the lease (Ollama may never have served it), so an
     ``expires_at`` it left unmoved is not frozen (``leases.is_frozen``): ``renewed_expiry`` goes.
     """
     failures = st.failures + 1
-    delay = backoff_delay_s(kind, failures, model.name)
+    delay = retry_delay_s(backoff_delay_s(kind, failures, model.name), now, lease_end)
     new = replace(
         st,
         in_flight_since=None,
@@ -95,15 +124,24 @@ def _backed_off(
 
 
 def record_warm_failed(
-    model: ModelConfig, st: ModelState, now: datetime, status: int, message: str
+    model: ModelConfig,
+    st: ModelState,
+    now: datetime,
+    status: int,
+    message: str,
+    *,
+    lease_end: datetime | None = None,
 ) -> tuple[ModelState, list[Event]]:
-    """Note a failed warm: back this model off; an unreachable Ollama is not its fault."""
+    """Note a failed warm: back this model off; an unreachable Ollama is not its fault.
+
+    ``lease_end``: the listed row's ``expires_at`` when the call was a renewal or a ping; the
+    retry comes before it (``retry_delay_s``)."""
     kind, hint = classify_error(status, message, model.name)
     if kind == "unreachable":
         return replace(
             st, in_flight_since=None, load_window=close_window(st, now), renewed_expiry=None
         ), []
-    new, failures, delay = _backed_off(model, st, now, kind, message)
+    new, failures, delay = _backed_off(model, st, now, kind, message, lease_end)
     return new, [
         Event(
             "warm_failed",
@@ -176,14 +214,19 @@ def record_warm_timed_out(
 
 
 def record_call_crashed(
-    model: ModelConfig, st: ModelState, now: datetime, error: str
+    model: ModelConfig,
+    st: ModelState,
+    now: datetime,
+    error: str,
+    *,
+    lease_end: datetime | None = None,
 ) -> tuple[ModelState, list[Event]]:
     """Note a call of ours that raised something no rule expected (a bug, a garbled answer).
 
     It is a failure like any other: the call is over (its load window closes, so this model is
     not blamed for later evictions) and the model backs off, so a repeatable cause cannot spin.
     """
-    new, failures, delay = _backed_off(model, st, now, "crashed", error)
+    new, failures, delay = _backed_off(model, st, now, "crashed", error, lease_end)
     return new, [
         Event(
             "call_crashed",

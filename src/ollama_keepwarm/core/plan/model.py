@@ -129,6 +129,12 @@ class Decision:
     renew: bool = True
     window: WindowVerdict | None = None
 
+    @property
+    def lease_end(self) -> datetime | None:
+        """When the lease of the row this was decided on ends (None: not listed); a failed call
+        on it is retried before then (``errors.retry_delay_s``)."""
+        return self.row.expires_at if self.row is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

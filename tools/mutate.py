@@ -62,8 +62,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "failures_not_counted",
         PLAN,
-        "failures = st.failures + 1\n    delay = backoff_delay_s(kind,",
-        "failures = st.failures\n    delay = backoff_delay_s(kind,",
+        "failures = st.failures + 1\n    delay = retry_delay_s(backoff_delay_s(kind,",
+        "failures = st.failures\n    delay = retry_delay_s(backoff_delay_s(kind,",
+    ),
+    Mutant(
+        "renewal_retry_past_lease",
+        PLAN,
+        "return min(delay_s, max(left / 2, RETRY_FLOOR_S))",
+        "return delay_s",
     ),
     Mutant(
         "backoff_table_ignored",

@@ -76,7 +76,9 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   once more at the next decision, then after a back-off.
 * **Errors** (``errors``): a model backs off exponentially with jitter; the others carry on. A
   load that timed out was aborted inside Ollama (§2.6): the next one waits longer. A call that
-  raised anything backs off too. A ``/api/show`` that timed out is asked again later.
+  raised anything backs off too. A failed call on a listed model is tried again before its
+  lease ends (at most half what is left, 1 s at least). A ``/api/show`` that timed out is
+  asked again later.
 * **Around the keeper's calls** (``acting``): a queued call is made only if still wanted; a
   refresh still in flight when the model must be left alone is withdrawn, and so is a cold
   load queued behind a client's runner of it (listed with other options, or started during

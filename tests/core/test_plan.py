@@ -1154,6 +1154,37 @@ def test_a_failed_release_is_sent_again_after_a_back_off() -> None:
 
 
 @pytest.mark.parametrize(
+    ("state", "wanted"),
+    [
+        # Chaos 0.32.15 seed 572: held for capacity while its timed-out load backs off.
+        (dict(held_since=NOW, held_reason=plan.CAPACITY), plan.Action.UNLOAD),
+        # pause --unload while a failed load backs off: the operator's unload is done.
+        (dict(paused_until=NOW + s(3600), unload_wanted=True), plan.Action.UNLOAD),
+        # Only a failed release's own back-off delays the next release.
+        (
+            dict(held_since=NOW, held_reason=plan.CAPACITY, last_error="release failed: x"),
+            plan.Action.HOLD,
+        ),
+    ],
+    ids=["held", "paused with unload", "release failed"],
+)
+def test_a_load_backing_off_does_not_delay_a_release(
+    state: dict[str, object], wanted: plan.Action
+) -> None:
+    """A model backing off after a failed load is still released when it is held, paused
+    with ``--unload`` or out of its window: the back-off is for its next load. Else the held
+    model's room is never freed and the kept model below it waits on it ("making room")."""
+    backing_off = replace(
+        plan.ModelState(last_warm_ok_at=NOW - s(60), failures=1),
+        backoff_until=NOW + s(11),
+        last_error="timed_out: no answer within 3s",
+    )
+    st = replace(backing_off, **state)  # type: ignore[arg-type]
+    listed = snap(row("llama3.1:8b", 600))
+    assert one(LLAMA, listed, st, NOW + s(1)).action is wanted
+
+
+@pytest.mark.parametrize(
     ("status", "permanent"),
     [(404, True), (400, True), (0, False), (500, False), (502, False)],
     ids=["deleted", "bad name", "timeout or outage", "server error", "garbled"],

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from ollama_keepwarm.core.config import DaemonConfig, ModelConfig
 from ollama_keepwarm.core.plan.capacity import Room, wait_for_room
+from ollama_keepwarm.core.plan.holds import release_backing_off
 from ollama_keepwarm.core.plan.leases import may_carry_keep_alive, next_renewal
 from ollama_keepwarm.core.plan.mismatch import mismatch_outlasted, mismatch_reason
 from ollama_keepwarm.core.plan.model import (
@@ -101,7 +102,7 @@ def _decide_one(  # noqa: C901 - a flat list of rules, read top to bottom
         return Decision(model, action, reason, at, row, renew, st.window)
 
     backing_off = st.backoff_until is not None and now < st.backoff_until
-    release = row is not None and not st.release_sent and not backing_off
+    release = row is not None and not st.release_sent and not release_backing_off(st, now)
     if is_paused(st, now):
         if st.unload_wanted and release and st.in_flight_since is None and snapshot is not None:
             return verdict(Action.UNLOAD, "paused: unloading it")

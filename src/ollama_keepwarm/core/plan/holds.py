@@ -25,6 +25,23 @@ def record_release_sent(st: ModelState) -> ModelState:
     return replace(st, release_sent=True, failures=0, backoff_until=None, last_error=None)
 
 
+RELEASE_FAILED = "release failed"
+"""How ``last_error`` begins after a failed release (``record_release_failed``)."""
+
+
+def release_backing_off(st: ModelState, now: datetime) -> bool:
+    """A release (of a held, paused or out-of-window model) waits only for the back-off of a
+    release that failed: a failed or timed-out *load* backs the model's next load off, not
+    its unload. Chaos 0.32.15 seed 572: a held model whose load had timed out (an 11 s
+    back-off) was never released, and a kept model below it waited for that room ("making
+    room") until the run ended; a ``pause --unload`` was not done either."""
+    return (
+        st.backoff_until is not None
+        and now < st.backoff_until
+        and (st.last_error or "").startswith(RELEASE_FAILED)
+    )
+
+
 def record_release_failed(
     model: ModelConfig, st: ModelState, now: datetime, error: str
 ) -> tuple[ModelState, list[Event]]:
@@ -39,7 +56,7 @@ def record_release_failed(
         release_sent=False,
         failures=failures,
         backoff_until=now + timedelta(seconds=delay),
-        last_error=f"release failed: {error}",
+        last_error=f"{RELEASE_FAILED}: {error}",
     )
     fields = {"error": error, "attempt": failures, "retry_in_s": round(delay, 1)}
     return new, [Event("release_failed", model.name, fields)]

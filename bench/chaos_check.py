@@ -512,11 +512,24 @@ class _Checker:
         """Kept models that do not fit settle: our loads evict each of our runners of a kept
         model at most twice. A client's runner of a kept model (one we hold, or loaded with
         its own options) evicted by our re-warms is a keeper-client conflict, which the loss
-        rules' back-off bounds, not the keeper fighting itself."""
+        rules' back-off bounds, not the keeper fighting itself.
+
+        An operator's ``refresh`` of a model orders it tried again, a hold included: the
+        evictions of that model after it are counted afresh, as at start (0.32.15 seed 690:
+        a held model refreshed, loaded, evicted a higher one and was evicted by its re-warm)."""
+        refreshed = [
+            (self.o.started + e.at, self.blob(str(e.args.get("model"))))
+            for _, e in self.o.schedule.active
+            if e.kind == "refresh"
+        ]
         count: Counter[str] = Counter()
-        for eviction in self.o.evictions:
+        last: dict[str, float] = {}
+        for eviction in sorted(self.o.evictions, key=lambda e: e.time):
             at = _t(eviction.time)
             victim, winner = self.blob(eviction.victim), self.blob(eviction.for_model)
+            if any(b == victim and last.get(victim, -1e18) < t <= at for t, b in refreshed):
+                count[victim] = 0
+            last[victim] = at
             if (
                 who(eviction.caller) == "keeper"
                 and who(self._loaded_by(eviction.victim, at)) == "keeper"

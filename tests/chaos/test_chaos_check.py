@@ -178,6 +178,35 @@ def test_a_self_fight_is_our_loads_evicting_our_own_runners(loaded_by: str, figh
 
 
 @pytest.mark.parametrize(
+    ("refresh_at", "fight"),
+    [
+        pytest.param(None, True, id="three-evictions"),
+        pytest.param(3.0, False, id="refreshed-after-the-first-two"),
+        pytest.param(7.0, True, id="refreshed-after-all-three"),
+    ],
+)
+def test_an_operators_refresh_counts_the_evictions_after_it_afresh(
+    refresh_at: float | None, fight: bool
+) -> None:
+    """0.32.15 seed 690: ``refresh`` of a held model orders it tried again; the settle that
+    follows (it evicts a higher model, whose re-warm evicts it) is the operator's order, not
+    the keeper fighting itself. Evictions before the refresh, or without one, still count."""
+    outcome = _outcome(1.1, [])
+    events = () if refresh_at is None else (Event(refresh_at, "refresh", {"model": "small"}),)
+    outcome = replace(outcome, schedule=replace(outcome.schedule, events=events))
+    outcome.evictions.extend(
+        EvictionRecord("small:latest", "big:latest", _at(t), "count", KEEPER) for t in (2, 4, 6)
+    )
+    outcome.records.unloads.extend(
+        UnloadRecord("small:latest", _at(t + 0.1), "evicted", KEEPER, KEEPER) for t in (2, 4, 6)
+    )
+    outcome.kept_keys["big"] = "sha256-big"
+    outcome.blobs.update({"big": "sha256-big", "big:latest": "sha256-big"})
+    fights = [v.what for v in check(outcome).violations if "evicted kept" in v.what]
+    assert bool(fights) is fight, fights
+
+
+@pytest.mark.parametrize(
     ("kind", "alone", "harm"),
     [
         pytest.param("revived", False, True, id="a-keep-alive-revived-the-victim"),

@@ -79,6 +79,8 @@ FIXED = {
     "evicted it back, three times (invariant 4)",
     (494, "0.32.15"): "a re-warm sent the instant a client's queued load of the model began, "
     "and a claim of a client's runner started with -t 1: three reloads of it (invariant 1)",
+    (572, "0.32.15"): "a held model whose load had timed out was never released, and the kept "
+    "model below it waited for that room to the end (invariant 3)",
 }
 """Seeds that showed a harm before its fix, each now a regression test (the harm it showed;
 seed 1 on 0.24.0 above also showed a ping queued behind a client's reload, now withdrawn)."""

@@ -73,7 +73,8 @@ The rules, and the Ollama facts behind them (``ollama-behavior.md``):
   is not called: its lease runs out (``after_window = "expire"``), or it is unloaded once
   (``"unload"``, or ``pause --unload``, once no call of ours is in flight); a model gone then
   is released, not repaired. A release is noted once Ollama took it; a failed one is sent
-  once more at the next decision, then after a back-off.
+  once more at the next decision, then after a back-off; only that back-off delays a release
+  (a failed load's does not: its room is what a kept model below may wait for).
 * **Errors** (``errors``): a model backs off exponentially with jitter; the others carry on. A
   load that timed out was aborted inside Ollama (§2.6): the next one waits longer. A call that
   raised anything backs off too. A failed call on a listed model is tried again before its

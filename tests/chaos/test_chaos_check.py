@@ -153,6 +153,22 @@ def test_a_window_that_reopens_on_a_resident_model_needs_no_call(
     assert (3 in verdict.invariants) is late, [v.describe() for v in verdict.violations]
 
 
+def _self_fights(loaded_by: str, events: tuple[Event, ...] = ()) -> list[str]:
+    """Invariant 4's self-fight verdicts when our loads of ``big`` evict a runner of kept
+    ``small`` (loaded by ``loaded_by``) at 2, 4 and 6 s, in a schedule of ``events``."""
+    outcome = _outcome(1.1, [])
+    outcome = replace(outcome, schedule=replace(outcome.schedule, events=events))
+    outcome.evictions.extend(
+        EvictionRecord("small:latest", "big:latest", _at(t), "count", KEEPER) for t in (2, 4, 6)
+    )
+    outcome.records.unloads.extend(
+        UnloadRecord("small:latest", _at(t + 0.1), "evicted", KEEPER, loaded_by) for t in (2, 4, 6)
+    )
+    outcome.kept_keys["big"] = "sha256-big"
+    outcome.blobs.update({"big": "sha256-big", "big:latest": "sha256-big"})
+    return [v.what for v in check(outcome).violations if "evicted kept" in v.what]
+
+
 @pytest.mark.parametrize(
     ("loaded_by", "fight"),
     [
@@ -164,17 +180,7 @@ def test_a_self_fight_is_our_loads_evicting_our_own_runners(loaded_by: str, figh
     """Invariant 4's self-fight counts runners we loaded. Seed 7 on 0.24.0: our re-warms of
     a kept model evicted a client's runner of another kept model (one we held) three times:
     a keeper-client conflict, bounded by the loss rules' back-off, not a fight with itself."""
-    outcome = _outcome(1.1, [])
-    outcome.evictions.extend(
-        EvictionRecord("small:latest", "big:latest", _at(t), "count", KEEPER) for t in (2, 4, 6)
-    )
-    outcome.records.unloads.extend(
-        UnloadRecord("small:latest", _at(t + 0.1), "evicted", KEEPER, loaded_by) for t in (2, 4, 6)
-    )
-    outcome.kept_keys["big"] = "sha256-big"
-    outcome.blobs.update({"big": "sha256-big", "big:latest": "sha256-big"})
-    fights = [v.what for v in check(outcome).violations if "evicted kept" in v.what]
-    assert bool(fights) is fight, fights
+    assert bool(_self_fights(loaded_by)) is fight
 
 
 @pytest.mark.parametrize(
@@ -191,19 +197,8 @@ def test_an_operators_refresh_counts_the_evictions_after_it_afresh(
     """0.32.15 seed 690: ``refresh`` of a held model orders it tried again; the settle that
     follows (it evicts a higher model, whose re-warm evicts it) is the operator's order, not
     the keeper fighting itself. Evictions before the refresh, or without one, still count."""
-    outcome = _outcome(1.1, [])
     events = () if refresh_at is None else (Event(refresh_at, "refresh", {"model": "small"}),)
-    outcome = replace(outcome, schedule=replace(outcome.schedule, events=events))
-    outcome.evictions.extend(
-        EvictionRecord("small:latest", "big:latest", _at(t), "count", KEEPER) for t in (2, 4, 6)
-    )
-    outcome.records.unloads.extend(
-        UnloadRecord("small:latest", _at(t + 0.1), "evicted", KEEPER, KEEPER) for t in (2, 4, 6)
-    )
-    outcome.kept_keys["big"] = "sha256-big"
-    outcome.blobs.update({"big": "sha256-big", "big:latest": "sha256-big"})
-    fights = [v.what for v in check(outcome).violations if "evicted kept" in v.what]
-    assert bool(fights) is fight, fights
+    assert bool(_self_fights(KEEPER, events)) is fight
 
 
 @pytest.mark.parametrize(
